@@ -19,8 +19,8 @@ demo: $(STAMP)
 	$(BIN)/balllink demo $(if $(DATA),--data "$(DATA)",)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks examples
-	$(BIN)/ruff format --check src tests benchmarks examples
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 test: lint
 	$(BIN)/python -m pytest -q
