@@ -1,0 +1,157 @@
+"""SQLite schema of the lead database, its version and its migrations.
+
+The schema version lives in the ``schema_version`` table (one row per applied version).
+Opening a database written by an older balllink applies the migrations in order inside
+one transaction; opening one written by a newer balllink is refused with a message that
+says which version is needed.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime
+
+from .errors import DatabaseError
+
+__all__ = ["SCHEMA_VERSION", "connect", "ensure_schema"]
+
+SCHEMA_VERSION = 1
+
+_V1 = """
+CREATE TABLE IF NOT EXISTS schema_version (
+    version INTEGER PRIMARY KEY,
+    applied TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS settings (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS exhibits (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    case_id TEXT NOT NULL,
+    agency TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('crime_scene', 'test_fire')),
+    make TEXT,
+    model TEXT,
+    serial TEXT,
+    occurred TEXT,
+    lat REAL,
+    lon REAL,
+    caliber TEXT,
+    notes TEXT,
+    source TEXT,
+    source_hash TEXT NOT NULL UNIQUE,
+    scan_hash TEXT NOT NULL,
+    scan_file TEXT NOT NULL,
+    ny INTEGER NOT NULL,
+    nx INTEGER NOT NULL,
+    spacing_um REAL NOT NULL,
+    n_valid INTEGER NOT NULL,
+    created TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS exhibits_scan_hash ON exhibits (scan_hash);
+CREATE INDEX IF NOT EXISTS exhibits_agency ON exhibits (agency);
+CREATE INDEX IF NOT EXISTS exhibits_occurred ON exhibits (occurred);
+CREATE INDEX IF NOT EXISTS exhibits_caliber ON exhibits (caliber);
+CREATE INDEX IF NOT EXISTS exhibits_latlon ON exhibits (lat, lon);
+CREATE TABLE IF NOT EXISTS comparisons (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    a INTEGER NOT NULL REFERENCES exhibits (id),
+    b INTEGER NOT NULL REFERENCES exhibits (id),
+    query INTEGER NOT NULL,
+    score REAL NOT NULL,
+    cmc_count INTEGER NOT NULL,
+    rotation_deg REAL,
+    dy_um REAL,
+    dx_um REAL,
+    reason TEXT,
+    created TEXT NOT NULL,
+    CHECK (a < b),
+    UNIQUE (a, b)
+);
+CREATE INDEX IF NOT EXISTS comparisons_b ON comparisons (b);
+CREATE INDEX IF NOT EXISTS comparisons_score ON comparisons (score);
+CREATE TABLE IF NOT EXISTS lead_status (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    lead INTEGER NOT NULL REFERENCES comparisons (id),
+    status TEXT NOT NULL CHECK (status IN ('new', 'confirmed', 'rejected')),
+    examiner TEXT NOT NULL,
+    time TEXT NOT NULL,
+    note TEXT
+);
+CREATE INDEX IF NOT EXISTS lead_status_lead ON lead_status (lead);
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY,
+    time TEXT NOT NULL,
+    who TEXT NOT NULL,
+    action TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+"""
+
+# version -> script that brings a database from version-1 to version. Version 1 creates.
+_MIGRATIONS: dict[int, str] = {1: _V1}
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def connect(path: str, *, timeout: float = 60.0) -> sqlite3.Connection:
+    """Open the SQLite file in WAL mode with foreign keys on and manual transactions."""
+    try:
+        con = sqlite3.connect(path, timeout=timeout, isolation_level=None)
+        con.row_factory = sqlite3.Row
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA synchronous=NORMAL")
+        con.execute("PRAGMA foreign_keys=ON")
+        con.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+    except sqlite3.DatabaseError as exc:
+        raise DatabaseError(f"{path}: not a balllink lead database ({exc})") from None
+    return con
+
+
+def current_version(con: sqlite3.Connection) -> int:
+    """Schema version of an open database; 0 when it is empty."""
+    has = con.execute(
+        "SELECT name FROM sqlite_master WHERE type='table' AND name='schema_version'"
+    ).fetchone()
+    if has is None:
+        others = con.execute("SELECT count(*) FROM sqlite_master WHERE type='table'").fetchone()
+        if others[0]:
+            raise DatabaseError(
+                "the SQLite file holds tables but no schema_version table: "
+                "it is not a balllink lead database"
+            )
+        return 0
+    row = con.execute("SELECT max(version) FROM schema_version").fetchone()
+    return int(row[0] or 0)
+
+
+def ensure_schema(con: sqlite3.Connection, path: str) -> int:
+    """Create or migrate the schema to `SCHEMA_VERSION`; refuse newer databases."""
+    version = current_version(con)
+    if version > SCHEMA_VERSION:
+        raise DatabaseError(
+            f"{path}: lead database schema version {version} is newer than this balllink "
+            f"understands (version {SCHEMA_VERSION}); upgrade balllink to open it"
+        )
+    if version == SCHEMA_VERSION:
+        return version
+    con.execute("BEGIN IMMEDIATE")
+    try:
+        version = current_version(con)  # another process may have migrated meanwhile
+        for v in range(version + 1, SCHEMA_VERSION + 1):
+            if v not in _MIGRATIONS:
+                raise DatabaseError(f"{path}: no migration from schema version {v - 1} to {v}")
+            for statement in _MIGRATIONS[v].split(";"):
+                if statement.strip():
+                    con.execute(statement)
+            con.execute("INSERT INTO schema_version VALUES (?, ?)", (v, _now()))
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return SCHEMA_VERSION

@@ -1,0 +1,287 @@
+"""Leads, series and search scope: the decision layer between comparisons and the database.
+
+A *lead* is a compared pair of exhibits from different cases whose score passes the lead
+threshold; it is *cross-jurisdiction* when the two agencies differ. Leads (and pairs an
+examiner confirmed) join exhibits into *series*: the connected components of that graph,
+one gun used in several shootings.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+__all__ = [
+    "Candidate",
+    "Lead",
+    "Scope",
+    "SearchResult",
+    "Series",
+    "chance_probability",
+    "default_threshold",
+    "find_series",
+]
+
+KINDS = ("crime_scene", "test_fire")
+STATUSES = ("new", "confirmed", "rejected")
+
+
+def default_threshold() -> float:
+    """The shipped lead threshold on `Comparison.score`, as measured by the compare stage.
+
+    Read from ``balllink.compare`` (``LEAD_THRESHOLD``, or the default `CMCConfig`'s
+    ``lead_threshold``) so that the database and ``Comparison.lead`` always agree.
+
+    Examples
+    --------
+    >>> isinstance(default_threshold(), float)
+    True
+    """
+    from . import compare
+
+    value = getattr(compare, "LEAD_THRESHOLD", None)
+    if value is None:
+        try:
+            value = getattr(compare.CMCConfig(), "lead_threshold", None)
+        except Exception:  # placeholder config or one that needs arguments
+            value = None
+    return float(value) if value is not None else 6.0
+
+
+def _date(value) -> str | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, _dt.datetime):
+        return value.date().isoformat()
+    if isinstance(value, _dt.date):
+        return value.isoformat()
+    try:
+        return _dt.date.fromisoformat(str(value)[:10]).isoformat()
+    except ValueError:
+        raise ValueError(f"not an ISO date (YYYY-MM-DD): {value!r}") from None
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which exhibits a search (or an ingest's automatic correlation) looks at.
+
+    Parameters
+    ----------
+    agencies : sequence of str, optional
+        Only exhibits of these agencies (jurisdiction codes).
+    since, until : str or date, optional
+        Occurrence date range, inclusive (ISO ``YYYY-MM-DD``).
+    caliber : str or sequence of str, optional
+    kind : {"crime_scene", "test_fire"}, optional
+    bbox : (min_lat, min_lon, max_lat, max_lon), optional
+        Only exhibits whose incident location lies inside.
+    max_rescore : int
+        At most this many candidates get the full cell comparison (default 50).
+
+    Examples
+    --------
+    >>> Scope(agencies=["A"], max_rescore=10).where()
+    ('agency IN (?)', ['A'])
+    """
+
+    agencies: Sequence[str] | None = None
+    since: Any = None
+    until: Any = None
+    caliber: Any = None
+    kind: str | None = None
+    bbox: tuple[float, float, float, float] | None = None
+    max_rescore: int = 50
+
+    @classmethod
+    def coerce(cls, scope) -> Scope:
+        """A `Scope` from None, a `Scope` or a mapping of its fields."""
+        if scope is None:
+            return cls()
+        if isinstance(scope, Scope):
+            return scope
+        if isinstance(scope, Mapping):
+            unknown = set(scope) - set(cls.__dataclass_fields__)
+            if unknown:
+                raise ValueError(
+                    f"unknown scope field(s) {sorted(unknown)}; "
+                    f"use {sorted(cls.__dataclass_fields__)}"
+                )
+            return cls(**scope)
+        raise TypeError(f"scope must be a Scope or a dict, got {type(scope).__name__}")
+
+    def where(self) -> tuple[str, list]:
+        """SQL condition on the ``exhibits`` table and its parameters ("1" when open)."""
+        terms: list[str] = []
+        params: list = []
+        if self.agencies:
+            agencies = [self.agencies] if isinstance(self.agencies, str) else list(self.agencies)
+            terms.append(f"agency IN ({','.join('?' * len(agencies))})")
+            params += agencies
+        if self.since is not None:
+            terms.append("occurred >= ?")
+            params.append(_date(self.since))
+        if self.until is not None:
+            terms.append("occurred <= ?")
+            params.append(_date(self.until))
+        if self.caliber:
+            cals = [self.caliber] if isinstance(self.caliber, str) else list(self.caliber)
+            terms.append(f"caliber IN ({','.join('?' * len(cals))})")
+            params += cals
+        if self.kind is not None:
+            if self.kind not in KINDS:
+                raise ValueError(f"scope kind must be one of {KINDS}, got {self.kind!r}")
+            terms.append("kind = ?")
+            params.append(self.kind)
+        if self.bbox is not None:
+            lat0, lon0, lat1, lon1 = (float(v) for v in self.bbox)
+            if lat0 > lat1 or lon0 > lon1:
+                raise ValueError(
+                    f"bbox must be (min_lat, min_lon, max_lat, max_lon), got {self.bbox}"
+                )
+            terms.append("lat BETWEEN ? AND ? AND lon BETWEEN ? AND ?")
+            params += [lat0, lat1, lon0, lon1]
+        if int(self.max_rescore) < 1:
+            raise ValueError(f"max_rescore must be >= 1, got {self.max_rescore}")
+        return (" AND ".join(terms) or "1"), params
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One rescored candidate of a search, best first."""
+
+    rank: int
+    exhibit_id: int
+    score: float
+    cmc_count: int
+    rotation_deg: float
+    translation_um: tuple[float, float]
+    p_chance: float
+    case_id: str
+    agency: str
+    retrieval_score: float | None = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class SearchResult:
+    """The ranked candidate list of one search, with the size of the search set.
+
+    ``n_in_scope`` exhibits matched the scope (the query itself excluded);
+    ``n_rescored`` of them got the full comparison. Iterates over `Candidate` rows.
+    """
+
+    candidates: list[Candidate]
+    n_in_scope: int
+    n_rescored: int
+    query: int | None = None
+    threshold: float = 0.0
+    scope: Scope = field(default_factory=Scope)
+
+    def __iter__(self):
+        return iter(self.candidates)
+
+    def __len__(self) -> int:
+        return len(self.candidates)
+
+    def __getitem__(self, i):
+        return self.candidates[i]
+
+    def as_dict(self) -> dict:
+        return {
+            "query": self.query,
+            "n_in_scope": self.n_in_scope,
+            "n_rescored": self.n_rescored,
+            "threshold": self.threshold,
+            "scope": {k: v for k, v in asdict(self.scope).items() if v is not None},
+            "candidates": [c.as_dict() for c in self.candidates],
+        }
+
+
+@dataclass(frozen=True)
+class Lead:
+    """A pair of exhibits from different cases whose score passes the threshold."""
+
+    id: int
+    a: int
+    b: int
+    score: float
+    cmc_count: int
+    agency_a: str
+    agency_b: str
+    case_a: str
+    case_b: str
+    cross_jurisdiction: bool
+    status: str
+    examiner: str | None
+    status_time: str | None
+    created: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Series:
+    """Exhibits joined by leads or confirmations: one gun, several shootings."""
+
+    exhibits: tuple[int, ...]
+    cases: tuple[str, ...]
+    agencies: tuple[str, ...]
+    first: str | None
+    last: str | None
+    places: tuple[tuple[float, float], ...]
+    leads: tuple[int, ...]
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def find_series(edges: Iterable[tuple[int, int]]) -> list[list[int]]:
+    """Connected groups (size >= 2) of the graph whose edges are exhibit-id pairs.
+
+    Groups come sorted by size (largest first), then by smallest id; ids inside a group
+    are sorted.
+
+    Examples
+    --------
+    >>> find_series([(1, 2), (2, 3), (7, 9)])
+    [[1, 2, 3], [7, 9]]
+    """
+    edges = np.asarray(list(edges), dtype=np.int64).reshape(-1, 2)
+    if edges.size == 0:
+        return []
+    nodes, inverse = np.unique(edges, return_inverse=True)
+    inverse = inverse.reshape(-1, 2)
+    n = nodes.size
+    graph = coo_matrix(
+        (np.ones(len(inverse), dtype=np.int8), (inverse[:, 0], inverse[:, 1])), shape=(n, n)
+    )
+    _, labels = connected_components(graph, directed=False)
+    groups: dict[int, list[int]] = {}
+    for node, label in zip(nodes.tolist(), labels.tolist()):
+        groups.setdefault(label, []).append(node)
+    out = [sorted(g) for g in groups.values() if len(g) >= 2]
+    return sorted(out, key=lambda g: (-len(g), g[0]))
+
+
+def chance_probability(score: float, null_scores: np.ndarray) -> float:
+    """Empirical probability that a non-matching pair scores at least ``score``.
+
+    ``(1 + #{null >= score}) / (1 + n)``: the add-one estimate, never 0, and 1.0 when
+    there is no reference at all.
+
+    Examples
+    --------
+    >>> chance_probability(5.0, np.array([0.0, 1.0, 2.0, 6.0]))
+    0.4
+    """
+    null = np.asarray(null_scores, dtype=np.float64)
+    return float((1 + np.count_nonzero(null >= score)) / (1 + null.size))

@@ -1,0 +1,481 @@
+"""Lead database: schema, ingest, duplicates, leads, series, audit, crash safety, index repair.
+
+Most tests inject small stand-ins through the documented `LeadDatabase` parameters
+(``comparer``, ``index_class``, ``preparer``) so they exercise the database logic alone on
+tiny synthetic scans whose truth is known: same-gun scans share a random signature, so the
+stand-in comparer (Pearson correlation x 10) scores them high and others near 0. The
+end-to-end tests at the bottom use the real stack.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+import warnings
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+import balllink as bl
+from balllink.database import LeadDatabase
+from balllink.leads import Scope, chance_probability, find_series
+
+# --------------------------------------------------------------------------- stand-ins
+
+
+def fake_scans(n_guns, per_gun, *, seed=0, shape=(24, 24), noise=0.4):
+    """Prepared-like scans: gun signature + fresh noise, a NaN corner; truth = gun id."""
+    rng = np.random.default_rng(seed)
+    sigs = rng.normal(size=(n_guns, *shape))
+    scans, guns = [], []
+    for g in range(n_guns):
+        for f in range(per_gun):
+            z = sigs[g] + noise * rng.normal(size=shape)
+            z[:3, :3] = np.nan
+            scans.append(
+                bl.Scan(
+                    z,
+                    spacing_um=6.25,
+                    meta={"prepared": {"spacing_um": 6.25}},
+                    source=f"gun{g}-fire{f}",
+                )
+            )
+            guns.append(g)
+    return scans, np.array(guns)
+
+
+def _corr(a, b):
+    x, y = a.masked_heights().ravel(), b.masked_heights().ravel()
+    ok = np.isfinite(x) & np.isfinite(y)
+    return float(np.corrcoef(x[ok], y[ok])[0, 1])
+
+
+def fake_compare_many(query, candidates):
+    out = []
+    for c in candidates:
+        r = max(0.0, _corr(query, c))
+        out.append(
+            SimpleNamespace(
+                score=10 * r, cmc_count=round(10 * r), rotation_deg=0.0, translation_um=(0, 0)
+            )
+        )
+    return out
+
+
+class FakeIndex:
+    """Exact inner-product search on normalised flattened scans; saved as .npz."""
+
+    def __init__(self):
+        self.ids = np.zeros(0, np.int64)
+        self.vecs = None
+
+    @staticmethod
+    def _vec(scan):
+        v = np.nan_to_num(scan.masked_heights().ravel())
+        return v / (np.linalg.norm(v) + 1e-9)
+
+    def add(self, ids, scans):
+        v = np.stack([self._vec(s) for s in scans])
+        self.vecs = v if self.vecs is None else np.vstack([self.vecs, v])
+        self.ids = np.concatenate([self.ids, np.asarray(ids, np.int64)])
+
+    def search(self, scans, k):
+        q = np.stack([self._vec(s) for s in scans])
+        sim = q @ self.vecs.T if self.vecs is not None else np.zeros((len(q), 0))
+        order = np.argsort(-sim, axis=1)[:, :k]
+        ids = np.full((len(q), k), -1, np.int64)
+        sc = np.zeros((len(q), k), np.float32)
+        ids[:, : order.shape[1]] = self.ids[order]
+        sc[:, : order.shape[1]] = np.take_along_axis(sim, order, 1)
+        return ids, sc
+
+    def remove(self, ids):
+        keep = ~np.isin(self.ids, ids)
+        self.ids, self.vecs = self.ids[keep], self.vecs[keep]
+
+    def save(self, path):
+        with open(path, "wb") as fh:
+            np.savez(fh, ids=self.ids, vecs=self.vecs if self.vecs is not None else np.zeros(0))
+
+    @classmethod
+    def load(cls, path):
+        try:
+            z = np.load(path)
+            out = cls()
+            out.ids = z["ids"]
+            out.vecs = z["vecs"] if z["vecs"].size else None
+            return out
+        except Exception as exc:
+            raise bl.IndexFormatError(f"{path}: {exc}") from None
+
+    def __len__(self):
+        return int(self.ids.size)
+
+
+def open_db(path, **kw):
+    kw.setdefault("threshold", 5.0)
+    return LeadDatabase(path, comparer=fake_compare_many, index_class=FakeIndex, **kw)
+
+
+AGENCIES = ("CITY", "COUNTY", "STATE")
+
+
+def items_for(scans):
+    return [
+        (s, {"agency": AGENCIES[i % 3], "case_id": f"C{i}", "occurred": f"2025-0{1 + i % 9}-15"})
+        for i, s in enumerate(scans)
+    ]
+
+
+# --------------------------------------------------------------------------- unit
+
+
+def test_find_series_components():
+    assert find_series([(5, 1), (1, 9), (3, 4)]) == [[1, 5, 9], [3, 4]]
+    assert find_series([]) == []
+
+
+def test_chance_probability_counts_null_at_or_above():
+    null = np.arange(10.0)
+    assert chance_probability(9.0, null) == pytest.approx(2 / 11)
+    assert chance_probability(100.0, null) == pytest.approx(1 / 11)
+    assert chance_probability(-1.0, null) == 1.0
+
+
+def test_scope_validation():
+    with pytest.raises(ValueError, match="kind"):
+        Scope(kind="pistol").where()
+    with pytest.raises(ValueError, match="unknown scope"):
+        Scope.coerce({"agency": "A"})
+    with pytest.raises(ValueError, match="bbox"):
+        Scope(bbox=(10, 0, 5, 1)).where()
+
+
+# --------------------------------------------------------------------------- database
+
+
+def test_ingest_leads_series_and_duplicates(tmp_path):
+    scans, guns = fake_scans(4, 3)
+    with open_db(tmp_path / "l.db") as db:
+        rep = db.ingest_many(items_for(scans))
+        assert len(rep.ingested) == 12 and not rep.skipped
+        # every pair was compared once (fewer exhibits than rescore_k)
+        assert rep.n_compared == 12 * 11 // 2
+        leads = db.leads()
+        pairs = {(lead.a, lead.b) for lead in leads}
+        ids = rep.ingested
+        km = {(ids[i], ids[j]) for i in range(12) for j in range(i + 1, 12) if guns[i] == guns[j]}
+        assert pairs == km
+        for lead in leads:
+            assert lead.cross_jurisdiction == (lead.agency_a != lead.agency_b)
+        series = db.series()
+        got = sorted(tuple(s.exhibits) for s in series)
+        want = sorted(tuple(ids[i] for i in np.flatnonzero(guns == g)) for g in range(4))
+        assert got == want
+        assert all(s.first <= s.last for s in series)
+        # the same scans again: recognised by content hash, nothing new
+        again = db.ingest_many(items_for(scans))
+        assert not again.ingested and len(again.duplicates) == 12
+        assert db.count() == 12
+        assert db.check().ok
+
+
+def test_same_case_pairs_are_not_leads_and_threshold_adjusts(tmp_path):
+    scans, _ = fake_scans(1, 3)
+    with open_db(tmp_path / "l.db") as db:
+        db.ingest_many(scans[:2], case_id="X", agency="A")
+        db.ingest(scans[2], case_id="Y", agency="A")
+        leads = db.leads()
+        assert len(leads) == 2 and all(not lead.cross_jurisdiction for lead in leads)
+        assert db.leads(threshold=11.0) == []
+        assert len(db.leads(threshold=-1.0)) == 2  # still never the same-case pair
+
+
+def test_exhibit_fields_roundtrip_and_validation(tmp_path):
+    scans, _ = fake_scans(1, 2)
+    with open_db(tmp_path / "l.db") as db:
+        eid = db.ingest(
+            scans[0],
+            case_id="2025-001",
+            agency="PD1",
+            kind="test_fire",
+            make="Glock",
+            model="19",
+            serial="ABC123",
+            occurred="2025-03-04",
+            lat=38.9,
+            lon=-77.0,
+            caliber="9mm",
+            notes="recovered",
+        )
+        ex = db.exhibit(eid)
+        assert (ex.kind, ex.make, ex.serial, ex.caliber) == ("test_fire", "Glock", "ABC123", "9mm")
+        assert (ex.occurred, ex.lat, ex.lon) == ("2025-03-04", 38.9, -77.0)
+        assert Path(ex.scan_path).exists()
+        np.testing.assert_array_equal(db.scan(eid).heights, scans[0].heights)
+        with pytest.raises(bl.DatabaseError, match="kind"):
+            db.ingest(scans[1], kind="pistol")
+        with pytest.raises(bl.DatabaseError, match="lat"):
+            db.ingest(scans[1], lat=123.0)
+        with pytest.raises(bl.DatabaseError, match="no exhibit"):
+            db.exhibit(999)
+        assert db.count() == 1
+
+
+def test_search_scope_counts_and_chance(tmp_path):
+    scans, _ = fake_scans(6, 3, seed=1)
+    with open_db(tmp_path / "l.db", rescore_k=4) as db:
+        ids = db.ingest_many(items_for(scans)).ingested
+        res = db.search(ids[0], k=3)
+        assert res.n_in_scope == 17
+        assert res.n_rescored == 4  # max(k, rescore_k)
+        assert [c.rank for c in res] == [1, 2, 3]
+        top2 = {c.exhibit_id for c in res[:2]}
+        assert top2 == {ids[1], ids[2]}  # the two same-gun casings come first
+        assert res[0].p_chance < res[2].p_chance
+        scoped = db.search(ids[0], k=5, scope={"agencies": ["COUNTY"], "max_rescore": 3})
+        assert scoped.n_in_scope == 6 and scoped.n_rescored == 3
+        assert all(c.agency == "COUNTY" for c in scoped)
+        dated = db.search(ids[0], scope=Scope(since="2025-02-01", until="2025-03-31"))
+        assert {db.exhibit(c.exhibit_id).occurred[:7] for c in dated} <= {"2025-02", "2025-03"}
+        with_scan = db.search(scans[0].replace(source="new"), k=1)
+        assert with_scan[0].exhibit_id == ids[0] and with_scan.n_in_scope == 18
+        actions = [r["action"] for r in db.audit()]
+        assert actions.count("search") == 4
+
+
+def test_status_workflow_and_series_follow_rejections(tmp_path):
+    scans, _ = fake_scans(1, 3, seed=2)
+    with open_db(tmp_path / "l.db") as db:
+        db.ingest_many(items_for(scans))
+        leads = db.leads()
+        assert len(leads) == 3 and {lead.status for lead in leads} == {"new"}
+        with pytest.raises(ValueError, match="examiner"):
+            db.set_status(leads[0].id, "confirmed", examiner="")
+        with pytest.raises(ValueError, match="status"):
+            db.set_status(leads[0].id, "maybe", examiner="E")
+        db.set_status(leads[0].id, "rejected", examiner="Ann")
+        db.set_status(leads[1].id, "rejected", examiner="Ann")
+        rejected = db.leads(status="rejected")
+        assert {lead.id for lead in rejected} == {leads[0].id, leads[1].id}
+        assert rejected[0].examiner == "Ann" and rejected[0].status_time
+        (series,) = db.series()  # the one remaining lead still joins two exhibits
+        assert len(series.exhibits) == 2
+        db.set_status(leads[1].id, "confirmed", examiner="Bob")
+        assert len(db.series()[0].exhibits) == 3
+
+
+def test_audit_trail_detects_edit_and_deletion(tmp_path):
+    scans, _ = fake_scans(2, 2, seed=3)
+    path = tmp_path / "l.db"
+    with open_db(path) as db:
+        db.ingest_many(items_for(scans))
+        db.search(1)
+        db.set_status(db.leads()[0].id, "confirmed", examiner="E")
+        db.log_event("export", what="leads")
+        rep = db.verify_audit()
+        assert rep.ok and rep.n_records == 7
+    sqlite = path / "leads.sqlite"
+
+    def tamper(sql):
+        con = sqlite3.connect(sqlite)
+        con.execute(sql)
+        con.commit()
+        con.close()
+        with open_db(path) as db:
+            return db.verify_audit(), db.check()
+
+    edited, check = tamper("UPDATE audit SET who='mallory' WHERE seq=2")
+    assert not edited.ok and edited.first_bad == 2 and "edited" in edited.reason
+    assert not check.ok
+    tamper("UPDATE audit SET who=(SELECT who FROM audit WHERE seq=1) WHERE seq=2")
+    with open_db(path) as db:
+        assert db.verify_audit().ok  # restored exactly
+    deleted, _ = tamper("DELETE FROM audit WHERE seq=3")
+    assert not deleted.ok and deleted.first_bad == 4
+    tamper("INSERT INTO audit SELECT 3, time, who, action, detail, prev_hash, hash FROM audit "
+           "WHERE seq=1")  # fmt: skip
+    truncated, _ = tamper("DELETE FROM audit WHERE seq=7")
+    assert not truncated.ok  # the first error met is the bogus record 3 or the tail
+
+
+def test_audit_tail_deletion_detected(tmp_path):
+    scans, _ = fake_scans(1, 2, seed=3)
+    path = tmp_path / "l.db"
+    with open_db(path) as db:
+        db.ingest_many(items_for(scans))
+        assert db.verify_audit().ok
+    con = sqlite3.connect(path / "leads.sqlite")
+    con.execute("DELETE FROM audit WHERE seq=(SELECT max(seq) FROM audit)")
+    con.commit()
+    con.close()
+    with open_db(path) as db:
+        rep = db.verify_audit()
+        assert not rep.ok and "head" in rep.reason
+
+
+def test_bad_files_are_skipped_with_reasons(tmp_path):
+    scans, _ = fake_scans(2, 2, seed=4)
+    garbage = tmp_path / "garbage.x3p"
+    garbage.write_bytes(b"this is not a zip")
+    missing = tmp_path / "missing.x3p"
+
+    def reader(path):
+        raise bl.ScanFormatError(f"{path}: not a zip archive")
+
+    with open_db(tmp_path / "l.db", reader=reader) as db:
+        first = db.ingest_many(scans[:2], agency="A")
+        rep = db.ingest_many([scans[2], garbage, missing, scans[3]], agency="B")
+        assert len(rep.ingested) == 2
+        reasons = dict(rep.skipped)
+        assert "not a zip" in reasons[str(garbage)]
+        assert "cannot read" in reasons[str(missing)]
+        assert db.count() == 4 and db.check().ok
+        assert [db.exhibit(i).agency for i in first.ingested] == ["A", "A"]
+
+
+def test_missing_or_corrupt_index_is_rebuilt_with_warning(tmp_path):
+    scans, _ = fake_scans(3, 2, seed=5)
+    path = tmp_path / "l.db"
+    with open_db(path) as db:
+        db.ingest_many(items_for(scans))
+        before = db.search(1, k=3)
+    for damage in ("corrupt", "missing"):
+        index_file = path / "index.faiss"
+        if damage == "corrupt":
+            index_file.write_bytes(index_file.read_bytes()[:50])
+        else:
+            index_file.unlink()
+        with open_db(path, rescore_k=2) as db:
+            with pytest.warns(RuntimeWarning, match="rebuilding"):
+                n = len(db.index)
+            assert n == 6
+            assert db.check().ok
+            after = db.search(1, k=3)
+            assert [c.exhibit_id for c in after] == [c.exhibit_id for c in before]
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with open_db(path) as db:  # saved again: no warning the next time
+                assert len(db.index) == 6
+
+
+def test_index_catches_up_after_unsaved_ingest(tmp_path):
+    scans, _ = fake_scans(2, 2, seed=6)
+    path = tmp_path / "l.db"
+    with open_db(path) as db:
+        db.ingest_many(scans[:2])
+    db = open_db(path)
+    db.ingest_many(scans[2:], save_every=10**6)
+    db._index_dirty = False  # simulate a crash: the index file was not saved
+    db._con.close()
+    db._con = None
+    with open_db(path) as db:
+        assert len(db.index) == 4 and db.check().ok
+
+
+def test_newer_schema_refused_and_foreign_sqlite_refused(tmp_path):
+    path = tmp_path / "l.db"
+    open_db(path).close()
+    con = sqlite3.connect(path / "leads.sqlite")
+    con.execute("INSERT INTO schema_version VALUES (99, 'future')")
+    con.commit()
+    con.close()
+    with pytest.raises(bl.DatabaseError, match="newer"):
+        open_db(path)
+    other = tmp_path / "other.db"
+    other.mkdir()
+    con = sqlite3.connect(other / "leads.sqlite")
+    con.execute("CREATE TABLE x (y)")
+    con.commit()
+    con.close()
+    with pytest.raises(bl.DatabaseError, match="not a balllink"):
+        open_db(other)
+    f = tmp_path / "file.db"
+    f.write_text("x")
+    with pytest.raises(bl.DatabaseError, match="folder"):
+        open_db(f)
+
+
+def test_readers_work_while_a_writer_holds_the_lock(tmp_path):
+    scans, _ = fake_scans(2, 2, seed=7)
+    path = tmp_path / "l.db"
+    writer = open_db(path)
+    writer.ingest_many(scans[:2], agency="A")
+    writer._lock.acquire()  # a writer in the middle of a batch
+    try:
+        reader = open_db(path)
+        writer._ingest_one(scans[2], {"agency": "B"}, correlate=True, scope=Scope())
+        assert reader.count() == 3
+        res = reader.search(scans[3], k=2)  # reader catches up its own index in memory
+        assert res.n_in_scope == 3
+        reader.close()
+    finally:
+        writer._lock.release()
+        writer.close()
+
+
+# --------------------------------------------------------------------------- crash safety
+
+_CHILD = textwrap.dedent(
+    """
+    import sys, time
+    sys.path.insert(0, {tests!r})
+    import test_database as t
+    from balllink.database import LeadDatabase
+
+    def slow(query, candidates):  # slow enough that the kills land mid-batch
+        time.sleep(0.01)
+        return t.fake_compare_many(query, candidates)
+
+    scans, _ = t.fake_scans(5, 4, seed=11)
+    db = LeadDatabase({path!r}, threshold=5.0, comparer=slow, index_class=t.FakeIndex)
+    rep = db.ingest_many(t.items_for(scans), save_every=3)
+    db.close()
+    print("DONE", len(rep.ingested), len(rep.duplicates))
+    """
+)
+
+
+def test_killed_ingest_resumes_without_duplicates(tmp_path):
+    path = tmp_path / "l.db"
+    code = _CHILD.format(tests=str(Path(__file__).parent), path=str(path))
+    rng = np.random.default_rng(0)
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    kills = 0
+    for _ in range(6):
+        proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE)
+        time.sleep(float(rng.uniform(0.3, 1.5)))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+        with open_db(path) as db:
+            rep = db.check()
+            assert rep.ok, rep.problems
+    assert kills >= 1
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split()[0] == "DONE"
+
+    with open_db(path) as db:
+        assert db.check(deep=True).ok
+        assert db.count() == 20
+        hashes = [e.source_hash for e in db.exhibits()]
+        assert len(set(hashes)) == 20
+        # every pair compared exactly once, whatever the kills
+        con = db._sql()
+        assert con.execute("SELECT count(*) FROM comparisons").fetchone()[0] == 190
+        assert len(db.series()) == 5
+        assert db.verify_audit().ok
+        ingests = [r for r in db.audit() if r["action"] == "ingest"]
+        assert len(ingests) == 20
+    assert json.loads((path / "index.json").read_text())["n"] == 20
