@@ -1,16 +1,216 @@
-"""Descriptors of prepared scans for the candidate index (issue 5).
+"""Descriptors of prepared scans for the candidate index.
 
-Placeholder: being built (see the issue named below). Replaced, not extended.
+A breech-face scan is described by many small *local* descriptors rather than one global
+vector: the identifying marks are local, and global rotation-invariant vectors (radial or
+angular power spectra, rotated thumbnails) put same-gun casings in the top 10 for fewer
+than half of the Fadul queries (see ``benchmarks/eval_retrieval.py``).
+
+Each keypoint is an extremum of the smoothed surface (working grid 12.5 µm, Gaussian
+σ = 2 px) whose surrounding disk (radius 16 px = 200 µm) is mostly measured. The disk is
+sampled on rings (8 rings × 32 angles) and each ring is Fourier transformed along the
+angle. The phase of the first angular harmonic (summed over rings) gives the keypoint a
+canonical orientation; rotating every harmonic by it makes the descriptor invariant to a
+rotation of the scan over the full 360° while keeping the relative phases (the shape) of
+the patch. A keypoint therefore carries its position and orientation as well as its
+descriptor, so that the index can count only neighbours that agree on one rotation and
+shift of the whole casing (a Hough vote, like CMC does for cells).
+
+`embed` returns one float32 row per keypoint: ``[y_um, x_um, angle_rad, d_0 … d_103]``
+(positions relative to the scan centre, µm; ``DESCRIPTOR_DIM`` descriptor values, unit
+L2 norm). `CasingIndex` stores the descriptor part in FAISS and the pose part beside it.
 """
 
 from __future__ import annotations
 
-__all__ = ["embed", "embed_many"]
+import logging
+from collections.abc import Callable, Iterable, Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from ._scan import Scan
+
+__all__ = [
+    "DESCRIPTOR_DIM",
+    "DESCRIPTOR_VERSION",
+    "POSE_COLUMNS",
+    "embed",
+    "embed_many",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Bumped whenever the descriptor changes meaning; saved with every index.
+DESCRIPTOR_VERSION = "kp-polar-fourier-1"
+#: Number of leading pose columns in an `embed` row: y (µm), x (µm), angle (rad).
+POSE_COLUMNS = 3
+
+_WORK_SPACING_UM = 12.5
+_RADIUS_PX = 16
+_N_RINGS = 8
+_N_ANGLES = 32
+_N_HARMONICS = 6
+_SIGMA_PX = 2.0
+_MIN_DISTANCE_PX = 3
+_MIN_VALID = 0.75
+_MAX_POINTS = 128
+
+#: Length of the descriptor part of an `embed` row.
+DESCRIPTOR_DIM = _N_RINGS * (1 + 2 * _N_HARMONICS)
+
+_RADII = np.linspace(_RADIUS_PX / _N_RINGS, _RADIUS_PX, _N_RINGS)
+_ANGLES = 2 * np.pi * np.arange(_N_ANGLES) / _N_ANGLES
+_DY = (_RADII[:, None] * np.sin(_ANGLES)[None, :]).ravel()
+_DX = (_RADII[:, None] * np.cos(_ANGLES)[None, :]).ravel()
 
 
-def embed(prep, **options):
-    raise NotImplementedError("embed: issue 5")
+def _block_mean(z: np.ndarray, f: int) -> np.ndarray:
+    """NaN-aware f×f block mean; a block is valid when at least half of it is."""
+    if f <= 1:
+        return np.array(z, dtype=np.float32)
+    ny, nx = (z.shape[0] // f) * f, (z.shape[1] // f) * f
+    blocks = z[:ny, :nx].reshape(ny // f, f, nx // f, f)
+    ok = np.isfinite(blocks)
+    count = ok.sum(axis=(1, 3))
+    total = np.where(ok, blocks, 0).sum(axis=(1, 3), dtype=np.float64)
+    out = np.full(count.shape, np.nan, np.float32)
+    good = count * 2 >= f * f
+    out[good] = total[good] / count[good]
+    return out
 
 
-def embed_many(preps, **options):
-    raise NotImplementedError("embed_many: issue 5")
+def _check_scan(prep: Scan) -> None:
+    if not isinstance(prep, Scan):
+        raise TypeError(
+            f"embed expects a prepared bl.Scan, got {type(prep).__name__}; "
+            "read it with bl.read_scan and prepare it with bl.preprocess"
+        )
+    dy, dx = (float(v) for v in prep.spacing_um)
+    if not (np.isfinite(dy) and dy > 0 and abs(dy - dx) <= 1e-3 * dy):
+        raise ValueError(
+            f"embed needs a square positive pixel spacing, got {prep.spacing_um} "
+            f"({prep.name}); resample with bl.resample(scan, spacing_um=6.25)"
+        )
+    if dy > _WORK_SPACING_UM * 1.5:
+        raise ValueError(
+            f"embed needs a spacing of at most {_WORK_SPACING_UM * 1.5:g} µm, got {dy:g} µm "
+            f"({prep.name}); the descriptors work on a {_WORK_SPACING_UM:g} µm grid"
+        )
+
+
+def embed(prep: Scan) -> np.ndarray:
+    """Local descriptors of a prepared scan, with their poses.
+
+    Parameters
+    ----------
+    prep : Scan
+        A prepared scan (leveled, band-passed, NaN outside the breech face), spacing at most
+        18.75 µm/px; it is averaged onto a 12.5 µm grid.
+
+    Returns
+    -------
+    ndarray, float32, shape (n_keypoints, 3 + DESCRIPTOR_DIM)
+        One row per keypoint (at most 128, strongest first): ``y_um``, ``x_um`` (relative
+        to the scan centre), the canonical orientation in radians, then the unit-norm
+        rotation-invariant descriptor. Zero rows when the scan has no usable region.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import balllink as bl
+    >>> rng = np.random.default_rng(0)
+    >>> from scipy.ndimage import gaussian_filter
+    >>> z = gaussian_filter(rng.normal(size=(200, 200)), 3).astype(np.float32)
+    >>> rows = bl.embed(bl.Scan(z, spacing_um=6.25))
+    >>> rows.dtype, rows.shape[1] == 3 + bl.features.DESCRIPTOR_DIM, len(rows) > 10
+    (dtype('float32'), True, True)
+    """
+    _check_scan(prep)
+    spacing = float(prep.spacing_um[0])
+    factor = max(1, round(_WORK_SPACING_UM / spacing))
+    z = _block_mean(prep.masked_heights(), factor)
+    work_spacing = spacing * factor
+    ok = np.isfinite(z)
+    empty = np.zeros((0, POSE_COLUMNS + DESCRIPTOR_DIM), np.float32)
+    if ok.sum() < 16:
+        return empty
+    z0 = np.where(ok, z, 0).astype(np.float32)
+    weight = ndimage.gaussian_filter(ok.astype(np.float32), _SIGMA_PX)
+    smooth = ndimage.gaussian_filter(z0, _SIGMA_PX)
+    smooth = np.where(weight > 0.5, smooth / np.maximum(weight, 1e-6), 0).astype(np.float32)
+    response = np.abs(smooth)
+    peak = ndimage.maximum_filter(response, size=2 * _MIN_DISTANCE_PX + 1)
+    iy, ix = np.nonzero((response == peak) & (response > 0) & ok)
+    order = np.argsort(-response[iy, ix], kind="stable")
+    iy, ix = iy[order], ix[order]
+    # Share of the sampled disk that is measured (nearest sample of the validity mask).
+    cy = iy[:, None] + _DY[None, :]
+    cx = ix[:, None] + _DX[None, :]
+    okf = ok.astype(np.float32)
+    inside = ndimage.map_coordinates(okf, [cy.ravel(), cx.ravel()], order=0, mode="constant")
+    keep = inside.reshape(len(iy), -1).mean(axis=1) >= _MIN_VALID
+    iy, ix, cy, cx = iy[keep][:_MAX_POINTS], ix[keep][:_MAX_POINTS], cy[keep], cx[keep]
+    cy, cx = cy[:_MAX_POINTS], cx[:_MAX_POINTS]
+    n = len(iy)
+    if n == 0:
+        return empty
+    samples = ndimage.map_coordinates(smooth, [cy.ravel(), cx.ravel()], order=1, mode="constant")
+    samples = samples.reshape(n, _N_RINGS, _N_ANGLES)
+    samples -= samples.mean(axis=(1, 2), keepdims=True)
+    coef = np.fft.rfft(samples, axis=2)[:, :, : _N_HARMONICS + 1]
+    angle = np.angle((coef[:, :, 1] * _RADII[None, :]).sum(axis=1))
+    m = np.arange(_N_HARMONICS + 1)
+    coef = coef * np.exp(-1j * m[None, None, :] * angle[:, None, None])
+    desc = np.concatenate(
+        [
+            coef[:, :, 0].real,
+            coef[:, :, 1:].real.reshape(n, -1),
+            coef[:, :, 1:].imag.reshape(n, -1),
+        ],
+        axis=1,
+    )
+    desc /= np.maximum(np.linalg.norm(desc, axis=1, keepdims=True), 1e-12)
+    centre_y, centre_x = (z.shape[0] - 1) / 2, (z.shape[1] - 1) / 2
+    out = np.empty((n, POSE_COLUMNS + DESCRIPTOR_DIM), np.float32)
+    out[:, 0] = (iy - centre_y) * work_spacing
+    out[:, 1] = (ix - centre_x) * work_spacing
+    out[:, 2] = angle
+    out[:, POSE_COLUMNS:] = desc
+    return out
+
+
+def embed_many(
+    preps: Sequence[Scan] | Iterable[Scan],
+    *,
+    progress: Callable[[int, int], object] | None = None,
+) -> list[np.ndarray]:
+    """`embed` each prepared scan.
+
+    Parameters
+    ----------
+    preps : sequence of Scan
+        Prepared scans.
+    progress : callable, optional
+        Called as ``progress(done, total)`` after each scan (``total`` is 0 for an
+        iterator of unknown length).
+
+    Returns
+    -------
+    list of ndarray
+        One `embed` result per scan (their lengths differ).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import balllink as bl
+    >>> z = np.random.default_rng(1).normal(size=(120, 120)).astype(np.float32)
+    >>> [r.shape[1] for r in bl.embed_many([bl.Scan(z, spacing_um=12.5)] * 2)]
+    [107, 107]
+    """
+    total = len(preps) if hasattr(preps, "__len__") else 0
+    out = []
+    for i, prep in enumerate(preps):
+        out.append(embed(prep))
+        if progress is not None:
+            progress(i + 1, total)
+    return out

@@ -1,12 +1,548 @@
-"""FAISS candidate index of casings (issue 5). FAISS is imported here only.
+"""FAISS candidate index of casings. FAISS is imported in this module only.
 
-Placeholder: being built (see the issue named below). Replaced, not extended.
+`CasingIndex` stores the local keypoint descriptors of every casing (`balllink.features`)
+in one FAISS index and the pose of each keypoint (position, orientation) beside it. A query
+casing's keypoints each fetch their nearest stored keypoints; every neighbour votes for
+``(casing, rotation, shift)`` = the rotation that maps the stored keypoint's orientation
+onto the query's and the shift that then maps its position onto the query's. A casing's
+score is the number of distinct query keypoints in its best pose bin (bins of 12° and
+150 µm, each vote spread over the 2×2×2 overlapping bin grids): neighbours that agree on
+one rotation and shift, as congruent matching cells do. The ranking is therefore
+invariant to rotation over 360° and to translation, and robust to partial overlap.
+
+Trade-off (figures: ``benchmarks/bench_index.py``, ``benchmarks/eval_retrieval.py``):
+about 100 vectors of 104 float32 per casing. ``"Flat"`` (default) is exact but costs
+416 B per vector (~42 KB per casing) and its query time grows linearly (fine up to ~1e4
+casings); ``"HNSW32"`` is fast but adds ~260 B per vector and cannot free removed
+vectors; ``"IVF…,PQ16"``-style factories compress to ~16 B code + 8 B id per vector
+(~2.5 KB per casing with the pose table) and search in milliseconds, at a small recall
+cost against exact search. A global vector per casing would be 100× smaller and faster
+but retrieves same-gun casings far worse.
 """
 
 from __future__ import annotations
 
+import io
+import json
+import logging
+import os
+import zipfile
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from ._scan import Scan
+from .errors import IndexFormatError
+from .features import DESCRIPTOR_DIM, DESCRIPTOR_VERSION, POSE_COLUMNS, embed
+
 __all__ = ["CasingIndex"]
+
+logger = logging.getLogger(__name__)
+
+_MAGIC = "balllink-casing-index"
+_FORMAT = 1
+_ADD_CHUNK = 200_000
+
+
+def _rows_of(item, what: str) -> np.ndarray:
+    """Embed a scan, or check a descriptor table from `embed`."""
+    if isinstance(item, Scan):
+        return embed(item)
+    rows = np.asarray(item)
+    if rows.ndim != 2 or rows.shape[1] != POSE_COLUMNS + DESCRIPTOR_DIM:
+        raise ValueError(
+            f"{what}: expected a prepared bl.Scan or a descriptor table from bl.embed of "
+            f"shape (n, {POSE_COLUMNS + DESCRIPTOR_DIM}), got shape {rows.shape}"
+        )
+    if not np.isfinite(rows).all():
+        raise ValueError(f"{what}: descriptor table contains NaN or inf")
+    return np.ascontiguousarray(rows, dtype=np.float32)
 
 
 class CasingIndex:
-    pass
+    """Candidate retrieval over many casings (FAISS inside).
+
+    Parameters
+    ----------
+    factory : str, optional
+        FAISS index factory string for the keypoint descriptors: ``"Flat"`` (default,
+        exact), ``"HNSW32"``, ``"IVF4096,PQ16"``, ``"OPQ16_64,IVF16384_HNSW32,PQ16"``, ...
+        Trained factories are fitted on the first `add` (or call `fit`).
+    neighbors : int
+        Stored keypoints fetched per query keypoint.
+    angle_bin_deg, shift_bin_um : float
+        Pose bin size of the vote.
+    nprobe : int
+        Inverted lists visited per query keypoint (IVF factories).
+    ef_search : int
+        HNSW search depth (HNSW factories).
+
+    Attributes
+    ----------
+    index_ : faiss.Index
+        The FAISS index; vector ids are internal row numbers, never casing ids.
+    casing_ids_ : ndarray of int64
+        Casing id of each added casing (in order of addition, removed ones included).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import balllink as bl
+    >>> from scipy.ndimage import gaussian_filter
+    >>> rng = np.random.default_rng(0)
+    >>> scans = [bl.Scan(gaussian_filter(rng.normal(size=(160, 160)), 2), spacing_um=12.5)
+    ...          for _ in range(3)]
+    >>> idx = bl.CasingIndex()
+    >>> idx.add([10, 11, 12], scans)
+    >>> ids, scores = idx.search(scans[1:2], k=5)
+    >>> ids.shape, int(ids[0, 0]), len(idx)
+    ((1, 5), 11, 3)
+    """
+
+    def __init__(
+        self,
+        factory: str | None = None,
+        *,
+        neighbors: int = 8,
+        angle_bin_deg: float = 12.0,
+        shift_bin_um: float = 150.0,
+        nprobe: int = 32,
+        ef_search: int = 64,
+    ) -> None:
+        self.factory = factory
+        self.neighbors = neighbors
+        self.angle_bin_deg = angle_bin_deg
+        self.shift_bin_um = shift_bin_um
+        self.nprobe = nprobe
+        self.ef_search = ef_search
+        self._reset()
+
+    # ------------------------------------------------------------------ state
+    def _reset(self) -> None:
+        self.index_ = None
+        self.casing_ids_ = np.zeros(0, np.int64)
+        self.starts_ = np.zeros(1, np.int64)
+        self.alive_ = np.zeros(0, bool)
+        self.pose_ = np.zeros((0, POSE_COLUMNS), np.float16)
+        self._row_of: dict[int, int] = {}
+
+    @property
+    def factory_(self) -> str:
+        return self.factory or "Flat"
+
+    def _params(self) -> dict:
+        return {
+            "factory": self.factory_,
+            "neighbors": int(self.neighbors),
+            "angle_bin_deg": float(self.angle_bin_deg),
+            "shift_bin_um": float(self.shift_bin_um),
+            "nprobe": int(self.nprobe),
+            "ef_search": int(self.ef_search),
+        }
+
+    def _check_params(self) -> None:
+        if int(self.neighbors) < 1:
+            raise ValueError(f"neighbors must be >= 1, got {self.neighbors}")
+        if not (0 < self.angle_bin_deg <= 90):
+            raise ValueError(f"angle_bin_deg must be in (0, 90], got {self.angle_bin_deg}")
+        if not self.shift_bin_um > 0:
+            raise ValueError(f"shift_bin_um must be > 0, got {self.shift_bin_um}")
+
+    def _new_faiss(self) -> faiss.Index:
+        try:
+            inner = faiss.index_factory(DESCRIPTOR_DIM, self.factory_, faiss.METRIC_L2)
+        except RuntimeError as exc:
+            raise ValueError(
+                f"factory={self.factory_!r} is not a FAISS index factory string usable for "
+                f"{DESCRIPTOR_DIM}-d vectors (try 'Flat', 'HNSW32', 'IVF1024,PQ16'): {exc}"
+            ) from None
+        return faiss.IndexIDMap2(inner)
+
+    def _apply_search_params(self) -> None:
+        inner = faiss.downcast_index(self.index_.index)
+        ivf = faiss.try_extract_index_ivf(inner)
+        if ivf is not None:
+            ivf.nprobe = int(self.nprobe)
+        base = inner
+        if isinstance(base, faiss.IndexPreTransform):
+            base = faiss.downcast_index(base.index)
+        if hasattr(base, "hnsw"):
+            base.hnsw.efSearch = int(self.ef_search)
+
+    def __len__(self) -> int:
+        return int(self.alive_.sum())
+
+    def __contains__(self, casing_id) -> bool:
+        return int(casing_id) in self._row_of
+
+    def __repr__(self) -> str:
+        return f"CasingIndex(factory={self.factory_!r}, casings={len(self)})"
+
+    @property
+    def ntotal(self) -> int:
+        """Number of keypoint vectors held by FAISS."""
+        return 0 if self.index_ is None else int(self.index_.ntotal)
+
+    # ------------------------------------------------------------------ build
+    def fit(self, scans_or_descriptors: Iterable, *, max_vectors: int = 500_000) -> CasingIndex:
+        """Train the FAISS index (IVF centroids, PQ codebooks, OPQ rotation).
+
+        Parameters
+        ----------
+        scans_or_descriptors : iterable of Scan or ndarray
+            Representative casings (not added).
+        max_vectors : int
+            Keypoint vectors used for training at most (a random subset).
+
+        Returns
+        -------
+        CasingIndex
+            ``self``. A no-op for factories that need no training (``Flat``, ``HNSW``).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import balllink as bl
+        >>> rng = np.random.default_rng(0)
+        >>> z = rng.normal(size=(300, 300)).astype(np.float32)
+        >>> idx = bl.CasingIndex("IVF4,Flat").fit([bl.Scan(z, spacing_um=6.25)])
+        >>> idx.index_.is_trained
+        True
+        """
+        self._check_params()
+        rows = [_rows_of(item, f"fit item {i}") for i, item in enumerate(scans_or_descriptors)]
+        vecs = np.concatenate([r[:, POSE_COLUMNS:] for r in rows] or [np.zeros((0, 1))])
+        self._train(np.ascontiguousarray(vecs, dtype=np.float32), max_vectors=max_vectors)
+        return self
+
+    def _train(self, vecs: np.ndarray, *, max_vectors: int = 500_000) -> None:
+        if self.index_ is None:
+            self.index_ = self._new_faiss()
+        if self.index_.is_trained:
+            return
+        if len(vecs) > max_vectors:
+            pick = np.random.default_rng(0).choice(len(vecs), max_vectors, replace=False)
+            vecs = vecs[np.sort(pick)]
+        try:
+            self.index_.train(vecs)
+        except RuntimeError as exc:
+            raise ValueError(
+                f"cannot train FAISS index {self.factory_!r} on {len(vecs)} keypoint vectors "
+                f"(about {len(vecs) // 100} casings): {exc}. Call fit() with more casings or "
+                "use a smaller factory (fewer IVF lists)"
+            ) from None
+        logger.info("trained %s on %d vectors", self.factory_, len(vecs))
+
+    def add(
+        self,
+        ids: Sequence[int] | np.ndarray,
+        scans_or_descriptors: Sequence,
+        *,
+        progress: Callable[[int, int], object] | None = None,
+    ) -> None:
+        """Add casings.
+
+        Parameters
+        ----------
+        ids : sequence of int
+            Casing (exhibit) ids, int64, not already in the index.
+        scans_or_descriptors : sequence of Scan or ndarray
+            Prepared scans, or their `bl.embed` tables, one per id.
+        progress : callable, optional
+            ``progress(done, total)`` called as casings are embedded and added.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import balllink as bl
+        >>> z = np.random.default_rng(2).normal(size=(100, 100)).astype(np.float32)
+        >>> idx = bl.CasingIndex()
+        >>> idx.add([7], [bl.embed(bl.Scan(z, spacing_um=12.5))])
+        >>> len(idx), 7 in idx
+        (1, True)
+        """
+        self._check_params()
+        ids = np.asarray(ids)
+        if ids.ndim != 1 or not (ids.size == 0 or np.issubdtype(ids.dtype, np.integer)):
+            raise ValueError(f"ids must be a 1-D sequence of integers, got {ids!r}")
+        ids = ids.astype(np.int64)
+        n = len(ids)
+        if n != len(scans_or_descriptors):
+            raise ValueError(f"add got {n} ids for {len(scans_or_descriptors)} scans/descriptors")
+        if len(np.unique(ids)) != n:
+            raise ValueError("add: ids contain duplicates")
+        present = [int(i) for i in ids if int(i) in self._row_of]
+        if present:
+            raise ValueError(f"casing ids already in the index: {present[:5]}; remove() them first")
+        done = 0
+        batch_ids: list[int] = []
+        batch_rows: list[np.ndarray] = []
+        pending = 0
+        for cid, item in zip(ids, scans_or_descriptors, strict=True):
+            rows = _rows_of(item, f"casing {int(cid)}")
+            batch_ids.append(int(cid))
+            batch_rows.append(rows)
+            pending += len(rows)
+            done += 1
+            if pending >= _ADD_CHUNK:
+                self._add_rows(batch_ids, batch_rows)
+                batch_ids, batch_rows, pending = [], [], 0
+                if progress is not None:
+                    progress(done, n)
+        if batch_ids:
+            self._add_rows(batch_ids, batch_rows)
+        if progress is not None:
+            progress(n, n)
+
+    def _add_rows(self, ids: list[int], rows: list[np.ndarray]) -> None:
+        counts = np.array([len(r) for r in rows], np.int64)
+        table = np.concatenate(rows) if rows else np.zeros((0, POSE_COLUMNS + DESCRIPTOR_DIM))
+        vecs = np.ascontiguousarray(table[:, POSE_COLUMNS:], dtype=np.float32)
+        if self.index_ is None or not self.index_.is_trained:
+            self._train(vecs)
+        first = int(self.starts_[-1])
+        vec_ids = np.arange(first, first + len(vecs), dtype=np.int64)
+        if len(vecs):
+            self.index_.add_with_ids(vecs, vec_ids)
+        base = len(self.casing_ids_)
+        self.casing_ids_ = np.concatenate([self.casing_ids_, np.asarray(ids, np.int64)])
+        self.starts_ = np.concatenate([self.starts_, first + np.cumsum(counts)])
+        self.alive_ = np.concatenate([self.alive_, np.ones(len(ids), bool)])
+        self.pose_ = np.concatenate([self.pose_, table[:, :POSE_COLUMNS].astype(np.float16)])
+        for j, cid in enumerate(ids):
+            self._row_of[cid] = base + j
+
+    def remove(self, ids: Sequence[int] | np.ndarray) -> int:
+        """Remove casings; ids not in the index are ignored.
+
+        Returns
+        -------
+        int
+            Number of casings removed.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import balllink as bl
+        >>> z = np.random.default_rng(3).normal(size=(100, 100)).astype(np.float32)
+        >>> idx = bl.CasingIndex()
+        >>> idx.add([1, 2], [bl.Scan(z, spacing_um=12.5)] * 2)
+        >>> idx.remove([2, 99]), len(idx)
+        (1, 1)
+        """
+        rows = [self._row_of.pop(int(i)) for i in np.atleast_1d(ids) if int(i) in self._row_of]
+        if not rows:
+            return 0
+        rows_arr = np.asarray(rows, np.int64)
+        self.alive_[rows_arr] = False
+        vec_ids = np.concatenate(
+            [np.arange(self.starts_[r], self.starts_[r + 1], dtype=np.int64) for r in rows_arr]
+        )
+        try:
+            self.index_.remove_ids(faiss.IDSelectorBatch(vec_ids))
+        except RuntimeError:  # HNSW cannot free vectors: they stay, masked out by alive_
+            logger.debug("%s cannot remove vectors; %d masked", self.factory_, len(vec_ids))
+        return len(rows)
+
+    # ------------------------------------------------------------------ search
+    def search(
+        self,
+        scans_or_descriptors: Sequence,
+        k: int = 10,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Rank stored casings for each query casing.
+
+        Parameters
+        ----------
+        scans_or_descriptors : sequence of Scan or ndarray
+            Prepared query scans, or their `bl.embed` tables.
+        k : int
+            Candidates per query.
+
+        Returns
+        -------
+        ids : ndarray of int64, shape (n_queries, k)
+            Casing ids, best first, padded with -1 (fewer casings, or casings without a
+            single vote).
+        scores : ndarray of float32, shape (n_queries, k)
+            Votes of the best pose bin (number of query keypoints agreeing on one rotation
+            and shift), padded with 0.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import balllink as bl
+        >>> z = np.random.default_rng(4).normal(size=(100, 100)).astype(np.float32)
+        >>> idx = bl.CasingIndex()
+        >>> idx.add([5], [bl.Scan(z, spacing_um=12.5)])
+        >>> idx.search([bl.Scan(z, spacing_um=12.5)], k=3)[0]
+        array([[ 5, -1, -1]])
+        """
+        k = int(k)
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        queries = [_rows_of(q, f"query {i}") for i, q in enumerate(scans_or_descriptors)]
+        nq = len(queries)
+        out_ids = np.full((nq, k), -1, np.int64)
+        out_scores = np.zeros((nq, k), np.float32)
+        if nq == 0 or self.index_ is None or self.ntotal == 0 or len(self) == 0:
+            return out_ids, out_scores
+        self._apply_search_params()
+        table = np.concatenate(queries)
+        vecs = np.ascontiguousarray(table[:, POSE_COLUMNS:], dtype=np.float32)
+        kk = min(int(self.neighbors), self.ntotal)
+        _, labels = self.index_.search(vecs, kk) if len(vecs) else (None, np.zeros((0, kk)))
+        bounds = np.concatenate([[0], np.cumsum([len(q) for q in queries])])
+        for qi in range(nq):
+            lab = labels[bounds[qi] : bounds[qi + 1]]
+            rows, votes = self._vote(table[bounds[qi] : bounds[qi + 1], :POSE_COLUMNS], lab)
+            order = np.lexsort((rows, -votes))[:k]
+            out_ids[qi, : len(order)] = self.casing_ids_[rows[order]]
+            out_scores[qi, : len(order)] = votes[order]
+        return out_ids, out_scores
+
+    def _vote(self, qpose: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Hough vote over (casing, rotation, shift); returns (casing rows, votes)."""
+        kk = labels.shape[1] if labels.ndim == 2 else 0
+        qi = np.repeat(np.arange(len(labels), dtype=np.int64), kk)
+        vec = labels.ravel().astype(np.int64)
+        good = vec >= 0
+        qi, vec = qi[good], vec[good]
+        row = np.searchsorted(self.starts_, vec, side="right") - 1
+        live = self.alive_[row]
+        qi, vec, row = qi[live], vec[live], row[live]
+        if len(vec) == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        pose = self.pose_[vec].astype(np.float64)
+        q = qpose[qi].astype(np.float64)
+        rot = q[:, 2] - pose[:, 2]
+        c, s = np.cos(rot), np.sin(rot)
+        ty = q[:, 0] - (c * pose[:, 0] - s * pose[:, 1])
+        tx = q[:, 1] - (s * pose[:, 0] + c * pose[:, 1])
+        abin = np.radians(self.angle_bin_deg)
+        n_ang = max(1, round(2 * np.pi / abin))
+        a = np.mod(rot, 2 * np.pi) / (2 * np.pi) * n_ang
+        by, bx = ty / self.shift_bin_um, tx / self.shift_bin_um
+        rows_u, local = np.unique(row, return_inverse=True)
+        best = np.zeros(len(rows_u), np.int64)
+        for off in range(8):
+            oa, oy, ox = (off >> 2) & 1, (off >> 1) & 1, off & 1
+            ka = (np.floor(a + 0.5 * oa).astype(np.int64)) % n_ang
+            ky = np.floor(by + 0.5 * oy).astype(np.int64) + (1 << 19)
+            kx = np.floor(bx + 0.5 * ox).astype(np.int64) + (1 << 19)
+            ky = np.clip(ky, 0, (1 << 20) - 1)
+            kx = np.clip(kx, 0, (1 << 20) - 1)
+            key = ((local.astype(np.int64) * 64 + ka) << 40) | (ky << 20) | kx
+            pair = np.unique(np.stack([key, qi], axis=1), axis=0)[:, 0]
+            bins, counts = np.unique(pair, return_counts=True)
+            np.maximum.at(best, (bins >> 40) // 64, counts)
+        return rows_u, best.astype(np.float32)
+
+    # ------------------------------------------------------------------ files
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the index (FAISS data, poses, ids, factory, descriptor version) to a file.
+
+        Examples
+        --------
+        >>> import tempfile, numpy as np, balllink as bl
+        >>> z = np.random.default_rng(5).normal(size=(100, 100)).astype(np.float32)
+        >>> idx = bl.CasingIndex(); idx.add([3], [bl.Scan(z, spacing_um=12.5)])
+        >>> path = tempfile.mkdtemp() + "/casings.blx"
+        >>> idx.save(path); len(bl.CasingIndex.load(path))
+        1
+        """
+        path = Path(path)
+        meta = {
+            "magic": _MAGIC,
+            "format": _FORMAT,
+            "descriptor_version": DESCRIPTOR_VERSION,
+            "descriptor_dim": DESCRIPTOR_DIM,
+            "params": self._params(),
+        }
+        blob = (
+            faiss.serialize_index(self.index_) if self.index_ is not None else np.zeros(0, np.uint8)
+        )
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "wb") as fh:
+            np.savez(
+                fh,
+                meta=np.frombuffer(json.dumps(meta).encode(), np.uint8),
+                faiss=blob,
+                casing_ids=self.casing_ids_,
+                starts=self.starts_,
+                alive=self.alive_,
+                pose=self.pose_,
+            )
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> CasingIndex:
+        """Read an index written by `save`.
+
+        Raises
+        ------
+        IndexFormatError
+            The file is missing, truncated, not a balllink index, or was built with another
+            descriptor version (rebuild it from the scans).
+
+        Examples
+        --------
+        >>> import balllink as bl
+        >>> try:
+        ...     bl.CasingIndex.load(__file__)
+        ... except bl.IndexFormatError as exc:
+        ...     print("refused")
+        refused
+        """
+        path = Path(path)
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read()
+        except OSError as exc:
+            raise IndexFormatError(f"{path}: cannot read casing index ({exc})") from None
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+                arrays = {name: npz[name] for name in npz.files}
+            meta = json.loads(arrays["meta"].tobytes().decode())
+        except (zipfile.BadZipFile, ValueError, KeyError, OSError, EOFError) as exc:
+            raise IndexFormatError(
+                f"{path}: not a balllink casing index, or truncated ({type(exc).__name__}: {exc})"
+            ) from None
+        if not isinstance(meta, dict) or meta.get("magic") != _MAGIC:
+            raise IndexFormatError(f"{path}: not a balllink casing index (wrong magic)")
+        if meta.get("format") != _FORMAT:
+            raise IndexFormatError(
+                f"{path}: casing index file format {meta.get('format')!r}, this balllink reads "
+                f"{_FORMAT}"
+            )
+        if meta.get("descriptor_version") != DESCRIPTOR_VERSION:
+            raise IndexFormatError(
+                f"{path}: built with descriptor version {meta.get('descriptor_version')!r}, "
+                f"this balllink computes {DESCRIPTOR_VERSION!r}; rebuild the index from the "
+                "prepared scans"
+            )
+        params = dict(meta.get("params", {}))
+        factory = params.pop("factory", None)
+        self = cls(factory, **params)
+        try:
+            if arrays["faiss"].size:
+                self.index_ = faiss.deserialize_index(arrays["faiss"])
+            self.casing_ids_ = arrays["casing_ids"].astype(np.int64)
+            self.starts_ = arrays["starts"].astype(np.int64)
+            self.alive_ = arrays["alive"].astype(bool)
+            self.pose_ = arrays["pose"].astype(np.float16)
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise IndexFormatError(f"{path}: damaged casing index ({exc})") from None
+        n = len(self.casing_ids_)
+        nvec = int(self.starts_[-1]) if len(self.starts_) else -1
+        if (
+            len(self.starts_) != n + 1
+            or len(self.alive_) != n
+            or len(self.pose_) != nvec
+            or (self.index_ is not None and self.index_.d != DESCRIPTOR_DIM)
+        ):
+            raise IndexFormatError(f"{path}: inconsistent casing index (array sizes disagree)")
+        self._row_of = {int(c): r for r, c in enumerate(self.casing_ids_) if self.alive_[r]}
+        return self
