@@ -1,0 +1,311 @@
+"""Retrieval quality of each descriptor tried, on Fadul and on simulated sets.
+
+Fadul: the 40 scans are stored at their own orientation; each query is the same scan
+rotated by a random angle (0–360°) and shifted by up to ±20 px, so that nothing relies on
+the lab's habit of scanning casings in a similar orientation. The query's own casing is
+excluded from its ranking. Figures: recall@10 of same-gun casings (mean over queries) and
+the share of queries whose first candidate is a same-gun casing.
+
+Simulated (when ``bl.simulate`` is available): recall@K, K = 10, 50, 200, of same-firearm
+casings for the shipped descriptor/index, each query being a stored casing (excluded).
+
+Descriptors tried:
+  radial_psd     global radially averaged power spectrum (rotation invariant)
+  ring_fourier   global |angular Fourier| of polar-unwrapped rings around the centroid
+  rotated_thumbs 36 rotated 64×64 thumbnails per stored casing (50 µm/px), max cosine
+  keypoints_bag  local keypoints, neighbours counted per casing without pose agreement
+  keypoints_vote local keypoints + Hough vote over (casing, θ, dy, dx)  [shipped]
+
+Usage::
+
+    .venv/bin/python benchmarks/eval_retrieval.py [--fadul DIR] [--sim 10000 100000]
+        [--sim-shape 128] [--sim-spacing 25]
+
+Writes ``benchmarks/results/eval_retrieval.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+import balllink as bl
+from balllink.features import POSE_COLUMNS, embed
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+
+
+# ---------------------------------------------------------------- data
+def read_fadul(folder: Path):
+    files = sorted(folder.glob("*.x3p"))
+    with open(folder / "truth.csv", newline="") as fh:
+        truth = {row["file"]: row["firearm"] for row in csv.DictReader(fh)}
+    scans = []
+    for p in files:
+        try:
+            scans.append(bl.read_scan(p))
+        except NotImplementedError:
+            import x3pio
+
+            z = x3pio.read(p).layers[0].z * 1e6
+            scans.append(bl.Scan(z, spacing_um=6.25, source=str(p)))
+    labels = np.array([truth[p.name] for p in files])
+    return scans, labels
+
+
+def rotate_scan(scan: bl.Scan, deg: float, shift_px=(0.0, 0.0)) -> bl.Scan:
+    """Rotate (about the centre, canvas enlarged) and shift a scan, NaN-aware."""
+    z = scan.masked_heights()
+    ok = np.isfinite(z)
+    z0 = np.where(ok, z, 0)
+    zr = ndimage.shift(ndimage.rotate(z0, deg, reshape=True, order=1), shift_px, order=1)
+    okr = ndimage.shift(
+        ndimage.rotate(ok.astype(np.float32), deg, reshape=True, order=1), shift_px, order=1
+    )
+    zr = np.where(okr > 0.99, zr / np.maximum(okr, 1e-6), np.nan)
+    return scan.replace(heights=zr.astype(np.float32), mask=None)
+
+
+# ---------------------------------------------------------------- global baselines
+def _small(scan: bl.Scan, spacing: float):
+    f = max(1, round(spacing / scan.spacing_um[0]))
+    z = scan.masked_heights()
+    ny, nx = z.shape[0] // f * f, z.shape[1] // f * f
+    b = z[:ny, :nx].reshape(ny // f, f, nx // f, f)
+    ok = np.isfinite(b).sum(axis=(1, 3))
+    s = np.nansum(b, axis=(1, 3))
+    out = np.where(ok * 2 >= f * f, s / np.maximum(ok, 1), np.nan)
+    return out
+
+
+def _centroid(ok):
+    iy, ix = np.nonzero(ok)
+    return iy.mean(), ix.mean()
+
+
+def radial_psd(scan):
+    z = _small(scan, 12.5)
+    z0 = np.where(np.isfinite(z), z, 0)
+    p = np.abs(np.fft.fftshift(np.fft.fft2(z0, s=(256, 256)))) ** 2
+    yy, xx = np.mgrid[-128:128, -128:128]
+    r = np.hypot(yy, xx).astype(int)
+    v = np.bincount(r.ravel(), p.ravel(), minlength=129)[2:128] / np.maximum(
+        np.bincount(r.ravel(), minlength=129)[2:128], 1
+    )
+    v = np.log(v + 1e-9)
+    v -= v.mean()
+    return v / np.linalg.norm(v)
+
+
+def ring_fourier(scan):
+    z = _small(scan, 12.5)
+    ok = np.isfinite(z)
+    cy, cx = _centroid(ok)
+    radii = np.linspace(20, 130, 24)
+    ang = np.linspace(0, 2 * np.pi, 256, endpoint=False)
+    yy = cy + radii[:, None] * np.sin(ang)
+    xx = cx + radii[:, None] * np.cos(ang)
+    s = ndimage.map_coordinates(np.where(ok, z, 0), [yy.ravel(), xx.ravel()], order=1)
+    s = s.reshape(len(radii), -1)
+    v = np.abs(np.fft.rfft(s, axis=1))[:, 1:49].ravel()
+    v = np.log1p(v)
+    v -= v.mean()
+    return v / np.linalg.norm(v)
+
+
+def _thumb(z, cy, cx, deg):
+    zr = ndimage.rotate(np.where(np.isfinite(z), z, 0), deg, reshape=False, order=1)
+    # rotation about the array centre: move the centroid accordingly
+    c = (np.array(z.shape) - 1) / 2
+    t = np.radians(deg)
+    dy, dx = cy - c[0], cx - c[1]
+    ry = c[0] + np.cos(t) * dy - np.sin(t) * dx
+    rx = c[1] + np.sin(t) * dy + np.cos(t) * dx
+    yy, xx = np.mgrid[-32:32, -32:32]
+    v = ndimage.map_coordinates(zr, [(yy + ry).ravel(), (xx + rx).ravel()], order=1).ravel()
+    v = v - v.mean()
+    return v / max(np.linalg.norm(v), 1e-9)
+
+
+def rotated_thumbs(scan, n_rot):
+    z = _small(scan, 50.0)
+    cy, cx = _centroid(np.isfinite(z))
+    return np.stack([_thumb(z, cy, cx, 360.0 * i / n_rot) for i in range(n_rot)])
+
+
+# ---------------------------------------------------------------- scoring
+def figures(sim: np.ndarray, labels: np.ndarray, ks=(10,)):
+    """sim[i, j]: similarity of query i to stored casing j (query excluded)."""
+    n = len(labels)
+    sim = sim.astype(np.float64).copy()
+    np.fill_diagonal(sim, -np.inf)
+    out = {f"recall@{k}": [] for k in ks}
+    first = []
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        perm = rng.permutation(n)  # ties broken at random, never by file order
+        order = perm[np.argsort(-sim[i, perm], kind="stable")]
+        mates = labels == labels[i]
+        mates[i] = False
+        if not mates.any():
+            continue
+        for k in ks:
+            out[f"recall@{k}"].append(mates[order[:k]].sum() / mates.sum())
+        first.append(mates[order[0]])
+    res = {key: float(np.mean(v)) for key, v in out.items()}
+    res["first_same_gun"] = float(np.mean(first))
+    return res
+
+
+def index_similarity(index: bl.CasingIndex, queries, ids: np.ndarray, n: int) -> np.ndarray:
+    """Dense (n_queries, n) similarity from an index search (unlisted casings score -1)."""
+    got, scores = index.search(queries, k=n)
+    pos = {int(c): j for j, c in enumerate(ids)}
+    sim = np.full((len(queries), n), -1.0)
+    for i in range(len(queries)):
+        for c, s in zip(got[i], scores[i], strict=True):
+            if c >= 0:
+                sim[i, pos[int(c)]] = s
+    return sim
+
+
+def eval_fadul(folder: Path, seed: int = 0) -> dict:
+    scans, labels = read_fadul(folder)
+    n = len(scans)
+    rng = np.random.default_rng(seed)
+    poses = [(rng.uniform(0, 360), rng.uniform(-20, 20, 2)) for _ in range(n)]
+    queries = [rotate_scan(s, a, t) for s, (a, t) in zip(scans, poses, strict=True)]
+    out = {}
+
+    def timed(fn, items):
+        t0 = time.perf_counter()
+        res = [fn(s) for s in items]
+        return res, (time.perf_counter() - t0) / len(items)
+
+    for name, fn in [("radial_psd", radial_psd), ("ring_fourier", ring_fourier)]:
+        db, t_db = timed(fn, scans)
+        qv, _ = timed(fn, queries)
+        sim = np.stack(qv) @ np.stack(db).T
+        out[name] = figures(sim, labels) | {"s_per_scan": t_db, "floats_per_casing": len(db[0])}
+
+    db, t_db = timed(lambda s: rotated_thumbs(s, 36), scans)
+    qv, _ = timed(lambda s: rotated_thumbs(s, 1)[0], queries)
+    sim = np.stack([[float((d @ q).max()) for d in db] for q in qv])
+    out["rotated_thumbs"] = figures(sim, labels) | {
+        "s_per_scan": t_db,
+        "floats_per_casing": int(db[0].size),
+    }
+
+    db, t_db = timed(embed, scans)
+    qv, _ = timed(embed, queries)
+    ids = np.random.default_rng(seed + 1).permutation(n).astype(np.int64) + 1000
+    index = bl.CasingIndex()
+    index.add(ids, db)
+    # bag of neighbours: count neighbours per casing, no pose agreement
+    bag = np.zeros((n, n))
+    descs = np.concatenate([d[:, POSE_COLUMNS:] for d in db])
+    owner = np.concatenate([np.full(len(d), j) for j, d in enumerate(db)])
+    for i, q in enumerate(qv):
+        s = q[:, POSE_COLUMNS:] @ descs.T
+        nn = np.argpartition(-s, index.neighbors, axis=1)[:, : index.neighbors]
+        bag[i] = np.bincount(owner[nn.ravel()], minlength=n)
+    kp_per = float(np.mean([len(d) for d in db]))
+    out["keypoints_bag"] = figures(bag, labels) | {"s_per_scan": t_db, "keypoints": kp_per}
+    sim = index_similarity(index, qv, ids, n)
+    out["keypoints_vote"] = figures(sim, labels) | {
+        "s_per_scan": t_db,
+        "keypoints": kp_per,
+        "floats_per_casing": kp_per * (POSE_COLUMNS + bl.features.DESCRIPTOR_DIM),
+    }
+    return out
+
+
+def eval_simulated(n_casings: int, *, shape, spacing, factory, seed=0, per_firearm=4) -> dict:
+    n_firearms = n_casings // per_firearm
+    kw = {"shape": shape, "spacing_um": spacing} if shape else {}
+    t0 = time.perf_counter()
+    rows, fids, cids = [], [], []
+    for scan, truth in bl.simulate.iter_casings(n_firearms, per_firearm, seed=seed, **kw):
+        rows.append(embed(scan))
+        fids.append(int(truth["firearm_id"]))
+        cids.append(int(truth["casing_id"]))
+    t_embed = time.perf_counter() - t0
+    fids = np.asarray(fids)
+    cids = np.asarray(cids, np.int64)
+    index = bl.CasingIndex(factory)
+    t0 = time.perf_counter()
+    index.add(cids, rows)
+    t_add = time.perf_counter() - t0
+    rng = np.random.default_rng(seed)
+    qsel = rng.choice(len(rows), size=min(500, len(rows)), replace=False)
+    ks = (10, 50, 200)
+    t0 = time.perf_counter()
+    got, _ = index.search([rows[i] for i in qsel], k=max(ks) + 1)
+    t_search = (time.perf_counter() - t0) / len(qsel)
+    fid_of = dict(zip(cids.tolist(), fids.tolist(), strict=True))
+    rec = {k: [] for k in ks}
+    first = []
+    for qi, i in enumerate(qsel):
+        lst = [c for c in got[qi].tolist() if c != cids[i] and c >= 0][: max(ks)]
+        hit = np.array([fid_of[c] == fids[i] for c in lst], bool)
+        n_mates = int((fids == fids[i]).sum()) - 1
+        if n_mates == 0:
+            continue
+        for k in ks:
+            rec[k].append(hit[:k].sum() / n_mates)
+        first.append(bool(hit[:1].any()))
+    return {
+        "n_casings": len(rows),
+        "shape": shape,
+        "spacing_um": spacing,
+        "factory": index.factory_,
+        "keypoints_per_casing": float(np.mean([len(r) for r in rows])),
+        "embed_s_per_scan(sim+embed)": t_embed / len(rows),
+        "add_s": t_add,
+        "search_s_per_query": t_search,
+        **{f"recall@{k}": float(np.mean(v)) for k, v in rec.items()},
+        "first_same_gun": float(np.mean(first)),
+        "n_queries": len(qsel),
+    }
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--fadul", type=Path, default=HERE.parents[1] / "shared/data/fadul")
+    ap.add_argument("--sim", type=int, nargs="*", default=[])
+    ap.add_argument("--sim-shape", type=int, default=0, help="0 = simulator default")
+    ap.add_argument("--sim-spacing", type=float, default=0.0)
+    ap.add_argument("--factory", default=None)
+    args = ap.parse_args(argv)
+    results = {}
+    if args.fadul.exists():
+        results["fadul"] = eval_fadul(args.fadul)
+        print(f"Fadul ({args.fadul}), queries rotated 0-360 deg + shifted, query excluded")
+        print(f"{'descriptor':16s} {'recall@10':>9s} {'first':>6s} {'ms/scan':>8s}")
+        for name, r in results["fadul"].items():
+            print(
+                f"{name:16s} {r['recall@10']:9.3f} {r['first_same_gun']:6.3f} "
+                f"{1e3 * r['s_per_scan']:8.1f}"
+            )
+    for n in args.sim:
+        shape = (args.sim_shape, args.sim_shape) if args.sim_shape else None
+        r = eval_simulated(n, shape=shape, spacing=args.sim_spacing or None, factory=args.factory)
+        results[f"sim_{n}"] = r
+        print(json.dumps(r))
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / "eval_retrieval.json"
+    out.write_text(json.dumps(results, indent=1))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
