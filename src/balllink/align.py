@@ -1,0 +1,570 @@
+"""Coarse global alignment of two prepared scans over the full 360° (issue 4, first stage).
+
+Casework orientation is unknown, so before the cell search (``compare``) looks in a narrow
+rotation window, this stage proposes a few candidate global poses of one scan relative to
+another. Both scans are reduced to a coarse grid (NaN-aware block means); one of them is
+rotated over the whole circle at a coarse angle step, and for every angle the masked
+normalised cross-correlation over all translations is computed at once by FFT
+(Padfield 2012: correlations of values, squares and masks, so that every offset is
+normalised over the pixels valid in both scans, never NaN-to-zero). The best angles are
+then refined (parabolic angle interpolation, translation re-measured at a finer grid with
+sub-pixel peak fitting).
+
+Pose convention
+---------------
+A :class:`Pose` ``(rotation_deg, dy_um, dx_um, score)`` returned by
+``coarse_align(a, b)`` places ``b`` on ``a``. Positions are micrometres ``(y, x)`` = (row,
+column), row 0 at the top, measured from each scan's array centre
+``((ny - 1) / 2 * spacing_y, (nx - 1) / 2 * spacing_x)``. A point at ``q_b`` in ``b`` lands
+at ``q_a = R(theta) @ q_b + (dy_um, dx_um)`` in ``a`` with::
+
+    y' = cos(theta) * y - sin(theta) * x
+    x' = sin(theta) * y + cos(theta) * x
+
+which is the rotation of ``skimage.transform.rotate(b, rotation_deg)`` and
+``scipy.ndimage.rotate(b, rotation_deg, reshape=False)`` (counter-clockwise as displayed
+with row 0 on top) followed by moving the content by ``(dy_um, dx_um)``.
+:func:`pose_transform` applies a pose to points; :func:`invert_pose` gives the pose of
+``a`` relative to ``b``. cmcR's "modal theta" (target rotated to match the reference) has
+the opposite sign: ``rotation_deg ≈ -theta_cmcR (mod 360)`` for ``a`` = reference.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+import scipy.fft as sfft
+from scipy import ndimage as ndi
+from skimage.measure import block_reduce
+
+from ._scan import Scan
+from .errors import PreprocessError
+
+__all__ = [
+    "AlignmentTemplate",
+    "Pose",
+    "coarse_align",
+    "coarse_align_many",
+    "invert_pose",
+    "pose_transform",
+    "prepare_alignment",
+]
+
+log = logging.getLogger(__name__)
+
+_DEFAULTS: dict[str, Any] = {
+    "search_um": 50.0,  # grid of the full-circle angle scan
+    "refine_um": 25.0,  # grid of the translation refinement
+    "angle_step_deg": 4.0,  # angle step of the full-circle scan
+    "max_shift_um": 1000.0,  # largest translation searched, per axis
+    "min_overlap": 0.3,  # smallest joint valid area, as a share of the smaller scan's
+    "min_separation_deg": 10.0,  # candidates closer than this in angle are one candidate
+    "workers": 2,  # scipy.fft workers
+}
+_TEMPLATE_KEYS = ("search_um", "refine_um")
+_MIN_VALID_CELLS = 30  # a level with fewer valid coarse pixels is unusable
+
+
+class Pose(NamedTuple):
+    """One candidate pose of scan ``b`` relative to scan ``a`` (see the module docstring).
+
+    Attributes
+    ----------
+    rotation_deg : float
+        Rotation of ``b`` about its array centre, degrees in [0, 360), counter-clockwise as
+        displayed with row 0 on top (``skimage.transform.rotate`` sense).
+    dy_um, dx_um : float
+        Translation (µm) of the rotated ``b`` centre relative to ``a``'s centre.
+    score : float
+        Masked normalised cross-correlation at the refinement grid (Pearson over the
+        jointly valid pixels), in [-1, 1]; higher is better.
+    """
+
+    rotation_deg: float
+    dy_um: float
+    dx_um: float
+    score: float
+
+
+def _rotation_matrix(theta_deg: float) -> np.ndarray:
+    t = math.radians(theta_deg)
+    c, s = math.cos(t), math.sin(t)
+    return np.array([[c, -s], [s, c]])
+
+
+def invert_pose(pose: Pose) -> Pose:
+    """The pose of ``a`` relative to ``b`` given that of ``b`` relative to ``a``.
+
+    Examples
+    --------
+    >>> from balllink.align import Pose, invert_pose
+    >>> p = invert_pose(Pose(90.0, 10.0, 0.0, 0.5))
+    >>> round(p.rotation_deg, 6), round(p.dy_um, 6) + 0.0, round(p.dx_um, 6) + 0.0
+    (270.0, 0.0, 10.0)
+    """
+    d = -_rotation_matrix(-pose.rotation_deg) @ np.array([pose.dy_um, pose.dx_um])
+    return Pose((-pose.rotation_deg) % 360.0, float(d[0]), float(d[1]), pose.score)
+
+
+def pose_transform(pose: Pose, yx_um: np.ndarray) -> np.ndarray:
+    """Map points of ``b`` (µm from b's array centre, shape (..., 2) as (y, x)) into ``a``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from balllink.align import Pose, pose_transform
+    >>> pose_transform(Pose(90.0, 0.0, 5.0, 1.0), np.array([0.0, 10.0])).round(6) + 0.0
+    array([-10.,   5.])
+    """
+    pts = np.asarray(yx_um, dtype=float)
+    return pts @ _rotation_matrix(pose.rotation_deg).T + np.array([pose.dy_um, pose.dx_um])
+
+
+@dataclass(frozen=True, eq=False)
+class _Level:
+    """One reduced grid of a scan: normalised values (0 where invalid) and the valid mask."""
+
+    values: np.ndarray  # float32, zero where invalid, zero mean / unit variance on valid
+    mask: np.ndarray  # float32 0/1
+    centre: tuple[float, float]  # the full-resolution array centre, in this grid's pixels
+    pixel_um: float
+    radius: float  # largest distance (px) of a valid pixel from ``centre``
+    n_valid: int
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class AlignmentTemplate:
+    """Per-scan work of the coarse alignment, done once and reused for many comparisons.
+
+    Build with :func:`prepare_alignment`. Holds reduced grids of the scan and caches the
+    spectra and rotated copies computed on demand, so a query compared with many candidates
+    rotates and transforms itself only once. Picklable.
+    """
+
+    name: str
+    spacing_um: float
+    shape: tuple[int, int]
+    options: dict[str, float]
+    search: _Level
+    refine: _Level
+    _cache: dict = field(default_factory=dict, compare=False)
+
+    def __repr__(self) -> str:
+        return (
+            f"AlignmentTemplate({self.name}, shape={self.shape}, "
+            f"search={self.search.values.shape}@{self.search.pixel_um:g}um, "
+            f"refine={self.refine.values.shape}@{self.refine.pixel_um:g}um)"
+        )
+
+
+def _check_options(options: dict[str, Any]) -> dict[str, Any]:
+    unknown = set(options) - set(_DEFAULTS)
+    if unknown:
+        raise TypeError(
+            f"unknown alignment option(s) {sorted(unknown)}; valid options: {sorted(_DEFAULTS)}"
+        )
+    opts = {**_DEFAULTS, **options}
+    for key in ("search_um", "refine_um", "angle_step_deg", "max_shift_um"):
+        value = opts[key]
+        if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+            raise ValueError(f"{key} must be a positive number, got {value!r}")
+    if opts["refine_um"] > opts["search_um"]:
+        raise ValueError(
+            f"refine_um ({opts['refine_um']}) must not exceed search_um ({opts['search_um']})"
+        )
+    if not 0 < opts["min_overlap"] <= 1:
+        raise ValueError(f"min_overlap must be in (0, 1], got {opts['min_overlap']!r}")
+    if opts["angle_step_deg"] > 30:
+        raise ValueError(f"angle_step_deg must be at most 30, got {opts['angle_step_deg']!r}")
+    if not (isinstance(opts["workers"], int) and opts["workers"] >= 1):
+        raise ValueError(f"workers must be a positive int, got {opts['workers']!r}")
+    return opts
+
+
+def _make_level(heights: np.ndarray, mask: np.ndarray, spacing: float, target_um: float):
+    factor = max(1, round(target_um / spacing))
+    values = np.where(mask, heights, 0.0).astype(np.float64)
+    if factor > 1:
+        sums = block_reduce(values, (factor, factor), np.sum)
+        counts = block_reduce(mask.astype(np.float64), (factor, factor), np.sum)
+        ok = counts >= 0.5 * factor * factor
+        values = np.divide(sums, counts, out=np.zeros_like(sums), where=ok)
+    else:
+        ok = mask.copy()
+    n_valid = int(np.count_nonzero(ok))
+    ny, nx = heights.shape
+    off = (factor - 1) / 2
+    centre = (((ny - 1) / 2 - off) / factor, ((nx - 1) / 2 - off) / factor)
+    if n_valid:
+        sel = values[ok]
+        values = np.where(ok, (values - sel.mean()) / (sel.std() + 1e-12), 0.0)
+        yy, xx = np.nonzero(ok)
+        radius = float(np.sqrt((yy - centre[0]) ** 2 + (xx - centre[1]) ** 2).max()) + 1.0
+    else:
+        radius = 1.0
+    return _Level(
+        values=values.astype(np.float32),
+        mask=ok.astype(np.float32),
+        centre=centre,
+        pixel_um=factor * spacing,
+        radius=radius,
+        n_valid=n_valid,
+    )
+
+
+def prepare_alignment(scan: Scan, **options: Any) -> AlignmentTemplate:
+    """Reduce a prepared scan to the grids the coarse alignment works on.
+
+    Parameters
+    ----------
+    scan : Scan
+        A prepared scan (leveled, band-passed, NaN outside the breech face) with square
+        pixels.
+    **options
+        ``search_um`` (50) and ``refine_um`` (25): the grids, µm per pixel, of the angle
+        scan and of the translation refinement. Other alignment options are accepted and
+        ignored here.
+
+    Returns
+    -------
+    AlignmentTemplate
+
+    Raises
+    ------
+    PreprocessError
+        When the pixels are not square or too few points are valid.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import balllink as bl
+    >>> from balllink.align import prepare_alignment
+    >>> z = np.random.default_rng(0).normal(size=(200, 200))
+    >>> tpl = prepare_alignment(bl.Scan(z, spacing_um=6.25))
+    >>> tpl.search.values.shape, tpl.refine.values.shape
+    ((25, 25), (50, 50))
+    """
+    if isinstance(scan, AlignmentTemplate):
+        return scan
+    if not isinstance(scan, Scan):
+        raise TypeError(f"prepare_alignment needs a balllink Scan, got {type(scan).__name__}")
+    opts = _check_options(options)
+    dy, dx = scan.spacing_um
+    if abs(dy - dx) > 1e-6 * max(dy, dx):
+        raise PreprocessError(
+            f"{scan.name}: alignment needs square pixels, spacing is {(dy, dx)} µm; "
+            "resample it first (bl.resample)"
+        )
+    if min(scan.shape) < 2:
+        raise PreprocessError(f"{scan.name}: scan of shape {scan.shape} is too small to align")
+    heights = np.asarray(scan.heights)
+    mask = np.asarray(scan.mask)
+    levels = []
+    for key in _TEMPLATE_KEYS:
+        level = _make_level(heights, mask, dy, opts[key])
+        if level.n_valid < _MIN_VALID_CELLS:
+            raise PreprocessError(
+                f"{scan.name}: only {level.n_valid} valid pixels at the {opts[key]:g} µm "
+                f"alignment grid (need {_MIN_VALID_CELLS}); the scan has {scan.n_valid} "
+                "valid points — is it empty or masked out?"
+            )
+        levels.append(level)
+    return AlignmentTemplate(
+        name=scan.name,
+        spacing_um=dy,
+        shape=scan.shape,
+        options={k: float(opts[k]) for k in _TEMPLATE_KEYS},
+        search=levels[0],
+        refine=levels[1],
+    )
+
+
+def _rotated(level: _Level, angles: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Values and masks of ``level`` rotated by each angle about its centre, on a
+    ``size`` x ``size`` canvas whose pixel (size // 2, size // 2) is the centre."""
+    out_v = np.empty((len(angles), size, size), np.float32)
+    out_m = np.empty((len(angles), size, size), np.float32)
+    cc = np.array([size // 2, size // 2], float)
+    src = np.stack([level.values, level.mask])
+    for i, angle in enumerate(angles):
+        # output o - cc = R (i - centre)  =>  input i = R^T (o - cc) + centre
+        rt = _rotation_matrix(float(angle)).T
+        matrix = np.eye(3)
+        matrix[1:, 1:] = rt
+        offset = np.concatenate([[0.0], np.asarray(level.centre) - rt @ cc])
+        res = ndi.affine_transform(
+            src, matrix, offset, output_shape=(2, size, size), order=1, cval=0.0
+        )
+        ok = res[1] > 0.999
+        out_m[i] = ok
+        out_v[i] = np.where(ok, res[0] / np.where(ok, res[1], 1.0), 0.0)
+    return out_v, out_m
+
+
+def _spectra(values: np.ndarray, mask: np.ndarray, size: int, workers: int) -> np.ndarray:
+    """rfft2 of values, squares and mask: shape (..., 3, size, size // 2 + 1)."""
+    stack = np.stack([values, values * values, mask], axis=-3)
+    return sfft.rfft2(stack, s=(size, size), workers=workers).astype(np.complex64, copy=False)
+
+
+def _fixed_spectra(tpl: AlignmentTemplate, which: str, size: int, workers: int) -> np.ndarray:
+    key = ("fixed", which, size)
+    spec = tpl._cache.get(key)
+    if spec is None:
+        level = getattr(tpl, which)
+        v, m = _rotated(level, np.array([0.0]), size)
+        spec = _spectra(v[0], m[0], size, workers)
+        tpl._cache[key] = spec
+    return spec
+
+
+def _stack_spectra(tpl: AlignmentTemplate, step: float, size: int, workers: int):
+    key = ("stack", step, size)
+    hit = tpl._cache.get(key)
+    if hit is None:
+        angles = np.arange(0.0, 360.0 - 1e-9, step)
+        v, m = _rotated(tpl.search, angles, size)
+        hit = (angles, _spectra(v, m, size, workers), m.sum(axis=(1, 2)))
+        tpl._cache[key] = hit
+    return hit
+
+
+def _window_index(size: int, s: int) -> np.ndarray:
+    """Indices of circular shifts -s..s in an FFT output of length size."""
+    return np.arange(-s, s + 1) % size
+
+
+def _ncc_window(spec_a, spec_b, size, s, min_n, workers):
+    """Masked NCC of moving (spec_a: (k, 3, ...)) against fixed (spec_b: (3, ...)) for shifts
+    -s..s on both axes. Returns ncc (k, 2s+1, 2s+1) where shift (i - s, j - s) moves a's
+    content onto b: corr[t] = sum_p A(p) B(p + t)."""
+    a, a2, ma = (np.conj(spec_a[:, i]) for i in range(3))
+    b, b2, mb = spec_b[0], spec_b[1], spec_b[2]
+    prods = np.stack([a * b, a * mb, ma * b, ma * mb, a2 * mb, ma * b2], axis=1)
+    full = sfft.irfft2(prods, s=(size, size), workers=workers)
+    idx = _window_index(size, s)
+    win = full[:, :, idx][:, :, :, idx].astype(np.float64)
+    ab, a_mb, ma_b, n, a2_mb, ma_b2 = (win[:, i] for i in range(6))
+    n = np.rint(n)
+    nn = np.maximum(n, 1.0)
+    num = ab - a_mb * ma_b / nn
+    var_a = a2_mb - a_mb * a_mb / nn
+    var_b = ma_b2 - ma_b * ma_b / nn
+    den = np.sqrt(np.maximum(var_a, 0.0) * np.maximum(var_b, 0.0))
+    ok = (n >= min_n) & (den > 1e-6 * nn)
+    return np.where(ok, num / np.where(ok, den, 1.0), -1.0)
+
+
+def _parabolic(ym: float, y0: float, yp: float) -> float:
+    """Offset in (-0.5, 0.5) of the vertex of the parabola through (-1, ym), (0, y0), (1, yp)."""
+    den = ym - 2.0 * y0 + yp
+    if not np.isfinite(den) or den >= 0:
+        return 0.0
+    return float(np.clip(0.5 * (ym - yp) / den, -0.5, 0.5))
+
+
+def _fft_size(ta: AlignmentTemplate, tb: AlignmentTemplate, which: str, s: int) -> int:
+    ra, rb = getattr(ta, which).radius, getattr(tb, which).radius
+    return sfft.next_fast_len(math.ceil(max(ra + rb + s + 2, 2 * max(ra, rb) + 3)), True)
+
+
+def _as_template(x: Any, opts: dict[str, Any], role: str) -> AlignmentTemplate:
+    if isinstance(x, AlignmentTemplate):
+        for key in _TEMPLATE_KEYS:
+            if abs(x.options[key] - float(opts[key])) > 1e-9:
+                raise ValueError(
+                    f"{role} ({x.name}) was prepared with {key}={x.options[key]:g} but this "
+                    f"alignment asks for {opts[key]:g}; prepare it again with the same options"
+                )
+        return x
+    if isinstance(x, Scan):
+        return prepare_alignment(x, **{k: opts[k] for k in _TEMPLATE_KEYS})
+    raise TypeError(f"{role} must be a Scan or an AlignmentTemplate, got {type(x).__name__}")
+
+
+def _align_templates(
+    ta: AlignmentTemplate, tb: AlignmentTemplate, n: int, opts: dict[str, Any], size=None
+) -> list[Pose]:
+    if abs(ta.spacing_um - tb.spacing_um) > 1e-6 * ta.spacing_um:
+        raise ValueError(
+            f"cannot align {ta.name} ({ta.spacing_um:g} µm/px) with {tb.name} "
+            f"({tb.spacing_um:g} µm/px): resample both to one spacing first (bl.resample)"
+        )
+    workers = int(opts["workers"])
+    step = float(opts["angle_step_deg"])
+    # ---- full-circle scan: a rotated (cached stack), b fixed -------------------------
+    lv = ta.search
+    s = math.ceil(opts["max_shift_um"] / lv.pixel_um)
+    size = size or _fft_size(ta, tb, "search", s)
+    angles, spec_a, n_a = _stack_spectra(ta, step, size, workers)
+    spec_b = _fixed_spectra(tb, "search", size, workers)
+    min_n = opts["min_overlap"] * min(float(np.median(n_a)), float(tb.search.n_valid))
+    ncc = _ncc_window(spec_a, spec_b, size, s, max(min_n, 4.0), workers)
+    flat = ncc.reshape(len(angles), -1)
+    best = flat.argmax(axis=1)
+    curve = flat[np.arange(len(angles)), best]
+    # local maxima of the circular score curve, best first, at least min_separation apart
+    left, right = np.roll(curve, 1), np.roll(curve, -1)
+    peaks = np.flatnonzero((curve >= left) & (curve >= right) & (curve > -1))
+    peaks = peaks[np.argsort(-curve[peaks])]
+    chosen: list[int] = []
+    sep = float(opts["min_separation_deg"])
+    for p in peaks:
+        if all(_angle_diff(angles[p], angles[q]) >= sep for q in chosen):
+            chosen.append(int(p))
+        if len(chosen) >= n + 2:
+            break
+    if not chosen:
+        log.info("coarse_align %s vs %s: no overlap at any angle", ta.name, tb.name)
+        return []
+    # ---- refinement: angle by parabola on the curve, translation on the finer grid ----
+    fine = ta.refine
+    ratio = lv.pixel_um / fine.pixel_um
+    cand_angles = []
+    cand_shift = []
+    for p in chosen:
+        k = len(angles)
+        delta = _parabolic(curve[(p - 1) % k], curve[p], curve[(p + 1) % k])
+        cand_angles.append((angles[p] + delta * step) % 360.0)
+        iy, ix = divmod(int(best[p]), 2 * s + 1)
+        cand_shift.append(((iy - s) * ratio, (ix - s) * ratio))
+    fs = math.ceil(opts["max_shift_um"] / fine.pixel_um)
+    fsize = _fft_size(ta, tb, "refine", fs)
+    va, ma = _rotated(fine, np.array(cand_angles), fsize)
+    spec_fa = _spectra(va, ma, fsize, workers)
+    spec_fb = _fixed_spectra(tb, "refine", fsize, workers)
+    min_fn = opts["min_overlap"] * min(float(np.median(ma.sum(axis=(1, 2)))), tb.refine.n_valid)
+    fncc = _ncc_window(spec_fa, spec_fb, fsize, fs, max(min_fn, 4.0), workers)
+    w = math.ceil(ratio) + 1  # search the fine map near the coarse peak
+    poses = []
+    for i, (theta_a, (cy, cx)) in enumerate(zip(cand_angles, cand_shift)):
+        y0, x0 = round(cy) + fs, round(cx) + fs
+        ylo, yhi = max(0, y0 - w), min(2 * fs + 1, y0 + w + 1)
+        xlo, xhi = max(0, x0 - w), min(2 * fs + 1, x0 + w + 1)
+        sub = fncc[i, ylo:yhi, xlo:xhi]
+        if sub.size == 0:
+            continue
+        jy, jx = np.unravel_index(int(sub.argmax()), sub.shape)
+        py, px = jy + ylo, jx + xlo
+        score = float(fncc[i, py, px])
+        if score <= -1:
+            continue
+        m = fncc[i]
+        dy = _parabolic(m[py - 1, px], m[py, px], m[py + 1, px]) if 0 < py < 2 * fs else 0.0
+        dx = _parabolic(m[py, px - 1], m[py, px], m[py, px + 1]) if 0 < px < 2 * fs else 0.0
+        shift_um = np.array([py - fs + dy, px - fs + dx]) * fine.pixel_um
+        # found: a rotated by theta_a then shifted lands on b; invert for b relative to a
+        poses.append(invert_pose(Pose(float(theta_a), *map(float, shift_um), score)))
+    poses.sort(key=lambda p: -p.score)
+    return poses[:n]
+
+
+def _angle_diff(a: float, b: float) -> float:
+    d = abs(a - b) % 360.0
+    return min(d, 360.0 - d)
+
+
+def coarse_align(
+    a: Scan | AlignmentTemplate, b: Scan | AlignmentTemplate, *, n: int = 3, **options: Any
+) -> list[Pose]:
+    """Candidate global poses of ``b`` relative to ``a`` over the full 360°, best first.
+
+    Parameters
+    ----------
+    a, b : Scan or AlignmentTemplate
+        Prepared scans of the same spacing (or their :func:`prepare_alignment` templates,
+        to reuse per-scan work).
+    n : int
+        Number of distinct candidates returned (fewer when the scans barely overlap).
+    **options
+        ``search_um`` (50), ``refine_um`` (25), ``angle_step_deg`` (4),
+        ``max_shift_um`` (1000), ``min_overlap`` (0.3, share of the smaller scan),
+        ``min_separation_deg`` (10), ``workers`` (2, scipy.fft threads).
+
+    Returns
+    -------
+    list of Pose
+        ``b`` rotated by ``rotation_deg`` about its array centre, then shifted by
+        ``(dy_um, dx_um)``, lands on ``a`` (see the module docstring), best score first.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from scipy import ndimage as ndi
+    >>> import balllink as bl
+    >>> from balllink.align import coarse_align
+    >>> rng = np.random.default_rng(1)
+    >>> z = ndi.gaussian_filter(rng.normal(size=(240, 240)), 4)
+    >>> a = bl.Scan(z, spacing_um=6.25)
+    >>> b = bl.Scan(ndi.rotate(z, -40, reshape=False, order=1), spacing_um=6.25)
+    >>> best = coarse_align(a, b, n=1)[0]
+    >>> abs(best.rotation_deg - 40) < 2
+    True
+    """
+    if not (isinstance(n, int | np.integer) and n >= 1):
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    opts = _check_options(options)
+    ta = _as_template(a, opts, "a")
+    tb = _as_template(b, opts, "b")
+    return _align_templates(ta, tb, int(n), opts)
+
+
+def coarse_align_many(
+    a: Scan | AlignmentTemplate,
+    candidates: Sequence[Scan | AlignmentTemplate],
+    *,
+    n: int = 3,
+    progress: Callable[[int, int], Any] | None = None,
+    **options: Any,
+) -> list[list[Pose]]:
+    """:func:`coarse_align` of one query against many candidates, rotating the query once.
+
+    Parameters
+    ----------
+    a : Scan or AlignmentTemplate
+        The query.
+    candidates : sequence of Scan or AlignmentTemplate
+        Prepare them once with :func:`prepare_alignment` when they are compared often.
+    n : int
+        Candidates poses per pair.
+    progress : callable, optional
+        Called as ``progress(done, total)`` after each candidate.
+    **options
+        As for :func:`coarse_align`.
+
+    Returns
+    -------
+    list of list of Pose
+        For each candidate ``b``, the poses of ``b`` relative to ``a``, best first.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import balllink as bl
+    >>> from balllink.align import coarse_align_many, prepare_alignment
+    >>> z = np.random.default_rng(2).normal(size=(200, 200))
+    >>> q = prepare_alignment(bl.Scan(z, spacing_um=6.25))
+    >>> [len(p) for p in coarse_align_many(q, [q, q], n=2)]
+    [2, 2]
+    """
+    if not (isinstance(n, int | np.integer) and n >= 1):
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    opts = _check_options(options)
+    ta = _as_template(a, opts, "query")
+    tbs = [_as_template(b, opts, f"candidate {i}") for i, b in enumerate(candidates)]
+    out: list[list[Pose]] = []
+    if not tbs:
+        return out
+    # one FFT size for the batch so the query's rotated stack is computed once
+    s = math.ceil(opts["max_shift_um"] / ta.search.pixel_um)
+    size = max(_fft_size(ta, tb, "search", s) for tb in tbs)
+    for i, tb in enumerate(tbs):
+        out.append(_align_templates(ta, tb, int(n), opts, size=size))
+        if progress is not None:
+            progress(i + 1, len(tbs))
+    return out
