@@ -170,8 +170,11 @@ def _pose(comparison) -> tuple[float, float, float]:
 
 
 def _default_prepare(scan: Scan) -> Scan:
-    """`balllink.preprocess` unless the scan is already prepared (``meta["prepared"]``)."""
-    if scan.meta.get("prepared"):
+    """`balllink.preprocess` unless the scan is already prepared: ``meta["prepared"]`` set
+    (by `preprocess`), or a prepared-like simulated scan (``meta["simulation"]["raw"]`` False).
+    """
+    sim = scan.meta.get("simulation")
+    if scan.meta.get("prepared") or (isinstance(sim, dict) and sim.get("raw") is False):
         return scan
     from .preprocess import preprocess
 
@@ -674,7 +677,7 @@ class LeadDatabase:
             self.index  # noqa: B018 - open / catch up before the batch
             since_save = 0
             for done, item in enumerate(items, start=1):
-                obj, extra = (item if isinstance(item, tuple) else (item, {}))
+                obj, extra = item if isinstance(item, tuple) else (item, {})
                 merged = {**fields, **(extra or {})}
                 name = obj.source or obj.name if isinstance(obj, Scan) else str(obj)
                 try:

@@ -1,0 +1,404 @@
+"""Reports: the HTML lead report, lead exports (CSV, JSON, GeoJSON) and evaluation figures.
+
+The lead report is one self-contained HTML file (PNG figures embedded as base64): both
+exhibits' metadata, the scores, the two surfaces, ``b`` aligned onto ``a`` and overlaid
+with the congruent cells outlined, the per-cell table and the candidate list of ``a``.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ._scan import Scan
+from .leads import Lead
+
+__all__ = [
+    "align_to",
+    "evaluation_summary",
+    "lead_report",
+    "leads_csv",
+    "leads_geojson",
+    "overlay_figure",
+    "score_histogram",
+]
+
+log = logging.getLogger(__name__)
+
+
+def _matplotlib():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def align_to(a: Scan, b: Scan, rotation_deg: float, translation_um) -> np.ndarray:
+    """Heights of ``b`` resampled on ``a``'s grid after the pose of a `Comparison`.
+
+    The pose convention is `balllink.compare`'s: ``b`` rotated counter-clockwise (as
+    displayed, row 0 on top) by ``rotation_deg`` about its array centre, then moved by
+    ``translation_um = (dy, dx)`` µm with both array centres superposed, lands on ``a``.
+    Points with no data are NaN.
+
+    Examples
+    --------
+    >>> z = np.arange(16.0).reshape(4, 4)
+    >>> s = Scan(z, spacing_um=1.0)
+    >>> bool(np.allclose(align_to(s, s, 0.0, (0.0, 0.0)), z))
+    True
+    """
+    from skimage.transform import AffineTransform, warp
+
+    if rotation_deg is None or not np.isfinite(rotation_deg):
+        rotation_deg, translation_um = 0.0, (0.0, 0.0)
+    dy, dx = (0.0 if v is None or not np.isfinite(v) else float(v) for v in translation_um)
+    sy, sx = b.spacing_um
+    ay, ax = a.spacing_um
+    # (x, y) pixel coordinates; counter-clockwise as displayed with y down is -theta
+    t = np.deg2rad(rotation_deg)
+    cb = np.array([(b.shape[1] - 1) / 2.0, (b.shape[0] - 1) / 2.0])
+    ca = np.array([(a.shape[1] - 1) / 2.0, (a.shape[0] - 1) / 2.0])
+    rot = np.array([[np.cos(t), np.sin(t)], [-np.sin(t), np.cos(t)]])
+    scale = np.diag([sx / ax, sy / ay])
+    m = scale @ rot
+    offset = ca + np.array([dx / ax, dy / ay]) - m @ cb
+    forward = np.eye(3)
+    forward[:2, :2] = m
+    forward[:2, 2] = offset  # b pixel -> a pixel
+    z = np.nan_to_num(b.masked_heights(), nan=0.0)
+    valid = b.mask.astype(np.float64)
+    inv = AffineTransform(matrix=np.linalg.inv(forward))
+    out = warp(z, inv, output_shape=a.shape, order=1, cval=0.0, preserve_range=True)
+    w = warp(valid, inv, output_shape=a.shape, order=1, cval=0.0, preserve_range=True)
+    out = np.where(w > 0.5, out / np.maximum(w, 1e-9), np.nan)
+    return out.astype(np.float32)
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    _matplotlib().close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _norm(z: np.ndarray) -> np.ndarray:
+    lo, hi = np.nanpercentile(z, [1, 99]) if np.isfinite(z).any() else (0.0, 1.0)
+    out = (z - lo) / (hi - lo if hi > lo else 1.0)
+    return np.clip(out, 0, 1)
+
+
+def overlay_figure(a: Scan, b: Scan, comparison, *, title: str = ""):
+    """A matplotlib figure: ``a``, ``b``, and ``b`` aligned on ``a`` overlaid (a in
+    magenta, aligned b in green: agreement looks grey) with congruent cells outlined."""
+    plt = _matplotlib()
+    from matplotlib.patches import Rectangle
+
+    aligned = align_to(a, b, comparison.rotation_deg, comparison.translation_um)
+    za, zb = _norm(a.masked_heights()), _norm(aligned)
+    rgb = np.ones((*a.shape, 3))
+    both = np.isfinite(za) & np.isfinite(zb)
+    rgb[..., 0] = np.where(np.isfinite(za), za, 1.0)
+    rgb[..., 2] = np.where(np.isfinite(za), za, 1.0)
+    rgb[..., 1] = np.where(np.isfinite(zb), zb, 1.0)
+    rgb[~np.isfinite(za) & ~np.isfinite(zb)] = 1.0
+    rgb[np.isfinite(za) & ~both, 1] = 0.85
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.6))
+    for ax, z, name in ((axes[0], a.masked_heights(), "a"), (axes[1], b.masked_heights(), "b")):
+        im = ax.imshow(z, cmap="viridis")
+        ax.set_title(f"{name}: {Path(a.source if name == 'a' else b.source or '').name}")
+        fig.colorbar(im, ax=ax, fraction=0.046, label="µm")
+    axes[2].imshow(rgb)
+    axes[2].set_title(
+        f"b aligned on a (θ={comparison.rotation_deg:.1f}°); congruent cells outlined"
+    )
+    cells = getattr(comparison, "cells", None)
+    cfg = getattr(comparison, "config", None)
+    if cells is not None and len(cells) and cfg is not None:
+        gy, gx = cfg.grid
+        h, w = a.shape[0] / gy, a.shape[1] / gx
+        sy, sx = a.spacing_um
+        for c in cells[(cells["direction"] == 0) & cells["congruent"]]:
+            cy, cx = c["center_y_um"] / sy, c["center_x_um"] / sx
+            axes[2].add_patch(
+                Rectangle((cx - w / 2, cy - h / 2), w, h, fill=False, ec="red", lw=1.5)
+            )
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def _table(rows: Sequence[dict], columns: Sequence[str] | None = None) -> str:
+    if not rows:
+        return "<p><em>none</em></p>"
+    columns = list(columns or rows[0].keys())
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
+    body = []
+    for r in rows:
+        cells = []
+        for c in columns:
+            v = r.get(c)
+            if isinstance(v, float):
+                v = f"{v:.4g}"
+            elif isinstance(v, tuple):
+                v = ", ".join(f"{x:.4g}" if isinstance(x, float) else str(x) for x in v)
+            cells.append(f"<td>{html.escape('' if v is None else str(v))}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+
+
+_CSS = """
+body{font-family:sans-serif;margin:2em;max-width:1200px}
+table{border-collapse:collapse;margin:0.5em 0 1.5em;font-size:0.9em}
+td,th{border:1px solid #bbb;padding:2px 8px;text-align:left}
+th{background:#eee} .lead{color:#a00;font-weight:bold}
+"""
+
+
+def lead_report(
+    db,
+    lead_id: int,
+    path=None,
+    *,
+    k: int = 10,
+    comparer: Callable | None = None,
+) -> str:
+    """The HTML report of one lead; written to ``path`` when given, returned as text.
+
+    Parameters
+    ----------
+    db : LeadDatabase
+    lead_id : int
+        A lead id from `LeadDatabase.leads`.
+    path : str or Path, optional
+        Output ``.html`` file.
+    k : int
+        Length of the candidate list of exhibit ``a`` shown at the end.
+    comparer : callable, optional
+        ``comparer(a, b) -> Comparison``, default `balllink.compare` (run again to get the
+        per-cell table and the pose).
+    """
+    if comparer is None:
+        from .compare import compare as comparer
+    lead: Lead = db.lead(lead_id)
+    ea, eb = db.exhibit(lead.a), db.exhibit(lead.b)
+    sa, sb = db.scan(lead.a), db.scan(lead.b)
+    cmp = comparer(sa, sb)
+    cands = db.search(lead.a, k=k)
+    fig = overlay_figure(sa, sb, cmp, title=f"lead {lead.id}: exhibit {lead.a} vs {lead.b}")
+    png = _png(fig)
+    meta_rows = []
+    for name in ("case_id", "agency", "kind", "make", "model", "serial", "occurred", "lat"):
+        meta_rows.append({"field": name, "a": getattr(ea, name), "b": getattr(eb, name)})
+    meta_rows += [
+        {"field": "lon", "a": ea.lon, "b": eb.lon},
+        {"field": "caliber", "a": ea.caliber, "b": eb.caliber},
+        {"field": "notes", "a": ea.notes, "b": eb.notes},
+        {"field": "source", "a": ea.source, "b": eb.source},
+        {"field": "source sha256", "a": ea.source_hash[:16], "b": eb.source_hash[:16]},
+        {"field": "exhibit id", "a": ea.id, "b": eb.id},
+    ]
+    p_chance = next((c.p_chance for c in cands if c.exhibit_id == lead.b), None)
+    score_rows = [
+        {"measure": "score (stored)", "value": lead.score},
+        {"measure": "CMC count (stored)", "value": lead.cmc_count},
+        {"measure": "score (recomputed)", "value": float(cmp.score)},
+        {"measure": "CMC count (recomputed)", "value": int(cmp.cmc_count)},
+        {"measure": "rotation of b (deg)", "value": float(cmp.rotation_deg)},
+        {"measure": "translation of b (dy, dx) µm", "value": tuple(cmp.translation_um)},
+        {"measure": "lead threshold", "value": db.threshold},
+        {"measure": "P(score this high by chance)", "value": p_chance},
+        {"measure": "cross-jurisdiction", "value": lead.cross_jurisdiction},
+        {"measure": "status", "value": f"{lead.status} {lead.examiner or ''}".strip()},
+    ]
+    cells = getattr(cmp, "cells", None)
+    cell_rows = (
+        [{n: _py(c[n]) for n in cells.dtype.names} for c in cells] if cells is not None else []
+    )
+    cand_rows = [
+        {
+            "rank": c.rank,
+            "exhibit": c.exhibit_id,
+            "case": c.case_id,
+            "agency": c.agency,
+            "score": c.score,
+            "CMC": c.cmc_count,
+            "rotation°": c.rotation_deg,
+            "p_chance": c.p_chance,
+            "lead": "yes" if c.score >= db.threshold else "",
+        }
+        for c in cands
+    ]
+    title = f"balllink lead {lead.id}: exhibit {lead.a} ({ea.agency}) ↔ {lead.b} ({eb.agency})"
+    text = f"""<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>{_CSS}</style></head><body>
+<h1>{html.escape(title)}</h1>
+<p class="lead">{"Cross-jurisdiction lead" if lead.cross_jurisdiction else "Lead"}:
+score {lead.score:.4g} (threshold {db.threshold:.4g}), {lead.cmc_count} congruent cells.
+Examiner review required; this is an investigative lead, not an identification.</p>
+<h2>Exhibits</h2>{_table(meta_rows, ["field", "a", "b"])}
+<h2>Scores</h2>{_table(score_rows, ["measure", "value"])}
+<h2>Surfaces aligned and overlaid</h2>
+<img alt="aligned overlay" src="data:image/png;base64,{png}" style="max-width:100%">
+<h2>Candidate list of exhibit {lead.a}</h2>
+<p>{cands.n_in_scope} exhibits in scope, {cands.n_rescored} rescored.</p>
+{_table(cand_rows)}
+<h2>Per-cell table</h2>{_table(cell_rows)}
+<p><small>Generated by balllink; database {html.escape(str(db.path))}.</small></p>
+</body></html>
+"""
+    if path is not None:
+        Path(path).write_text(text, encoding="utf-8")
+    db.log_event("export", what="lead_report", lead=lead.id, path=str(path) if path else None)
+    return text
+
+
+def _py(v):
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def leads_geojson(db, leads: Sequence[Lead]) -> dict:
+    """Leads as a GeoJSON FeatureCollection of lines between the two incident locations.
+
+    Leads whose exhibits lack a location are left out (their count is in
+    ``properties.n_without_location`` of the collection).
+    """
+    feats, missing = [], 0
+    for lead in leads:
+        ea, eb = db.exhibit(lead.a), db.exhibit(lead.b)
+        if None in (ea.lat, ea.lon, eb.lat, eb.lon):
+            missing += 1
+            continue
+        feats.append(
+            {
+                "type": "Feature",
+                "geometry": {
+                    "type": "LineString",
+                    "coordinates": [[ea.lon, ea.lat], [eb.lon, eb.lat]],
+                },
+                "properties": {
+                    **lead.as_dict(),
+                    "occurred_a": ea.occurred,
+                    "occurred_b": eb.occurred,
+                },
+            }
+        )
+    return {
+        "type": "FeatureCollection",
+        "features": feats,
+        "properties": {"n_without_location": missing},
+    }
+
+
+def leads_csv(leads: Sequence[Lead], fh) -> None:
+    """Write lead rows as CSV to an open text file."""
+    names = list(Lead.__dataclass_fields__)
+    writer = csv.DictWriter(fh, fieldnames=names)
+    writer.writeheader()
+    for lead in leads:
+        writer.writerow(lead.as_dict())
+
+
+def score_histogram(scores, same, threshold: float, path, *, title: str = "") -> None:
+    """Histogram PNG of KM and KNM scores with the lead threshold marked."""
+    plt = _matplotlib()
+    scores = np.asarray(scores, dtype=float)
+    same = np.asarray(same, dtype=bool)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    bins = np.histogram_bin_edges(scores, bins=40)
+    ax.hist(scores[~same], bins=bins, alpha=0.6, label=f"different gun (n={(~same).sum()})")
+    ax.hist(scores[same], bins=bins, alpha=0.6, label=f"same gun (n={same.sum()})")
+    ax.axvline(threshold, color="k", ls="--", label=f"lead threshold {threshold:g}")
+    ax.set_xlabel("score")
+    ax.set_ylabel("pairs")
+    ax.set_yscale("log")
+    ax.legend()
+    if title:
+        ax.set_title(title)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def evaluation_summary(names, labels, scores: np.ndarray, threshold: float) -> dict:
+    """Quality figures from a symmetric score matrix over labelled scans.
+
+    Parameters
+    ----------
+    names : sequence of str
+    labels : sequence
+        Firearm of each scan.
+    scores : ndarray (n, n)
+        Pair scores (the diagonal is ignored).
+    threshold : float
+        Lead threshold.
+
+    Returns
+    -------
+    dict
+        ``roc_auc``, ``fpr``/``fnr`` and counts at the threshold, ``variance_ratio``,
+        ``top1``/``top10`` (share of queries with a same-gun scan ranked first / in the
+        top 10, over queries that have one), KM/KNM score ranges.
+
+    Examples
+    --------
+    >>> s = np.array([[0, 9, 1], [9, 0, 2], [1, 2, 0]], float)
+    >>> r = evaluation_summary(["x", "y", "z"], [1, 1, 2], s, 5.0)
+    >>> r["roc_auc"], r["false_positives"], r["top1"]
+    (1.0, 0, 1.0)
+    """
+    from . import metrics
+
+    labels = np.asarray(labels)
+    n = len(names)
+    iu = np.triu_indices(n, 1)
+    pair_scores = scores[iu]
+    same = labels[iu[0]] == labels[iu[1]]
+    out: dict = {"n_scans": n, "n_km": int(same.sum()), "n_knm": int((~same).sum())}
+    if same.any() and (~same).any():
+        out["roc_auc"] = metrics.roc_auc(pair_scores, same)
+        if same.sum() >= 2 and (~same).sum() >= 2:
+            out["variance_ratio"] = metrics.variance_ratio(pair_scores, same)
+        out["km_min"] = float(pair_scores[same].min())
+        out["knm_max"] = float(pair_scores[~same].max())
+    er = metrics.error_rates(pair_scores, same, threshold)
+    out.update(
+        threshold=float(threshold),
+        false_positives=er.false_positives,
+        false_negatives=er.false_negatives,
+        fpr=er.fpr,
+        fnr=er.fnr,
+    )
+    top1 = top10 = queries = 0
+    for i in range(n):
+        mates = labels == labels[i]
+        mates[i] = False
+        if not mates.any():
+            continue
+        queries += 1
+        s = scores[i].astype(float).copy()
+        s[i] = -np.inf
+        order = np.argsort(-s, kind="stable")
+        top1 += bool(mates[order[0]])
+        top10 += bool(mates[order[:10]].any())
+    out["queries"] = queries
+    out["top1"] = top1 / queries if queries else float("nan")
+    out["top10"] = top10 / queries if queries else float("nan")
+    return out
+
+
+def write_json(obj, path) -> None:
+    Path(path).write_text(json.dumps(obj, indent=2, default=str))
