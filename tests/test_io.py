@@ -297,7 +297,8 @@ def test_content_in_a_folder_of_the_zip(tmp_path):
         archive.writestr("scan/main.xml", xml)
         archive.writestr("scan/bindata/data.bin", data)
         archive.writestr("__MACOSX/._main.xml", b"junk")
-    scan = read_scan(path)
+    with pytest.warns(ChecksumWarning, match=r"no MD5 checksum for main\.xml"):
+        scan = read_scan(path)
     assert any("folder" in q for q in scan.meta["quirks"])
     np.testing.assert_array_equal(scan.heights, (z * 1e6).astype(np.float32))
 
@@ -477,6 +478,10 @@ def _bad_files(tmp_path) -> dict[str, tuple[Path, str]]:
             _with_xml(tmp_path, "abs.x3p", main_xml(size=(7, 5, 1), link="/etc/passwd")),
             "does not name a file",
         ),
+        "a profile": (
+            _with_xml(tmp_path, "prf.x3p", main_xml(size=(35, 1, 1)).replace(">SUR<", ">PRF<")),
+            "not a surface",
+        ),
         "unsupported suffix": (tmp_path / "notes.txt", ".x3p"),
     }
 
@@ -551,6 +556,18 @@ def test_x3p_round_trip_is_exact(tmp_path):
     metadata = x3pio.read(path).metadata
     assert metadata.creator == "Xiaoyu Zheng" and metadata.comment == "NA: 0.30"
     assert (metadata.instrument.manufacturer, metadata.instrument.model) == ("NanoFocus usurf", "")
+
+
+def test_x3p_round_trip_of_a_bare_scan_with_a_large_range(tmp_path):
+    heights = np.linspace(0, 30000, 12, dtype=np.float32).reshape(3, 4)  # 3 cm: metres-like
+    heights[0, 0] = np.inf
+    write_scan(bl.Scan(heights, spacing_um=1500.0), tmp_path / "bare.x3p")
+    back = read_scan(tmp_path / "bare.x3p")
+    assert back.meta["quirks"] == [] and back.spacing_um == (1500.0, 1500.0)
+    np.testing.assert_array_equal(back.heights[1:], heights[1:])
+    assert np.isnan(back.heights[0, 0])  # inf is "not measured"
+    assert back.meta["instrument"] is None and back.meta["date"]
+    assert x3pio.read(tmp_path / "bare.x3p").metadata.probing_system.type.value == "Software"
 
 
 def test_x3p_round_trip_keeps_a_mask_stricter_than_nan(tmp_path):

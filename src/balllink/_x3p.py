@@ -63,8 +63,8 @@ logger = logging.getLogger(__name__)
 MAX_UNCOMPRESSED_BYTES = 1 << 30
 #: Largest number of members in a container.
 MAX_MEMBERS = 4096
-#: Largest ``main.xml`` (bytes); a DataList of a 2000 x 2000 grid fits.
-MAX_XML_BYTES = 256 << 20
+#: Largest ``main.xml`` (bytes); a DataList of a 1000 x 1000 grid fits.
+MAX_XML_BYTES = 64 << 20
 #: A lateral increment at or above this is taken as micrometres (1 mm per pixel in metres is
 #: not a breech-face scan; 0.001 µm per pixel is not either).
 LATERAL_UM_THRESHOLD = 1e-3
@@ -322,17 +322,22 @@ def decode_mask(
     try:
         image = Image.open(io.BytesIO(png))
         width, height = image.size
-        if width * height > 64 * max(rows * cols, 1) or width * height > (1 << 28):
+        if width * height == 0:
+            raise ValueError("the image is empty")
+        if width * height > 64 * rows * cols or width * height > (1 << 28):
             raise ValueError(f"{width}x{height} pixels is far larger than the grid")
         image.load()
+        if image.mode in ("I", "F") or image.mode.startswith("I;16"):
+            # A 16-bit or float mask: non-zero marks, as in a two-colour image.
+            image = Image.fromarray(np.where(np.asarray(image) != 0, 255, 0).astype(np.uint8))
+        image = image.convert("RGBA")
     except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as error:
         message = f"{label} cannot be decoded ({error}); no ROI read"
         warnings.warn(message, UserWarning, stacklevel=4)
         return None, {}, [message]
 
     if (height, width) != (rows, cols):
-        ratio_y, ratio_x = height / rows, width / cols
-        if abs(ratio_y / ratio_x - 1) < 0.01:
+        if abs((height / rows) / (width / cols) - 1) < 0.01:
             quirks.append(
                 f"{label} is {height}x{width}, the grid {rows}x{cols}; resampled (nearest)"
             )
@@ -342,68 +347,69 @@ def decode_mask(
             warnings.warn(message, UserWarning, stacklevel=4)
             return None, {"size": [height, width]}, [message]
 
-    rgba = np.asarray(image.convert("RGBA"))
+    rgba = np.asarray(image)
     codes = (
         rgba[..., 0].astype(np.uint32) << 16
         | rgba[..., 1].astype(np.uint32) << 8
         | rgba[..., 2].astype(np.uint32)
     )
-    transparent = rgba[..., 3] == 0
-    values, counts = np.unique(codes[~transparent], return_counts=True)
-    colour_of = {int(v): ((int(v) >> 16) & 255, (int(v) >> 8) & 255, int(v) & 255) for v in values}
+    opaque = rgba[..., 3] != 0
+    values, counts = np.unique(codes[opaque], return_counts=True)
     described: dict[str, Any] = {
-        "colours": {_hex(colour_of[int(v)]): int(c) for v, c in zip(values, counts)},
-        "transparent": int(transparent.sum()),
+        "colours": {_hex(_rgb(int(v))): int(c) for v, c in zip(values, counts)},
+        "transparent": int((~opaque).sum()),
     }
-
-    def code(rgb: tuple[int, int, int]) -> int:
-        return (rgb[0] << 16) | (rgb[1] << 8) | rgb[2]
-
-    roi: np.ndarray | None = None
+    roi, rule = None, ""
     if roi_colours:
-        roi = np.isin(codes, [code(c) for c in roi_colours]) & ~transparent
+        roi = np.isin(codes, [_code(c) for c in roi_colours]) & opaque
         rule = "annotated ROI colour(s) " + ", ".join(_hex(c) for c in roi_colours)
         if not roi.any():
             quirks.append(f"{label}: no pixel has the annotated ROI colour; colour rules used")
             roi = None
-    if roi is not None:
-        pass
-    elif background is not None:
-        roi = (codes != code(background)) & ~transparent
-        rule = f"every opaque colour but the background {_hex(background)} named in main.xml"
-    elif values.size == 0:
-        roi = np.zeros(shape, dtype=bool)
-        rule = "fully transparent image: nothing usable"
-    elif values.size == 1:
-        roi = ~transparent
-        rule = (
-            "single opaque colour: the opaque pixels are usable"
-            if transparent.any()
-            else "single colour: the whole grid is usable"
-        )
-    elif code(X3PTOOLS_BACKGROUND) in values:
-        roi = (codes != code(X3PTOOLS_BACKGROUND)) & ~transparent
-        rule = f"every colour but the x3ptools default background {_hex(X3PTOOLS_BACKGROUND)}"
-    else:
-        border = np.concatenate(
-            [codes[0], codes[-1], codes[1:-1, 0], codes[1:-1, -1]]
-            if rows > 1 and cols > 1
-            else [codes.ravel()]
-        )
-        border_open = np.concatenate(
-            [transparent[0], transparent[-1], transparent[1:-1, 0], transparent[1:-1, -1]]
-            if rows > 1 and cols > 1
-            else [transparent.ravel()]
-        )
-        border = border[~border_open]
-        if border.size == 0:
-            border = codes[~transparent]
-        border_values, border_counts = np.unique(border, return_counts=True)
-        bg = int(border_values[np.argmax(border_counts)])
-        roi = (codes != bg) & ~transparent
-        rule = f"every colour but {_hex(colour_of[bg])}, which dominates the image border"
+    if roi is None:
+        roi, rule = _roi_by_colour(codes, opaque, values, background)
     described["rule"] = rule
     return np.ascontiguousarray(roi), described, quirks
+
+
+def _code(rgb: tuple[int, int, int]) -> int:
+    return (rgb[0] << 16) | (rgb[1] << 8) | rgb[2]
+
+
+def _rgb(code: int) -> tuple[int, int, int]:
+    return ((code >> 16) & 255, (code >> 8) & 255, code & 255)
+
+
+def _roi_by_colour(
+    codes: np.ndarray,
+    opaque: np.ndarray,
+    values: np.ndarray,
+    background: tuple[int, int, int] | None,
+) -> tuple[np.ndarray, str]:
+    """Rules 2 and 3 of `decode_mask`: the ROI is every opaque colour but the background."""
+    if background is not None:
+        bg = _code(background)
+        rule = f"every opaque colour but the background {_hex(background)} named in main.xml"
+    elif values.size == 0:
+        return np.zeros(codes.shape, dtype=bool), "fully transparent image: nothing usable"
+    elif values.size == 1:
+        if opaque.all():
+            return opaque.copy(), "single colour: the whole grid is usable"
+        return opaque.copy(), "single opaque colour on transparency: the opaque pixels"
+    elif _code(X3PTOOLS_BACKGROUND) in values:
+        bg = _code(X3PTOOLS_BACKGROUND)
+        rule = f"every colour but the x3ptools default background {_hex(X3PTOOLS_BACKGROUND)}"
+    else:
+        edge = np.zeros(codes.shape, dtype=bool)
+        edge[[0, -1], :] = True
+        edge[:, [0, -1]] = True
+        border = codes[edge & opaque]
+        if border.size == 0:
+            border = codes[opaque]
+        border_values, border_counts = np.unique(border, return_counts=True)
+        bg = int(border_values[np.argmax(border_counts)])
+        rule = f"every colour but {_hex(_rgb(bg))}, which dominates the image border"
+    return (codes != bg) & opaque, rule
 
 
 def _mask_hints(
@@ -521,8 +527,6 @@ def read_x3p(path: Path, *, limit: int | None = None) -> X3pContent:
         if not str(root.tag).startswith("{"):
             quirks.append("main.xml root element has no namespace")
         feature = (_text(root, "Record1/FeatureType") or "").upper()
-        if feature == "PRF":
-            raise fail("holds a profile (FeatureType PRF), not a surface")
         if feature == "PCL" or _child(root, "Record3/ListDimension") is not None:
             raise fail("holds a point cloud (ListDimension), not a surface on a grid")
         for axis in ("CX", "CY"):
@@ -626,7 +630,8 @@ def read_x3p(path: Path, *, limit: int | None = None) -> X3pContent:
         raise fail(f"x3pio cannot read it: {error}") from None
     del buffer
     if not isinstance(parsed, x3pio.Surface):
-        raise fail(f"holds a {type(parsed).__name__}, not a surface")
+        kind = type(parsed).__name__.lower()
+        raise fail(f"holds a {kind} (FeatureType {feature}), not a surface on a grid")
 
     if mismatched:
         warnings.warn(
@@ -650,26 +655,28 @@ def read_x3p(path: Path, *, limit: int | None = None) -> X3pContent:
     if not finite.any():
         raise fail(f"the grid {grid} holds no finite height value")
 
+    # Files balllink wrote follow the standard (metres): no guessing for them.
+    own_file = META_URI in parsed.extensions
     header = parsed.header
     spacing = []
     lateral_in_um = False
     for axis_name, axis in (("y", header.y), ("x", header.x)):
         increment = abs(float(axis.increment))
-        if increment >= LATERAL_UM_THRESHOLD:
+        if increment >= LATERAL_UM_THRESHOLD and not own_file:
             quirks.append(f"{axis_name} increment {increment:g} written in micrometres, not metres")
             spacing.append(increment)
             lateral_in_um = True
         else:
             spacing.append(increment * 1e6)
-    values = z[finite]
-    step = max(1, values.size // 200_000)
-    low, high = np.percentile(values[::step], [0.5, 99.5])
-    z_range = float(high - low)
-    if z_range >= Z_UM_THRESHOLD or (z_range == 0 and lateral_in_um):
-        quirks.append(f"heights written in micrometres, not metres (range {z_range:g})")
-        factor = 1.0
-    else:
-        factor = 1e6
+    factor = 1e6
+    if not own_file:
+        values = z[finite]
+        step = max(1, values.size // 200_000)
+        low, high = np.percentile(values[::step], [0.5, 99.5])
+        z_range = float(high - low)
+        if z_range >= Z_UM_THRESHOLD or (z_range == 0 and lateral_in_um):
+            quirks.append(f"heights written in micrometres, not metres (range {z_range:g})")
+            factor = 1.0
     with np.errstate(over="ignore", invalid="ignore"):
         heights = (z * factor).astype(np.float32)
     heights[~np.isfinite(heights)] = np.nan
@@ -793,8 +800,6 @@ def _metadata_for(meta: dict[str, Any]) -> x3pio.Metadata:
     instrument = meta.get("instrument")
     if instrument and " ".join(p for p in (manufacturer, model) if p) != instrument:
         manufacturer, model = str(instrument), ""
-    if not manufacturer and not model:
-        manufacturer = model = "balllink"
     try:
         probing = x3pio.ProbingType(detail.get("probing_type"))
     except ValueError:
@@ -818,7 +823,7 @@ def _metadata_for(meta: dict[str, Any]) -> x3pio.Metadata:
 def encode_mask_png(mask: np.ndarray) -> bytes:
     """The ROI as an 8-bit greyscale PNG: 255 (white) usable, 0 (black) background."""
     buffer = io.BytesIO()
-    Image.fromarray(np.where(mask, 255, 0).astype(np.uint8), mode="L").save(buffer, "PNG")
+    Image.fromarray(np.where(mask, 255, 0).astype(np.uint8)).save(buffer, "PNG")
     return buffer.getvalue()
 
 
@@ -843,7 +848,7 @@ def x3p_bytes(
     payload: dict[str, Any] = {"balllink_meta_version": 1, "meta": kept}
     try:
         surface = x3pio.Surface.from_array(
-            np.asarray(heights_um, dtype=np.float64) * 1e-6,
+            np.where(np.isfinite(heights_um), heights_um, np.nan).astype(np.float64) * 1e-6,
             x_scale=dx * 1e-6,
             y_scale=dy * 1e-6,
             z_type=x3pio.DataType.FLOAT32,
