@@ -1,24 +1,1157 @@
 """Cell-based (CMC) comparison of two prepared scans (issue 4).
 
-Placeholder: being built (see the issue named below). Replaced, not extended.
+Two ways to compare, chosen by :class:`CMCConfig`:
+
+* ``CMCConfig.cmcr()``: a faithful re-implementation of the R package cmcR 0.1.11
+  (``comparison_allTogether`` over -30..30 degrees by 3, ``decision_CMC`` original and High
+  CMC, ``decision_combineDirections``), down to its cell division (CImg ``imsplit``), its
+  nearest-neighbour CImg rotation, its zero-filled FFT cross-correlation and its
+  pairwise-complete correlation at the chosen offset.
+* ``CMCConfig()`` (the default): full 360 degree search. A coarse global alignment (from
+  :mod:`balllink.align` when present, else a brute-force masked NCC over coarse angles)
+  proposes a few poses; around each the cells are searched in a narrow rotation window
+  with masked normalised cross-correlation (per-offset normalisation over jointly valid
+  pixels); congruent cells are counted with the High CMC rule in both directions.
+
+Pose convention (also :mod:`balllink.align`'s): ``rotation_deg`` in [0, 360) and
+``translation_um = (dy, dx)`` say that scan ``b`` rotated counter-clockwise (as displayed
+with row 0 on top, the sense of ``skimage.transform.rotate``) by ``rotation_deg`` about its
+array centre, then moved by ``(dy, dx)`` micrometres (down, right), with both array centres
+superposed, lands on scan ``a``.
 """
 
 from __future__ import annotations
 
+import logging
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import scipy.fft as sfft
+
+from . import _kernels as K
+from ._scan import Scan
+
 __all__ = ["CMCConfig", "Comparison", "compare", "compare_many"]
 
+log = logging.getLogger(__name__)
 
+_WORKERS = max(1, min(2, os.cpu_count() or 1))
+
+CELL_DTYPE = np.dtype(
+    [
+        ("direction", "i1"),  # 0: a cells searched in b, 1: b cells searched in a
+        ("row", "i2"),
+        ("col", "i2"),
+        ("center_y_um", "f4"),
+        ("center_x_um", "f4"),
+        ("theta_deg", "f4"),
+        ("dy_px", "f4"),
+        ("dx_px", "f4"),
+        ("corr", "f4"),
+        ("congruent", "?"),
+        ("valid_fraction", "f4"),
+    ]
+)
+
+
+# --------------------------------------------------------------------------- config
+
+
+@dataclass(frozen=True)
 class CMCConfig:
-    pass
+    """Every parameter of a CMC comparison.
+
+    Parameters
+    ----------
+    grid : (int, int)
+        Cells per column and per row cut from the reference scan.
+    region_multiplier : float
+        Side of the searched region in the target, as a multiple of the cell side.
+    rotation_range : (float, float)
+        Rotations searched (degrees). With ``search="window"`` the absolute range (cmcR:
+        -30..30); with ``search="global"`` the half window around each coarse pose.
+    rotation_step : float
+        Rotation step (degrees).
+    translation_threshold_px, rotation_threshold_deg, correlation_threshold : float
+        Congruence thresholds: distance to the consensus translation (pixels of the
+        compared grid, at ``spacing_um``), rotation, and minimum correlation.
+    max_missing : float
+        Cells (and regions) with a larger share of missing pixels are dropped.
+    method : {"high", "original"}
+        Decision rule: High CMC (Tong 2015) or the original rule (Song 2013).
+    tau : int
+        High CMC: rotations whose candidate count is at least ``max - tau`` are "high".
+    combine : {"cmcr", "union", "min", "sum"}
+        How two directions make one count: ``"cmcr"`` follows cmcR's
+        ``decision_combineDirections`` exactly; ``"union"`` counts cells congruent in either
+        direction (cell indices of a and b are distinct); ``"min"``/``"sum"`` of the counts.
+    search : {"window", "global"}
+        ``"window"``: the fixed rotation range only (cmcR). ``"global"``: full 360 degrees,
+        a coarse alignment first, then the cell search around its best poses.
+    ccf : {"cmcr", "masked"}
+        ``"cmcr"``: zero-filled FFT cross-correlation, then the Pearson correlation of the
+        overlap at its peak (cmcR). ``"masked"``: masked NCC at every offset.
+    interpolation : {"nearest", "linear"}
+        Rotation of the target.
+    downsample : int
+        Block-average both scans by this factor before the cell search (1 = none).
+    coarse_candidates : int
+        ``search="global"``: number of coarse poses refined.
+    coarse_step_deg : float
+        Step of the built-in brute-force coarse search (used until ``align`` lands).
+    lead_threshold : float
+        ``score`` at or above which a pair is a lead.
+    """
+
+    grid: tuple[int, int] = (8, 8)
+    region_multiplier: float = 2.0
+    rotation_range: tuple[float, float] = (-4.0, 4.0)
+    rotation_step: float = 2.0
+    translation_threshold_px: float = 5.0
+    rotation_threshold_deg: float = 6.0
+    correlation_threshold: float = 0.4
+    max_missing: float = 0.85
+    method: str = "high"
+    tau: int = 1
+    combine: str = "union"
+    search: str = "global"
+    ccf: str = "masked"
+    interpolation: str = "linear"
+    downsample: int = 2
+    coarse_candidates: int = 3
+    coarse_step_deg: float = 4.0
+    lead_threshold: float = 0.25
+
+    def __post_init__(self) -> None:
+        problems = []
+        if len(self.grid) != 2 or min(self.grid) < 1:
+            problems.append(f"grid must be two positive ints, got {self.grid!r}")
+        if self.region_multiplier < 1:
+            problems.append(f"region_multiplier must be >= 1, got {self.region_multiplier}")
+        lo, hi = self.rotation_range
+        if hi < lo or self.rotation_step <= 0:
+            problems.append(
+                f"rotation_range {self.rotation_range} / rotation_step {self.rotation_step} "
+                "must be ordered and positive"
+            )
+        choices = {
+            "method": ("high", "original"),
+            "combine": ("cmcr", "union", "min", "sum"),
+            "search": ("window", "global"),
+            "ccf": ("cmcr", "masked"),
+            "interpolation": ("nearest", "linear"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                problems.append(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if not 0 <= self.max_missing <= 1:
+            problems.append(f"max_missing must be in [0, 1], got {self.max_missing}")
+        if int(self.downsample) != self.downsample or self.downsample < 1:
+            problems.append(f"downsample must be a positive int, got {self.downsample}")
+        if self.combine == "cmcr" and self.method != "high":
+            problems.append('combine="cmcr" needs method="high" (cmcR combines High CMCs)')
+        if problems:
+            raise ValueError("invalid CMCConfig: " + "; ".join(problems))
+
+    @classmethod
+    def cmcr(cls, **changes: Any) -> CMCConfig:
+        """cmcR 0.1.11 defaults (its README): 8x8 cells, regions 3x the cell side,
+        -30..30 degrees by 3, 20 px / 6 degrees / 0.5, > 85 % missing dropped, High CMC with
+        tau = 1, both directions combined as ``decision_combineDirections``.
+
+        Examples
+        --------
+        >>> CMCConfig.cmcr().rotation_range
+        (-30.0, 30.0)
+        """
+        base = cls(
+            grid=(8, 8),
+            region_multiplier=3.0,
+            rotation_range=(-30.0, 30.0),
+            rotation_step=3.0,
+            translation_threshold_px=20.0,
+            rotation_threshold_deg=6.0,
+            correlation_threshold=0.5,
+            max_missing=0.85,
+            method="high",
+            tau=1,
+            combine="cmcr",
+            search="window",
+            ccf="cmcr",
+            interpolation="nearest",
+            downsample=1,
+            lead_threshold=6.0,
+        )
+        return replace(base, **changes)
+
+    def thetas(self) -> np.ndarray:
+        lo, hi = self.rotation_range
+        n = math.floor((hi - lo) / self.rotation_step + 1e-9) + 1
+        return lo + self.rotation_step * np.arange(n)
 
 
+# --------------------------------------------------------------------------- result
+
+
+@dataclass(frozen=True)
+class DirectionResult:
+    """One direction of a comparison: the cells of ``reference`` searched in ``target``."""
+
+    reference: str
+    target: str
+    cmc_original: int
+    cmc_high: int
+    high_passed: bool
+    theta_max: float  # High CMC modal rotation (NaN when failed), degrees
+    n_cells: int  # cells compared (after the missing-data filter)
+    cells: np.ndarray = field(repr=False)
+
+
+@dataclass(frozen=True)
 class Comparison:
-    pass
+    """Result of :func:`compare`.
+
+    Attributes
+    ----------
+    cmc_count : int
+        Congruent matching cells, both directions combined (``config.combine``).
+    score : float
+        Continuous similarity, higher = more similar (cmcR mode: the count).
+    rotation_deg : float
+        Rotation of ``b`` relative to ``a`` in [0, 360) (see the module docstring), NaN
+        when undetermined.
+    translation_um : (float, float)
+        ``(dy, dx)`` of ``b`` relative to ``a`` in micrometres (NaN when undetermined).
+    lead : bool
+        ``score >= config.lead_threshold``.
+    directions : tuple of DirectionResult
+        a-in-b and b-in-a.
+    cells : ndarray
+        Structured array (``CELL_DTYPE``), one row per compared cell and direction: grid
+        row/col, cell centre in µm, best rotation, dy/dx (pixels), correlation, congruent,
+        valid-pixel fraction.
+    reason : str
+        Empty, or why the count is 0 (too few valid cells, ...).
+    config : CMCConfig
+    """
+
+    cmc_count: int
+    score: float
+    rotation_deg: float
+    translation_um: tuple[float, float]
+    lead: bool
+    directions: tuple[DirectionResult, ...]
+    cells: np.ndarray = field(repr=False)
+    reason: str = ""
+    config: CMCConfig = field(default_factory=CMCConfig, repr=False)
+
+    def to_pandas(self):
+        """The ``cells`` table as a pandas DataFrame (needs pandas)."""
+        try:
+            import pandas as pd
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ImportError("Comparison.to_pandas() needs pandas: pip install pandas") from exc
+        return pd.DataFrame.from_records(self.cells)
 
 
-def compare(a, b, **options):
-    raise NotImplementedError("compare: issue 4")
+# --------------------------------------------------------------------------- helpers
 
 
-def compare_many(query, candidates, **options):
-    raise NotImplementedError("compare_many: issue 4")
+def _split_bounds(size: int, nb: int) -> list[tuple[int, int]]:
+    """CImg ``get_split(axis, nb)`` (imager ``imsplit``): inclusive 0-based bounds."""
+    if nb >= size:
+        return [(p, p) for p in range(size)]
+    bounds = []
+    err = size
+    start = 0
+    for p in range(size):
+        err -= nb
+        if err <= 0:
+            bounds.append((start, p))
+            err += size
+            start = p + 1
+    return bounds
+
+
+def _round2(x: float) -> int:
+    """MATLAB-style rounding (half away from zero), cmcR's ``round2(x, 0)``."""
+    return int(math.copysign(math.floor(abs(x) + 0.5), x))
+
+
+def _pad_region_cmcr(sub, lo_c, hi_c, lo_r, hi_r, ny, nx):
+    # cmcR extractCellbyCornerLocs, written in R orientation (R rows = our columns): pad
+    # R rows (our columns) first, then R columns (our rows), with NA, to a square.
+    nr, nc = sub.shape
+    if nc < max(nr, nc):  # R: nrow < max(dim) -> pad R rows (our columns)
+        k = nr - nc
+        pad = np.full((nr, k), np.nan, np.float32)
+        if lo_c == 0:
+            sub = np.concatenate([pad, sub], axis=1)
+        if hi_c == nx - 1:
+            sub = np.concatenate([sub, pad], axis=1)
+    nr, nc = sub.shape
+    if nr < max(nr, nc):
+        k = nc - nr
+        pad = np.full((k, nc), np.nan, np.float32)
+        if lo_r == 0:
+            sub = np.concatenate([pad, sub], axis=0)
+        if hi_r == ny - 1:
+            sub = np.concatenate([sub, pad], axis=0)
+    return sub
+
+
+def _cmcr_resp_index(m: int, n: int, nfft: int) -> np.ndarray:
+    """Index into a circular CCF of length ``nfft`` giving cmcR's ``filterViaFFT`` output.
+
+    cmcR pads cell (m) and region (n) to L = m + n - 1, takes ``ifft(fft(A) conj(fft(B)))``,
+    ``fftshift``s it, ``circshift``s by ``round2((n - m) / 2)`` and keeps ``n`` entries
+    from ``round2(m / 2)``. Entry q is the correlation at cell offset p (cell top-left in
+    the region); our circular CCF of length nfft >= L holds it at ``(-p) mod nfft``.
+    """
+    L = m + n - 1
+    h = -(-L // 2)
+    s = _round2((n - m) / 2)
+    half_m = _round2(m / 2)
+    q = np.arange(n)
+    k = (q + half_m - 1 - s + h) % L
+    p = (-k) % L
+    p = np.where(p > n - 1, p - L, p)
+    return (-p) % nfft
+
+
+def _cmcr_corr_window(m: int, n: int, d: int) -> np.ndarray:
+    """Region indices (0-based, -1 = outside) matched to the cell's rows at cmcR's peak ``d``.
+
+    This is the offset at which the zero-filled CCF peaked (the inverse of
+    :func:`_cmcr_resp_index`); cmcR 0.1.11's pairwise-complete correlation is taken there
+    (checked against its published counts on Fadul: an older ``calcRawCorr`` cropped 2-3
+    pixels off this alignment and does not reproduce them).
+    """
+    L = m + n - 1
+    h = -(-L // 2)
+    s = _round2((n - m) / 2)
+    half_m = _round2(m / 2)
+    k = (d + n // 2 + half_m - 1 - s + h) % L
+    p = (-k) % L
+    if p > n - 1:
+        p -= L
+    idx = np.arange(p, p + m, dtype=np.int64)
+    idx[(idx < 0) | (idx >= n)] = -1
+    return idx
+
+
+def _standardize(x: np.ndarray) -> np.ndarray:
+    v = x[np.isfinite(x)]
+    if v.size < 2:
+        return np.full_like(x, np.nan)
+    sd = v.std(ddof=1)
+    if not sd > 0:
+        return np.full_like(x, np.nan)
+    return (x - v.mean()) / sd
+
+
+@dataclass
+class _CmcrCells:
+    """Cells of a reference scan as cmcR cuts them (full grid, CImg imsplit)."""
+
+    boxes: list[tuple[int, int, int, int]]  # r0, r1, c0, c1 inclusive
+    grid_rc: list[tuple[int, int]]
+    missing: np.ndarray
+    std: list[np.ndarray]  # standardized cells (NaN kept)
+
+
+def _cmcr_cells(z: np.ndarray, grid: tuple[int, int]) -> _CmcrCells:
+    ny, nx = z.shape
+    rb = _split_bounds(ny, grid[0])
+    cb = _split_bounds(nx, grid[1])
+    boxes, rc, miss, std = [], [], [], []
+    for i, (r0, r1) in enumerate(rb):
+        for j, (c0, c1) in enumerate(cb):
+            cell = z[r0 : r1 + 1, c0 : c1 + 1]
+            boxes.append((r0, r1, c0, c1))
+            rc.append((i, j))
+            miss.append(float(np.mean(~np.isfinite(cell))))
+            std.append(_standardize(cell.astype(np.float64)).astype(np.float32))
+    return _CmcrCells(boxes, rc, np.asarray(miss), std)
+
+
+def _cmcr_region_box(box, mult: float, ny: int, nx: int):
+    # cmcR getMat2SplitIndices, 1-based then converted to 0-based inclusive
+    r0, r1, c0, c1 = box
+    out = []
+    for lo, hi, dim in ((r0, r1, ny), (c0, c1, nx)):
+        center = ((lo + 1) + (hi + 1)) / 2
+        side = hi - lo + 1
+        a = math.floor(center - mult * side / 2)
+        b = math.ceil(center + mult * side / 2)
+        a = 1 if a <= 0 else a
+        b = 1 if b <= 0 else b
+        b = min(b, dim)
+        a = min(a, dim)
+        out.append((a - 1, b - 1))
+    return out  # [(row lo, row hi), (col lo, col hi)]
+
+
+def _cmcr_direction(ref: np.ndarray, tgt: np.ndarray, cfg: CMCConfig, progress=None):
+    """All rotations of one cmcR direction: returns per-(theta, cell) dx, dy, corr, present.
+
+    Everything follows cmcR's ``comparison_allTogether``; ``dx`` is along columns, ``dy``
+    along rows (cmcR's x/y are swapped, as it treats matrix rows as image x; the decision
+    rules use one threshold for both, so the counts do not depend on it).
+    """
+    cells = _cmcr_cells(ref, cfg.grid)
+    ny, nx = tgt.shape
+    mult = math.floor(math.sqrt(cfg.region_multiplier**2))
+    thetas = cfg.thetas()
+    n_cells = len(cells.boxes)
+    dx = np.zeros((thetas.size, n_cells))
+    dy = np.zeros((thetas.size, n_cells))
+    corr = np.full((thetas.size, n_cells), np.nan)
+    present = np.zeros((thetas.size, n_cells), dtype=bool)
+    keep_cells = [k for k in range(n_cells) if cells.missing[k] <= cfg.max_missing]
+    if not keep_cells:
+        return thetas, cells, dx, dy, corr, present
+    rboxes = [_cmcr_region_box(cells.boxes[k], mult, ny, nx) for k in range(n_cells)]
+    max_m = max(max(cells.std[k].shape) for k in keep_cells)
+    max_n = 0
+    for k in keep_cells:
+        (a, b), (c, d) = rboxes[k]
+        max_n = max(max_n, b - a + 1, d - c + 1)
+    nfft = sfft.next_fast_len(max_m + max_n - 1, real=True)
+    # cell spectra (standardized, NA -> 0), once per direction
+    cstack = np.zeros((len(keep_cells), nfft, nfft), np.float32)
+    for i, k in enumerate(keep_cells):
+        c = np.nan_to_num(cells.std[k], nan=0.0)
+        cstack[i, : c.shape[0], : c.shape[1]] = c
+    cspec = sfft.rfft2(cstack, workers=_WORKERS)
+    del cstack
+    cy, cx = ny // 2, nx // 2
+    for t, theta in enumerate(thetas):
+        rot = K.rotate_nearest(tgt, float(theta), cy, cx)
+        regions, used = [], []
+        for i, k in enumerate(keep_cells):
+            (a, b), (c, d) = rboxes[k]
+            if not (c < d and a < b):
+                continue
+            sub = _pad_region_cmcr(rot[a : b + 1, c : d + 1], c, d, a, b, ny, nx)
+            if np.mean(~np.isfinite(sub)) > cfg.max_missing:
+                continue
+            regions.append(_standardize(sub.astype(np.float64)).astype(np.float32))
+            used.append(i)
+        if not used:
+            continue
+        rstack = np.zeros((len(used), nfft, nfft), np.float32)
+        for j, r in enumerate(regions):
+            rstack[j, : r.shape[0], : r.shape[1]] = np.nan_to_num(r, nan=0.0)
+        rspec = sfft.rfft2(rstack, workers=_WORKERS)
+        ccf = sfft.irfft2(cspec[used] * np.conj(rspec), s=(nfft, nfft), workers=_WORKERS)
+        hmax = max(c.shape[0] for c in (cells.std[keep_cells[i]] for i in used))
+        wmax = max(c.shape[1] for c in (cells.std[keep_cells[i]] for i in used))
+        nmax = max(max(r.shape) for r in regions)
+        cell_st = np.full((len(used), hmax, wmax), np.nan, np.float32)
+        reg_st = np.full((len(used), nmax, nmax), np.nan, np.float32)
+        ridx = np.full((len(used), 1, hmax), -2, np.int64)
+        cidx = np.full((len(used), 1, wmax), -2, np.int64)
+        for j, i in enumerate(used):
+            k = keep_cells[i]
+            cell = cells.std[k]
+            reg = regions[j]
+            (m_r, m_c), (n_r, n_c) = cell.shape, reg.shape
+            resp = ccf[j][
+                np.ix_(_cmcr_resp_index(m_r, n_r, nfft), _cmcr_resp_index(m_c, n_c, nfft))
+            ]
+            q = int(np.argmax(resp))  # first maximum in row-major order = R's column-major
+            qr, qc = divmod(q, n_c)
+            d_r = qr - n_r // 2
+            d_c = qc - n_c // 2
+            dy[t, k] = d_r
+            dx[t, k] = d_c
+            present[t, k] = True
+            cell_st[j, :m_r, :m_c] = cell
+            reg_st[j, :n_r, :n_c] = reg
+            ridx[j, 0, :m_r] = _cmcr_corr_window(m_r, n_r, d_r)
+            ridx[j, 0, m_r:] = -1
+            cidx[j, 0, :m_c] = _cmcr_corr_window(m_c, n_c, d_c)
+            cidx[j, 0, m_c:] = -1
+        cc = K.index_corr(cell_st, reg_st, ridx, cidx)
+        for j, i in enumerate(used):
+            corr[t, keep_cells[i]] = cc[j]
+        if progress is not None:
+            progress(t + 1, thetas.size)
+    return thetas, cells, dx, dy, corr, present
+
+
+# --------------------------------------------------------------------------- decisions
+
+
+@dataclass
+class _Decision:
+    original: np.ndarray  # bool (n_theta, n_cells)
+    high: np.ndarray  # bool (n_theta, n_cells)
+    high_passed: bool
+    theta_max: float  # NaN when High CMC failed or no mode
+
+
+def _decide(thetas, dx, dy, corr, present, cfg: CMCConfig) -> _Decision:
+    """cmcR ``decision_CMC`` (original and High CMC) and ``calcMaxCMCTheta`` for one direction."""
+    t_xy = cfg.translation_threshold_px
+    t_th = cfg.rotation_threshold_deg
+    t_c = cfg.correlation_threshold
+    thetas = np.asarray(thetas, dtype=np.float64)
+    original = K.original_cmc(dx, dy, thetas, corr, present, t_xy, t_th, t_c)
+    cand = K.high_cmc_candidates(dx, dy, corr, present, t_xy, t_c)
+    high = np.zeros_like(cand)
+    counts = cand.sum(axis=1)
+    if counts.max(initial=0) == 0:
+        return _Decision(original, high, False, math.nan)
+    is_high = (counts > 0) & (counts >= counts.max() - cfg.tau)
+    th_high = thetas[is_high]
+    if th_high.max() - th_high.min() > t_th:
+        return _Decision(original, high, False, math.nan)
+    rows = cand & is_high[:, None]
+    c = np.where(rows, corr, -np.inf)
+    best = c.max(axis=0)
+    high = rows & (c == best[None, :]) & np.isfinite(best)[None, :]
+    # calcMaxCMCTheta(highCMC_thresh = 1, thetaThresh, "minDistance")
+    n_per = high.sum(axis=1)
+    th_present = n_per > 0
+    if not th_present.any():
+        return _Decision(original, high, True, math.nan)
+    nmax = n_per.max()
+    at_max = thetas[n_per == nmax]
+    if np.any(np.diff(at_max) > t_th):
+        return _Decision(original, high, True, math.nan)
+    near = thetas[th_present & (n_per >= nmax - 1)]
+    dist = np.array([np.min(np.abs(at_max - t)) for t in near])
+    if np.all(dist.max() > t_th):
+        return _Decision(original, high, True, math.nan)
+    return _Decision(original, high, True, float(np.median(at_max)))
+
+
+def _combine_cmcr(d1: _Decision, d2: _Decision, thetas, corr1, corr2, t_th: float):
+    """cmcR ``decision_combineDirections`` (missingThetaDecision="fail", compareThetas=TRUE).
+
+    Returns ``(count, congruent1, congruent2, theta)``: the combined count, the cells it
+    counts in each direction (bool (n_theta, n_cells)), and the modal rotation.
+    """
+    n1 = int(d1.original.sum())
+    n2 = int(d2.original.sum())
+    fallback_first = n1 <= n2  # which.min: first on ties
+    fallback = (
+        min(n1, n2),
+        d1.original if fallback_first else np.zeros_like(d1.original),
+        np.zeros_like(d2.original) if fallback_first else d2.original,
+        math.nan,
+    )
+    t1, t2 = d1.theta_max, d2.theta_max
+    if math.isnan(t1) or math.isnan(t2):
+        return fallback
+    for d, t in ((d1, t1), (d2, t2)):
+        th_orig = np.broadcast_to(np.asarray(thetas)[:, None], d.original.shape)[d.original]
+        if th_orig.size == 0 or abs(t - np.median(th_orig)) > t_th:
+            return fallback
+    if (np.sign(t1) == np.sign(t2) and abs(t1 + t2) > t_th) or abs(abs(t1) - abs(t2)) > t_th:
+        return fallback
+    th = np.asarray(thetas)[:, None]
+    s1 = d1.high & (np.abs(th - t1) <= t_th)
+    s2 = d2.high & (np.abs(th - t2) <= t_th)
+    # a cell index counted once, in the direction where its correlation is higher
+    c1 = np.where(s1, corr1, -np.inf).max(axis=0)
+    c2 = np.where(s2, corr2, -np.inf).max(axis=0)
+    any1 = s1.any(axis=0)
+    any2 = s2.any(axis=0)
+    count = int(np.count_nonzero(any1 | any2))
+    keep1 = any1 & (~any2 | (c1 >= c2))
+    keep2 = any2 & (~any1 | (c2 >= c1))
+    return count, s1 & keep1[None, :], s2 & keep2[None, :], t1
+
+
+# --------------------------------------------------------------------------- default method
+
+
+def _block_mean(z: np.ndarray, f: int) -> np.ndarray:
+    """NaN-aware block mean by ``f`` (NaN where fewer than half of a block is valid)."""
+    if f == 1:
+        return np.ascontiguousarray(z, dtype=np.float32)
+    ny, nx = (z.shape[0] // f) * f, (z.shape[1] // f) * f
+    b = z[:ny, :nx].reshape(ny // f, f, nx // f, f)
+    ok = np.isfinite(b)
+    n = ok.sum(axis=(1, 3))
+    s = np.where(ok, b, 0).sum(axis=(1, 3), dtype=np.float64)
+    out = np.full(n.shape, np.nan, np.float32)
+    good = n * 2 >= f * f
+    out[good] = (s[good] / n[good]).astype(np.float32)
+    return out
+
+
+@dataclass
+class _Prepared:
+    """Per-scan work of the default method, done once and reused by compare_many."""
+
+    name: str
+    spacing_um: float  # of the original scan
+    z: np.ndarray  # cell-search grid (downsampled), NaN missing
+    coarse: np.ndarray  # coarse grid (more downsampled)
+    coarse_factor: int
+    cells: np.ndarray  # (n, h, w) float32 cells of z (standardized), NaN missing
+    boxes: np.ndarray  # (n, 4) r0, c0, row, col (grid index)
+    valid_fraction: np.ndarray
+    tpl: Any = None  # align template when balllink.align is present
+
+
+def _cell_grid(z: np.ndarray, grid: tuple[int, int], max_missing: float):
+    ok = np.isfinite(z)
+    rows = np.flatnonzero(ok.any(axis=1))
+    cols = np.flatnonzero(ok.any(axis=0))
+    if rows.size == 0:
+        return (np.zeros((0, 1, 1), np.float32), np.zeros((0, 4), np.int64), np.zeros(0))
+    r_lo, r_hi = rows[0], rows[-1] + 1
+    c_lo, c_hi = cols[0], cols[-1] + 1
+    h = max(2, (r_hi - r_lo) // grid[0])
+    w = max(2, (c_hi - c_lo) // grid[1])
+    cells, boxes, frac = [], [], []
+    for i in range(grid[0]):
+        for j in range(grid[1]):
+            r0, c0 = r_lo + i * h, c_lo + j * w
+            cell = z[r0 : r0 + h, c0 : c0 + w]
+            if cell.shape != (h, w):
+                continue
+            f = float(np.isfinite(cell).mean())
+            if 1.0 - f > max_missing:
+                continue
+            v = cell[np.isfinite(cell)]
+            sd = v.std()
+            if not sd > 0:
+                continue
+            cells.append(((cell - v.mean()) / sd).astype(np.float32))
+            boxes.append((r0, c0, i, j))
+            frac.append(f)
+    if not cells:
+        return (np.zeros((0, h, w), np.float32), np.zeros((0, 4), np.int64), np.zeros(0))
+    return np.stack(cells), np.asarray(boxes, np.int64), np.asarray(frac)
+
+
+def _prepare(scan: Scan, cfg: CMCConfig) -> _Prepared:
+    z = scan.masked_heights()
+    f = int(cfg.downsample)
+    zd = _block_mean(z, f)
+    coarse_factor = 4 * f
+    zc = _block_mean(z, coarse_factor)
+    cells, boxes, frac = _cell_grid(zd, cfg.grid, cfg.max_missing)
+    tpl = None
+    align = _align_module()
+    if align is not None and hasattr(align, "prepare_alignment"):
+        try:
+            tpl = align.prepare_alignment(scan)
+        except NotImplementedError:
+            tpl = None
+    return _Prepared(
+        scan.name, float(scan.spacing_um[0]), zd, zc, coarse_factor, cells, boxes, frac, tpl
+    )
+
+
+def _align_module():
+    try:
+        from . import align
+    except ImportError:
+        return None
+    return align
+
+
+# ---- coarse search (brute force, used while balllink.align is not available)
+
+
+def _masked_ncc_fft(a: np.ndarray, bs: np.ndarray, max_shift: int, min_frac: float = 0.3):
+    """Masked NCC of ``a`` with each image of the stack ``bs`` over shifts up to ``max_shift``.
+
+    Padfield's method: windowed sums of values, squares and valid counts by FFT, so each
+    shift is normalised over the jointly valid pixels. Returns (k, 2s+1, 2s+1) float64
+    where entry ``[k, s + u, s + v]`` compares ``a[y, x]`` with ``bs[k][y - u, x - v]``.
+    """
+    ny, nx = a.shape
+    sy, sx = ny + max_shift, nx + max_shift
+    shape = (sfft.next_fast_len(sy, real=True), sfft.next_fast_len(sx, real=True))
+    ma = np.isfinite(a)
+    a0 = np.where(ma, a, 0.0)
+    mb = np.isfinite(bs)
+    b0 = np.where(mb, bs, 0.0)
+    fa = sfft.rfft2(np.stack([a0, a0 * a0, ma.astype(float)]), s=shape, workers=_WORKERS)
+    fb = sfft.rfft2(np.stack([b0, b0 * b0, mb.astype(float)], axis=1), s=shape, workers=_WORKERS)
+    # corr(X, Y)[u] = sum_y X[y] Y[y - u]  -> ifft(FX * conj(FY))
+    prods = np.stack(
+        [
+            fa[0] * np.conj(fb[:, 2]),  # sum a
+            fa[1] * np.conj(fb[:, 2]),  # sum a^2
+            fa[2] * np.conj(fb[:, 0]),  # sum b
+            fa[2] * np.conj(fb[:, 1]),  # sum b^2
+            fa[0] * np.conj(fb[:, 0]),  # sum ab
+            fa[2] * np.conj(fb[:, 2]),  # n
+        ],
+        axis=1,
+    )
+    sums = sfft.irfft2(prods, s=shape, workers=_WORKERS)
+    idx_y = np.arange(-max_shift, max_shift + 1) % shape[0]
+    idx_x = np.arange(-max_shift, max_shift + 1) % shape[1]
+    sums = sums[:, :, idx_y][:, :, :, idx_x]
+    sa, saa, sb, sbb, sab, n = (sums[:, i] for i in range(6))
+    n = np.round(n)
+    need = min_frac * min(ma.sum(), mb.sum(axis=(1, 2)).min())
+    with np.errstate(invalid="ignore", divide="ignore"):
+        va = saa - sa * sa / n
+        vb = sbb - sb * sb / n
+        ncc = (sab - sa * sb / n) / np.sqrt(va * vb)
+    ncc[(n < max(need, 3)) | ~(va > 0) | ~(vb > 0)] = np.nan
+    return ncc
+
+
+def _coarse_poses(pa: _Prepared, pb: _Prepared, cfg: CMCConfig):
+    """Candidate poses of b relative to a: list of (theta_deg, dy_um, dx_um, score)."""
+    align = _align_module()
+    if align is not None and hasattr(align, "coarse_align") and pa.tpl is not None:
+        try:
+            poses = align.coarse_align(pa.tpl, pb.tpl, n=cfg.coarse_candidates)
+            return [(float(p[0]), float(p[1]), float(p[2]), float(p[3])) for p in poses]
+        except NotImplementedError:
+            pass
+    a, b = pa.coarse, pb.coarse
+    sp = pa.spacing_um * pa.coarse_factor
+    thetas = np.arange(0.0, 360.0, cfg.coarse_step_deg)
+    cy_a, cx_a = (a.shape[0] - 1) / 2, (a.shape[1] - 1) / 2
+    cy_b, cx_b = (b.shape[0] - 1) / 2, (b.shape[1] - 1) / 2
+    warped = np.stack(
+        [
+            K.warp_rigid(b, a.shape[0], a.shape[1], t, cy_b, cx_b, cy_a, cx_a, 0.0, 0.0)
+            for t in thetas
+        ]
+    )
+    max_shift = max(2, round(0.25 * max(a.shape)))
+    ncc = _masked_ncc_fft(a, warped, max_shift)
+    flat = np.where(np.isfinite(ncc), ncc, -np.inf).reshape(thetas.size, -1)
+    best = flat.max(axis=1)
+    arg = flat.argmax(axis=1)
+    order = np.argsort(-best)
+    out: list[tuple[float, float, float, float]] = []
+    w = 2 * max_shift + 1
+    for k in order:
+        if not np.isfinite(best[k]):
+            break
+        th = float(thetas[k])
+        if any(abs((th - o[0] + 180) % 360 - 180) < 10 for o in out):
+            continue
+        u, v = divmod(int(arg[k]), w)
+        # a[y] ~ warped[y - u]: the warped b content must move by +u to land on a
+        out.append((th, (u - max_shift) * sp, (v - max_shift) * sp, float(best[k])))
+        if len(out) >= cfg.coarse_candidates:
+            break
+    return out
+
+
+def _invert_pose(theta: float, dy: float, dx: float) -> tuple[float, float, float]:
+    # q_a = R(t) q_b + d  =>  q_b = R(-t) (q_a - d)
+    t = math.radians(theta)
+    c, s = math.cos(t), math.sin(t)
+    # R(-t) applied to (-dy, -dx)
+    ny_ = c * (-dy) + s * (-dx)
+    nx_ = -s * (-dy) + c * (-dx)
+    return (-theta) % 360.0, ny_, nx_
+
+
+def _cells_direction(pr: _Prepared, pt: _Prepared, pose, cfg: CMCConfig):
+    """Cells of ``pr`` searched in ``pt`` around ``pose`` (pt relative to pr).
+
+    Returns thetas, dy, dx (pixels, relative to the pose), corr, present: (n_theta, n_cells).
+    """
+    theta0, dy_um, dx_um = pose[:3]
+    sp = pr.spacing_um * cfg.downsample
+    lo, hi = cfg.rotation_range
+    thetas = theta0 + np.arange(lo, hi + 1e-9, cfg.rotation_step)
+    n = pr.cells.shape[0]
+    if n == 0:
+        z = np.zeros((thetas.size, 0))
+        return thetas, z, z, z, z.astype(bool)
+    h, w = pr.cells.shape[1:]
+    margin = max(1, round((cfg.region_multiplier - 1) * min(h, w) / 2))
+    ny, nx = pr.z.shape
+    cy_r, cx_r = (ny - 1) / 2, (nx - 1) / 2
+    cy_t, cx_t = (pt.z.shape[0] - 1) / 2, (pt.z.shape[1] - 1) / 2
+    min_n = np.maximum(
+        (0.5 * (1.0 - cfg.max_missing) * h * w), 0.5 * np.isfinite(pr.cells).sum(axis=(1, 2))
+    ).astype(np.int64)
+    dy = np.zeros((thetas.size, n))
+    dx = np.zeros((thetas.size, n))
+    corr = np.full((thetas.size, n), np.nan)
+    r0 = pr.boxes[:, 0]
+    c0 = pr.boxes[:, 1]
+    for k, th in enumerate(thetas):
+        warped = K.warp_rigid(
+            pt.z,
+            ny + 2 * margin,
+            nx + 2 * margin,
+            float(th),
+            cy_t,
+            cx_t,
+            cy_r + margin,
+            cx_r + margin,
+            dy_um / sp,
+            dx_um / sp,
+        )
+        regions = np.stack(
+            [warped[a : a + h + 2 * margin, b : b + w + 2 * margin] for a, b in zip(r0, c0)]
+        )
+        ncc = K.masked_ncc_search(pr.cells, regions, min_n)
+        iy, ix, val = K.best_offsets(ncc)
+        dy[k] = iy - margin
+        dx[k] = ix - margin
+        corr[k] = val
+    present = np.isfinite(corr)
+    return thetas, dy, dx, corr, present
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def _resolve_config(method, config) -> CMCConfig:
+    if config is not None and not isinstance(config, CMCConfig):
+        raise TypeError(f"config must be a CMCConfig, got {type(config).__name__}")
+    if method is None:
+        return config if config is not None else CMCConfig()
+    if method == "cmcr":
+        return CMCConfig.cmcr() if config is None else config
+    if method == "default":
+        return CMCConfig() if config is None else config
+    if method in ("high", "original"):
+        base = config if config is not None else CMCConfig()
+        if method == "original" and base.combine == "cmcr":
+            return replace(base, method="original", combine="min")
+        return replace(base, method=method)
+    raise ValueError(
+        f"method must be None, 'default', 'cmcr', 'high' or 'original', got {method!r}"
+    )
+
+
+def _check_pair(a, b) -> None:
+    from .errors import PreprocessError
+
+    for name, s in (("a", a), ("b", b)):
+        if not isinstance(s, Scan):
+            raise TypeError(f"compare: {name} must be a balllink.Scan, got {type(s).__name__}")
+    if not np.allclose(a.spacing_um, b.spacing_um, rtol=1e-6):
+        raise PreprocessError(
+            f"compare: scans {a.name} (spacing {a.spacing_um} µm) and {b.name} (spacing "
+            f"{b.spacing_um} µm) differ in lateral spacing; resample both to one spacing "
+            "first, e.g. bl.resample(scan, spacing_um=6.25)"
+        )
+    for s in (a, b):
+        if abs(s.spacing_um[0] - s.spacing_um[1]) > 1e-6 * s.spacing_um[0]:
+            raise PreprocessError(
+                f"compare: scan {s.name} has non-square pixels {s.spacing_um} µm; resample "
+                "it to square pixels first (bl.resample)"
+            )
+
+
+def _cells_table(
+    direction: int, rows, cols, centers_um, thetas, dy, dx, corr, present, congruent, valid_fraction
+) -> np.ndarray:
+    """One row per compared cell: its best rotation (congruent row if any, else max corr)."""
+    n = len(rows)
+    out = np.zeros(n, CELL_DTYPE)
+    if n == 0:
+        return out[:0]
+    c = np.where(present, corr, -np.inf)
+    pick = np.where(congruent.any(axis=0), np.argmax(congruent, axis=0), np.argmax(c, axis=0))
+    ar = np.arange(n)
+    out["direction"] = direction
+    out["row"] = rows
+    out["col"] = cols
+    out["center_y_um"] = centers_um[:, 0]
+    out["center_x_um"] = centers_um[:, 1]
+    out["theta_deg"] = np.asarray(thetas)[pick]
+    out["dy_px"] = dy[pick, ar]
+    out["dx_px"] = dx[pick, ar]
+    out["corr"] = np.where(present[pick, ar], corr[pick, ar], np.nan)
+    out["congruent"] = congruent.any(axis=0)
+    out["valid_fraction"] = valid_fraction
+    return out[present.any(axis=0)]
+
+
+def _compare_cmcr(a: Scan, b: Scan, cfg: CMCConfig) -> Comparison:
+    za, zb = a.masked_heights(), b.masked_heights()
+    sp = a.spacing_um[0]
+    dirs, raw = [], []
+    for ref, tgt, rs, ts in ((za, zb, a, b), (zb, za, b, a)):
+        thetas, cells, dx, dy, corr, present = _cmcr_direction(ref, tgt, cfg)
+        dec = _decide(thetas, dx, dy, corr, present, cfg)
+        raw.append((thetas, cells, dx, dy, corr, present, dec, rs, ts))
+    d1, d2 = raw[0][6], raw[1][6]
+    thetas = raw[0][0]
+    if cfg.method == "high" and cfg.combine == "cmcr":
+        count, s1, s2, theta = _combine_cmcr(
+            d1, d2, thetas, raw[0][4], raw[1][4], cfg.rotation_threshold_deg
+        )
+    else:
+        sel = [d.high if cfg.method == "high" else d.original for d in (d1, d2)]
+        n1, n2 = int(sel[0].sum()), int(sel[1].sum())
+        count = {"min": min(n1, n2), "sum": n1 + n2, "union": n1 + n2}.get(cfg.combine, n1 + n2)
+        s1, s2 = sel
+        theta = d1.theta_max
+    tables = []
+    for k, ((th, cells, dx, dy, corr, present, dec, rs, ts), cong) in enumerate(zip(raw, (s1, s2))):
+        centers = np.array(
+            [((r0 + r1) / 2 * sp, (c0 + c1) / 2 * sp) for r0, r1, c0, c1 in cells.boxes]
+        )
+        rc = np.array(cells.grid_rc)
+        tables.append(
+            _cells_table(
+                k, rc[:, 0], rc[:, 1], centers, th, dy, dx, corr, present, cong, 1.0 - cells.missing
+            )
+        )
+        dirs.append(
+            DirectionResult(
+                rs.name,
+                ts.name,
+                int(dec.original.sum()),
+                int(dec.high.sum()),
+                bool(dec.high_passed),
+                float(dec.theta_max),
+                int(present.any(axis=0).sum()),
+                tables[-1],
+            )
+        )
+    cells_all = np.concatenate(tables)
+    reason = ""
+    if dirs[0].n_cells == 0 or dirs[1].n_cells == 0:
+        reason = "too few valid cells: a scan has no cell with enough valid pixels"
+    rot, trans = math.nan, (math.nan, math.nan)
+    t_ref = theta if not math.isnan(theta) else math.nan
+    if not math.isnan(t_ref):
+        rot = (-t_ref) % 360.0
+        m = s1 if s1.any() else None
+        if m is not None:
+            ny_a, nx_a = za.shape
+            ny_b, nx_b = zb.shape
+            dyv = np.median(raw[0][3][m]) + ny_b // 2 - (ny_a - 1) / 2
+            dxv = np.median(raw[0][2][m]) + nx_b // 2 - (nx_a - 1) / 2
+            trans = (float(dyv * sp), float(dxv * sp))
+    score = float(count)
+    return Comparison(
+        int(count),
+        score,
+        rot,
+        trans,
+        score >= cfg.lead_threshold,
+        tuple(dirs),
+        cells_all,
+        reason,
+        cfg,
+    )
+
+
+def _direction_decision(pr, pt, pose, cfg):
+    thetas, dy, dx, corr, present = _cells_direction(pr, pt, pose, cfg)
+    dec = _decide(thetas, dx, dy, corr, present, cfg)
+    if cfg.method == "high" and dec.high_passed:
+        cong = dec.high
+    else:
+        cong = dec.original
+    return thetas, dy, dx, corr, present, dec, cong
+
+
+def _score(n_cong: int, n_cells: int, corr_cong: np.ndarray) -> float:
+    """Continuous score: congruent share of the compared cells, times their mean correlation
+    (both directions pooled), plus the count over 64 so that ties break by the count."""
+    if n_cells == 0 or n_cong == 0:
+        return 0.0
+    return float(n_cong / n_cells * np.mean(corr_cong))
+
+
+def _compare_default(pa: _Prepared, pb: _Prepared, cfg: CMCConfig) -> Comparison:
+    sp = pa.spacing_um * cfg.downsample
+    empty = np.zeros(0, CELL_DTYPE)
+    for p, nm in ((pa, "a"), (pb, "b")):
+        if p.cells.shape[0] < 3:
+            d = DirectionResult(pa.name, pb.name, 0, 0, False, math.nan, 0, empty)
+            return Comparison(
+                0,
+                0.0,
+                math.nan,
+                (math.nan, math.nan),
+                False,
+                (d, d),
+                empty,
+                f"too few valid cells in scan {nm} ({p.name}): {p.cells.shape[0]} cells with "
+                f"at most {cfg.max_missing:.0%} missing (need 3)",
+                cfg,
+            )
+    if cfg.search == "global":
+        poses = _coarse_poses(pa, pb, cfg)
+    else:
+        poses = [(0.0, 0.0, 0.0, 0.0)]
+    if not poses:
+        d = DirectionResult(pa.name, pb.name, 0, 0, False, math.nan, 0, empty)
+        return Comparison(
+            0,
+            0.0,
+            math.nan,
+            (math.nan, math.nan),
+            False,
+            (d, d),
+            empty,
+            "no overlap found between the scans at any rotation",
+            cfg,
+        )
+    best = None
+    for pose in poses:
+        r = _direction_decision(pa, pb, pose, cfg)
+        key = (int(r[6].sum()), np.nanmean(np.where(r[6], r[3], np.nan)) if r[6].any() else 0)
+        if best is None or key > best[0]:
+            best = (key, pose, r)
+    _, pose, r1 = best
+    inv = _invert_pose(*pose[:3])
+    r2 = _direction_decision(pb, pa, inv, cfg)
+    n1, n2 = int(r1[6].sum()), int(r2[6].sum())
+    count = {"min": min(n1, n2), "sum": n1 + n2, "union": n1 + n2}.get(cfg.combine, n1 + n2)
+    tables, dirs = [], []
+    for k, (pr, pt, r) in enumerate(((pa, pb, r1), (pb, pa, r2))):
+        thetas, dy, dx, corr, present, dec, cong = r
+        centers = (pr.boxes[:, :2] + np.array(pr.cells.shape[1:]) / 2) * sp
+        t = _cells_table(
+            k,
+            pr.boxes[:, 2],
+            pr.boxes[:, 3],
+            centers,
+            thetas % 360.0,
+            dy,
+            dx,
+            corr,
+            present,
+            cong,
+            pr.valid_fraction,
+        )
+        tables.append(t)
+        dirs.append(
+            DirectionResult(
+                pr.name,
+                pt.name,
+                int(dec.original.sum()),
+                int(dec.high.sum()),
+                bool(dec.high_passed),
+                float(dec.theta_max) % 360.0 if not math.isnan(dec.theta_max) else math.nan,
+                int(present.any(axis=0).sum()),
+                t,
+            )
+        )
+    cells_all = np.concatenate(tables)
+    n_cells = dirs[0].n_cells + dirs[1].n_cells
+    corr_cong = np.concatenate([r1[3][r1[6]], r2[3][r2[6]]])
+    score = _score(n1 + n2, n_cells, corr_cong)
+    # pose: the coarse pose refined by the congruent cells of direction a -> b
+    thetas, dy, dx, corr, present, dec, cong = r1
+    if cong.any():
+        th = float(np.median(np.broadcast_to(thetas[:, None], cong.shape)[cong]))
+        rot = th % 360.0
+        trans = (
+            pose[1] - float(np.median(dy[cong])) * sp,
+            pose[2] - float(np.median(dx[cong])) * sp,
+        )
+    else:
+        rot, trans = float(pose[0]) % 360.0, (float(pose[1]), float(pose[2]))
+    reason = "" if count else "no congruent cell in either direction"
+    return Comparison(
+        int(count),
+        score,
+        rot,
+        trans,
+        score >= cfg.lead_threshold,
+        tuple(dirs),
+        cells_all,
+        reason,
+        cfg,
+    )
+
+
+def compare(
+    a: Scan, b: Scan, *, method: str | None = None, config: CMCConfig | None = None
+) -> Comparison:
+    """Compare two prepared scans with congruent matching cells, in both directions.
+
+    Parameters
+    ----------
+    a, b : Scan
+        Prepared scans (leveled, band-passed, NaN outside the breech face) of one spacing.
+    method : {None, "default", "cmcr", "high", "original"}, optional
+        Shortcut for a configuration: ``"cmcr"`` is ``CMCConfig.cmcr()``; ``"high"`` /
+        ``"original"`` switch the decision rule of ``config``.
+    config : CMCConfig, optional
+        Every parameter; ``CMCConfig()`` (full 360 degrees) by default.
+
+    Returns
+    -------
+    Comparison
+        ``cmc_count``, ``score``, ``rotation_deg`` / ``translation_um`` (pose of ``b``
+        relative to ``a``, see the module docstring), ``lead``, ``directions``, ``cells``,
+        ``reason``.
+
+    Raises
+    ------
+    balllink.PreprocessError
+        When the scans differ in spacing (the message names both).
+
+    Examples
+    --------
+    >>> import numpy as np, balllink as bl
+    >>> rng = np.random.default_rng(0)
+    >>> z = rng.standard_normal((96, 96)).astype("float32")
+    >>> a = bl.Scan(z, spacing_um=6.25)
+    >>> cmp = bl.compare(a, a, config=bl.CMCConfig(downsample=1, search="window"))
+    >>> cmp.cmc_count > 100, round(cmp.rotation_deg, 1)
+    (True, 0.0)
+    """
+    cfg = _resolve_config(method, config)
+    _check_pair(a, b)
+    if cfg.ccf == "cmcr":
+        return _compare_cmcr(a, b, cfg)
+    return _compare_default(_prepare(a, cfg), _prepare(b, cfg), cfg)
+
+
+def compare_many(
+    query: Scan,
+    candidates: Sequence[Scan],
+    *,
+    config: CMCConfig | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[Comparison]:
+    """Compare one query with many candidates, reusing the per-scan work.
+
+    The query's cells, pyramids and alignment template are computed once; each candidate's
+    once. The kernels use both cores.
+
+    Examples
+    --------
+    >>> import numpy as np, balllink as bl
+    >>> z = np.random.default_rng(1).standard_normal((96, 96)).astype("float32")
+    >>> a = bl.Scan(z, spacing_um=6.25)
+    >>> cfg = bl.CMCConfig(downsample=1, search="window")
+    >>> [c.cmc_count > 100 for c in bl.compare_many(a, [a, a], config=cfg)]
+    [True, True]
+    """
+    cfg = config if config is not None else CMCConfig()
+    cands = list(candidates)
+    for c in cands:
+        _check_pair(query, c)
+    out: list[Comparison] = []
+    if cfg.ccf == "cmcr":
+        for i, c in enumerate(cands):
+            out.append(_compare_cmcr(query, c, cfg))
+            if progress is not None:
+                progress(i + 1, len(cands))
+        return out
+    pq = _prepare(query, cfg)
+    for i, c in enumerate(cands):
+        out.append(_compare_default(pq, _prepare(c, cfg), cfg))
+        if progress is not None:
+            progress(i + 1, len(cands))
+    return out

@@ -1,0 +1,346 @@
+"""Numba kernels of the CMC comparison (no validation: see compare.py for the wrappers).
+
+Arrays in, arrays out. NaN marks a missing height everywhere. Every kernel here has a slow,
+obvious NumPy twin in ``tests/reference.py``; ``tests/test_kernels.py`` compares them on
+random, NaN-holed and constant inputs.
+
+Conventions: images are ``(row, col)``; a rotation by ``angle_deg`` about ``(cy, cx)`` maps
+the output pixel ``(r, c)`` to the input point
+``(cy - (c - cx) sin a + (r - cy) cos a, cx + (c - cx) cos a + (r - cy) sin a)``, the
+mapping of CImg's ``rotate`` (used by cmcR through imager) with x = column, y = row.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+__all__ = [
+    "best_offsets",
+    "high_cmc_candidates",
+    "index_corr",
+    "masked_ncc_search",
+    "original_cmc",
+    "rotate_nearest",
+    "warp_rigid",
+]
+
+
+@njit(cache=True, parallel=True)
+def rotate_nearest(img, angle_deg, cy, cx):
+    """Nearest-neighbour rotation as CImg (imager) does it; NaN outside the input."""
+    ny, nx = img.shape
+    out = np.empty((ny, nx), dtype=np.float32)
+    # CImg computes the angle and the products in single precision
+    rad = np.float32(angle_deg * math.pi / 180.0)
+    ca = np.float32(math.cos(rad))
+    sa = np.float32(math.sin(rad))
+    fcx = np.float32(cx)
+    fcy = np.float32(cy)
+    for r in prange(ny):
+        yc = np.float32(r) - fcy
+        for c in range(nx):
+            xc = np.float32(c) - fcx
+            xs = fcx + xc * ca + yc * sa
+            ys = fcy - xc * sa + yc * ca
+            ix = math.floor(xs + np.float32(0.5))
+            iy = math.floor(ys + np.float32(0.5))
+            if 0 <= ix < nx and 0 <= iy < ny:
+                out[r, c] = img[iy, ix]
+            else:
+                out[r, c] = np.nan
+    return out
+
+
+@njit(cache=True, parallel=True)
+def warp_rigid(img, out_ny, out_nx, angle_deg, cy_in, cx_in, cy_out, cx_out, dy, dx):
+    """Bilinear rigid warp: ``img`` rotated by ``angle_deg`` then shifted by ``(dy, dx)``.
+
+    The output pixel ``q`` (relative to ``(cy_out, cx_out)``) takes the input at
+    ``(cy_in, cx_in) + R(-angle) (q - (dy, dx))`` where ``R(t)`` maps ``(y, x)`` to
+    ``(cos t y - sin t x, sin t y + cos t x)``: the counter-clockwise rotation (as displayed,
+    row 0 on top) of ``skimage.transform.rotate``. A sample is NaN when a neighbour of
+    non-zero weight is NaN or outside the input.
+    """
+    ny, nx = img.shape
+    out = np.empty((out_ny, out_nx), dtype=np.float32)
+    rad = angle_deg * math.pi / 180.0
+    ca = math.cos(rad)
+    sa = math.sin(rad)
+    for r in prange(out_ny):
+        qy = r - cy_out - dy
+        for c in range(out_nx):
+            qx = c - cx_out - dx
+            ys = cy_in + ca * qy + sa * qx
+            xs = cx_in - sa * qy + ca * qx
+            y0 = math.floor(ys)
+            x0 = math.floor(xs)
+            fy = ys - y0
+            fx = xs - x0
+            acc = 0.0
+            bad = False
+            for j in range(2):
+                wy = fy if j == 1 else 1.0 - fy
+                if wy <= 1e-6:
+                    continue
+                yy = y0 + j
+                for i in range(2):
+                    wx = fx if i == 1 else 1.0 - fx
+                    if wx <= 1e-6:
+                        continue
+                    xx = x0 + i
+                    if xx < 0 or xx >= nx or yy < 0 or yy >= ny:
+                        bad = True
+                    else:
+                        v = img[yy, xx]
+                        if math.isnan(v):
+                            bad = True
+                        else:
+                            acc += wx * wy * v
+            out[r, c] = np.nan if bad else acc
+    return out
+
+
+@njit(cache=True)
+def _corr_idx(cell, region, ridx, cidx):
+    # Pearson correlation of cell with region[ridx][:, cidx] over jointly finite pixels;
+    # an index of -1 (or outside the region) stands for a missing row/column.
+    h, w = cell.shape
+    nr, nc = region.shape
+    n = 0
+    sx = 0.0
+    sy = 0.0
+    for i in range(h):
+        ri = ridx[i]
+        if ri < 0 or ri >= nr:
+            continue
+        for j in range(w):
+            cj = cidx[j]
+            if cj < 0 or cj >= nc:
+                continue
+            x = cell[i, j]
+            y = region[ri, cj]
+            if math.isnan(x) or math.isnan(y):
+                continue
+            n += 1
+            sx += x
+            sy += y
+    if n < 2:
+        return np.nan
+    mx = sx / n
+    my = sy / n
+    sxx = 0.0
+    syy = 0.0
+    sxy = 0.0
+    for i in range(h):
+        ri = ridx[i]
+        if ri < 0 or ri >= nr:
+            continue
+        for j in range(w):
+            cj = cidx[j]
+            if cj < 0 or cj >= nc:
+                continue
+            x = cell[i, j]
+            y = region[ri, cj]
+            if math.isnan(x) or math.isnan(y):
+                continue
+            sxx += (x - mx) * (x - mx)
+            syy += (y - my) * (y - my)
+            sxy += (x - mx) * (y - my)
+    if sxx <= 0.0 or syy <= 0.0:
+        return np.nan
+    return sxy / math.sqrt(sxx * syy)
+
+
+@njit(cache=True, parallel=True)
+def index_corr(cells, regions, ridx, cidx):
+    """Best Pearson correlation per cell over candidate index windows into its region.
+
+    ``cells`` (n, h, w) and ``regions`` (n, H, W) are NaN-padded stacks; ``ridx`` (n, v, h)
+    and ``cidx`` (n, v, w) give, for each of ``v`` variants, the region row/column matched
+    to each cell row/column (-1 = missing). Returns (n,) the maximum over variants whose
+    correlation is defined (NaN when none is): cmcR's ``calcRawCorr`` with ``which.max``.
+    """
+    n = cells.shape[0]
+    nv = ridx.shape[1]
+    out = np.empty(n, dtype=np.float64)
+    for k in prange(n):
+        best = np.nan
+        for v in range(nv):
+            if ridx[k, v, 0] == -2:  # unused variant slot
+                continue
+            cc = _corr_idx(cells[k], regions[k], ridx[k, v], cidx[k, v])
+            if not math.isnan(cc) and (math.isnan(best) or cc > best):
+                best = cc
+        out[k] = best
+    return out
+
+
+@njit(cache=True)
+def _ncc_one(cell, region, oy, ox, min_n):
+    h, w = cell.shape
+    n = 0
+    sx = 0.0
+    sy = 0.0
+    sxx = 0.0
+    syy = 0.0
+    sxy = 0.0
+    for i in range(h):
+        for j in range(w):
+            x = cell[i, j]
+            if math.isnan(x):
+                continue
+            y = region[oy + i, ox + j]
+            if math.isnan(y):
+                continue
+            n += 1
+            sx += x
+            sy += y
+            sxx += x * x
+            syy += y * y
+            sxy += x * y
+    if n < min_n or n < 2:
+        return np.nan, n
+    vx = sxx - sx * sx / n
+    vy = syy - sy * sy / n
+    if vx <= 1e-12 * max(sxx, 1e-30) or vy <= 1e-12 * max(syy, 1e-30):
+        return np.nan, n
+    return (sxy - sx * sy / n) / math.sqrt(vx * vy), n
+
+
+@njit(cache=True, parallel=True)
+def masked_ncc_search(cells, regions, min_n):
+    """Masked normalised cross-correlation of each cell over every offset inside its region.
+
+    ``cells`` (n, h, w), ``regions`` (n, H, W) with H >= h, W >= w; NaN is missing. For the
+    offset ``(oy, ox)`` (cell's top-left in the region, 0 <= oy <= H - h) the Pearson
+    correlation uses only the jointly finite pixels, renormalised per offset (not NaN to
+    zero); offsets with fewer than ``min_n[k]`` joint pixels give NaN.
+    Returns ``ncc`` (n, H - h + 1, W - w + 1) float32.
+    """
+    n, h, w = cells.shape
+    _, hh, ww = regions.shape
+    out = np.empty((n, hh - h + 1, ww - w + 1), dtype=np.float32)
+    for k in prange(n):
+        for oy in range(hh - h + 1):
+            for ox in range(ww - w + 1):
+                v, _ = _ncc_one(cells[k], regions[k], oy, ox, min_n[k])
+                out[k, oy, ox] = v
+    return out
+
+
+@njit(cache=True, parallel=True)
+def best_offsets(ncc):
+    """Argmax of each (H, W) map in a stack, ignoring NaN; first maximum in row-major order.
+
+    Returns ``(iy, ix, value)``; ``iy = -1`` and NaN value when the map is all NaN.
+    """
+    n, hh, ww = ncc.shape
+    iy = np.full(n, -1, dtype=np.int64)
+    ix = np.full(n, -1, dtype=np.int64)
+    val = np.full(n, np.nan, dtype=np.float64)
+    for k in prange(n):
+        best = -np.inf
+        for a in range(hh):
+            for b in range(ww):
+                v = ncc[k, a, b]
+                if not math.isnan(v) and v > best:
+                    best = v
+                    iy[k] = a
+                    ix[k] = b
+        if iy[k] >= 0:
+            val[k] = best
+    return iy, ix, val
+
+
+@njit(cache=True)
+def high_cmc_candidates(dx, dy, corr, present, t_xy, t_corr):
+    """Per-rotation CMC candidates (Tong 2015 / cmcR ``decision_highCMC_cmcThetaDistrib``).
+
+    Inputs are (n_theta, n_cells); ``present`` marks the cells compared at that rotation.
+    For each rotation the consensus is the median dx and dy over the present cells; a cell
+    is a candidate when it lies within ``t_xy`` of both and ``corr >= t_corr`` (NaN fails).
+    """
+    nt, nc = dx.shape
+    cand = np.zeros((nt, nc), dtype=np.bool_)
+    for t in range(nt):
+        m = 0
+        for c in range(nc):
+            if present[t, c]:
+                m += 1
+        if m == 0:
+            continue
+        xs = np.empty(m)
+        ys = np.empty(m)
+        k = 0
+        for c in range(nc):
+            if present[t, c]:
+                xs[k] = dx[t, c]
+                ys[k] = dy[t, c]
+                k += 1
+        mx = np.median(xs)
+        my = np.median(ys)
+        for c in range(nc):
+            if (
+                present[t, c]
+                and not math.isnan(corr[t, c])
+                and corr[t, c] >= t_corr
+                and abs(dx[t, c] - mx) <= t_xy
+                and abs(dy[t, c] - my) <= t_xy
+            ):
+                cand[t, c] = True
+    return cand
+
+
+@njit(cache=True)
+def original_cmc(dx, dy, theta, corr, present, t_xy, t_theta, t_corr):
+    """Original CMC rule (Song 2013, as cmcR's ``decision_originalMethod_classifyCMCs``).
+
+    Each cell keeps its rotation(s) of highest correlation; the consensus is the median dx,
+    dy and theta over those kept rows; a kept row is congruent when within ``t_xy``,
+    ``t_theta`` of it and ``corr >= t_corr``. Returns a bool (n_theta, n_cells) array.
+    """
+    nt, nc = dx.shape
+    keep = np.zeros((nt, nc), dtype=np.bool_)
+    nk = 0
+    for c in range(nc):
+        best = -np.inf
+        for t in range(nt):
+            if present[t, c] and not math.isnan(corr[t, c]) and corr[t, c] > best:
+                best = corr[t, c]
+        if best == -np.inf:
+            continue
+        for t in range(nt):
+            if present[t, c] and corr[t, c] == best:
+                keep[t, c] = True
+                nk += 1
+    out = np.zeros((nt, nc), dtype=np.bool_)
+    if nk == 0:
+        return out
+    xs = np.empty(nk)
+    ys = np.empty(nk)
+    ts = np.empty(nk)
+    k = 0
+    for t in range(nt):
+        for c in range(nc):
+            if keep[t, c]:
+                xs[k] = dx[t, c]
+                ys[k] = dy[t, c]
+                ts[k] = theta[t]
+                k += 1
+    mx = np.median(xs)
+    my = np.median(ys)
+    mt = np.median(ts)
+    for t in range(nt):
+        for c in range(nc):
+            if (
+                keep[t, c]
+                and corr[t, c] >= t_corr
+                and abs(dx[t, c] - mx) <= t_xy
+                and abs(dy[t, c] - my) <= t_xy
+                and abs(theta[t] - mt) <= t_theta
+            ):
+                out[t, c] = True
+    return out
