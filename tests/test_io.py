@@ -712,3 +712,43 @@ def test_unknown_suffix_is_recognised_by_content(tmp_path):
     np.save(tmp_path / "z.npy", np.ones((2, 2)))
     (tmp_path / "z.npy").rename(tmp_path / "z.bin")
     assert read_scan(tmp_path / "z.bin", spacing_um=1).meta["format"] == "npy"
+
+
+def test_random_damage_never_escapes_as_another_exception(tmp_path):
+    """Flipped bytes, cuts and XML edits: a Scan or a ScanFormatError, nothing else."""
+    rng = np.random.default_rng(11)
+    z = planted(12, 16)
+    source = _mask_file(tmp_path, z, _rgba(ring_mask(12, 16)), name="src.x3p")
+    np.save(tmp_path / "src.npy", z)
+    members = {n: zipfile.ZipFile(source).read(n) for n in zipfile.ZipFile(source).namelist()}
+    tokens = [b"<", b">", b"0", b"-1", b"99999", b"nan", b"F", b"A", b"&", b"\xff", b""]
+    outcomes = {"read": 0, "refused": 0}
+    for i in range(180):
+        if i % 3 == 2:  # edit main.xml and zip it again
+            xml = bytearray(members["main.xml"])
+            at = int(rng.integers(len(xml)))
+            xml[at : at + int(rng.integers(0, 6))] = tokens[int(rng.integers(len(tokens)))]
+            path = tmp_path / "m.x3p"
+            with zipfile.ZipFile(path, "w") as archive:
+                for name, content in members.items():
+                    archive.writestr(name, bytes(xml) if name == "main.xml" else content)
+        else:
+            suffix = ".x3p" if i % 2 else ".npy"
+            data = bytearray((tmp_path / f"src{suffix}").read_bytes())
+            if rng.random() < 0.3:
+                data = data[: int(rng.integers(len(data)))]
+            for at in rng.integers(len(data), size=int(rng.integers(1, 5))):
+                data[at] = int(rng.integers(256))
+            path = tmp_path / f"m{suffix}"
+            path.write_bytes(bytes(data))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                scan = read_scan(path, spacing_um=1.0)
+            except ScanFormatError as error:
+                assert str(path) in str(error)
+                outcomes["refused"] += 1
+            else:
+                assert isinstance(scan, bl.Scan) and scan.n_valid > 0
+                outcomes["read"] += 1
+    assert outcomes["refused"] > 60

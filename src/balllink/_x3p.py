@@ -159,7 +159,7 @@ def _parse_xml(data: bytes, fail: _Failure) -> ET.Element:
         raise fail("main.xml declares entities (entity expansion); refused") from None
     except ExternalReferenceForbidden:
         raise fail("main.xml refers to an external entity; refused") from None
-    except (ET.ParseError, DefusedXmlException, ValueError) as error:
+    except (ET.ParseError, DefusedXmlException, ValueError, LookupError) as error:
         raise fail(f"main.xml is not well-formed XML: {error}") from None
 
 
@@ -183,7 +183,7 @@ def _open_zip(stream: io.BufferedReader, fail: _Failure) -> zipfile.ZipFile:
     stream.seek(0)
     try:
         return zipfile.ZipFile(stream)
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as error:
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, NotImplementedError) as error:
         if head.startswith(b"PK"):
             raise fail(
                 f"truncated or damaged zip archive ({error}); the end of the file "
@@ -554,8 +554,11 @@ def read_x3p(path: Path, *, limit: int | None = None) -> X3pContent:
         if count == 0:
             raise fail(f"the grid is empty: {grid}")
         needed = count * _Z_ITEMSIZE[z_type]
-        if needed > limit:
-            raise fail(f"the grid {grid} needs {needed} bytes, more than the limit {limit}")
+        if count * 8 > limit:  # decoded as float64 by x3pio
+            raise fail(
+                f"the grid {grid} has {count} points, {count * 8} bytes decoded, more than the "
+                f"limit of {limit} bytes"
+            )
 
         payloads: dict[str, bytes] = {}
         links: dict[str, tuple[str, str | None]] = {}
