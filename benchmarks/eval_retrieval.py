@@ -228,9 +228,12 @@ def eval_fadul(folder: Path, seed: int = 0) -> dict:
     return out
 
 
-def eval_simulated(n_casings: int, *, shape, spacing, factory, seed=0, per_firearm=4) -> dict:
+def eval_simulated(
+    n_casings: int, *, shape, spacing, factory, difficulty, seed=0, per_firearm=4
+) -> dict:
     n_firearms = n_casings // per_firearm
     kw = {"shape": shape, "spacing_um": spacing} if shape else {}
+    kw["difficulty"] = difficulty
     t0 = time.perf_counter()
     rows, fids, cids = [], [], []
     for scan, truth in bl.simulate.iter_casings(n_firearms, per_firearm, seed=seed, **kw):
@@ -266,6 +269,7 @@ def eval_simulated(n_casings: int, *, shape, spacing, factory, seed=0, per_firea
         "n_casings": len(rows),
         "shape": shape,
         "spacing_um": spacing,
+        "difficulty": difficulty,
         "factory": index.factory_,
         "keypoints_per_casing": float(np.mean([len(r) for r in rows])),
         "embed_s_per_scan(sim+embed)": t_embed / len(rows),
@@ -284,9 +288,12 @@ def main(argv=None) -> int:
     ap.add_argument("--sim-shape", type=int, default=0, help="0 = simulator default")
     ap.add_argument("--sim-spacing", type=float, default=0.0)
     ap.add_argument("--factory", default=None)
+    ap.add_argument("--difficulty", default="fadul-like")
+    ap.add_argument("--no-fadul", action="store_true")
+    ap.add_argument("--out", default="")
     args = ap.parse_args(argv)
     results = {}
-    if args.fadul.exists():
+    if args.fadul.exists() and not args.no_fadul:
         results["fadul"] = eval_fadul(args.fadul)
         print(f"Fadul ({args.fadul}), queries rotated 0-360 deg + shifted, query excluded")
         print(f"{'descriptor':16s} {'recall@10':>9s} {'first':>6s} {'ms/scan':>8s}")
@@ -298,10 +305,10 @@ def main(argv=None) -> int:
     for n in args.sim:
         shape = (args.sim_shape, args.sim_shape) if args.sim_shape else None
         r = eval_simulated(n, shape=shape, spacing=args.sim_spacing or None, factory=args.factory)
-        results[f"sim_{n}"] = r
+        results[f"sim_{n}_{args.difficulty}"] = r
         print(json.dumps(r))
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / "eval_retrieval.json"
+    out = RESULTS / (args.out or "eval_retrieval.json")
     out.write_text(json.dumps(results, indent=1))
     print(f"wrote {out}")
     return 0

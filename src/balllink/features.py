@@ -46,14 +46,14 @@ DESCRIPTOR_VERSION = "kp-polar-fourier-1"
 POSE_COLUMNS = 3
 
 _WORK_SPACING_UM = 12.5
-_RADIUS_PX = 16
+_RADIUS_PX = 20
 _N_RINGS = 8
 _N_ANGLES = 32
 _N_HARMONICS = 6
-_SIGMA_PX = 2.0
-_MIN_DISTANCE_PX = 3
+_SIGMA_PX = 1.0
+_MIN_DISTANCE_PX = 2
 _MIN_VALID = 0.75
-_MAX_POINTS = 128
+_MAX_POINTS = 256
 
 #: Length of the descriptor part of an `embed` row.
 DESCRIPTOR_DIM = _N_RINGS * (1 + 2 * _N_HARMONICS)
