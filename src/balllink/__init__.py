@@ -25,7 +25,7 @@ from .errors import (
 )
 from .features import embed, embed_many
 from .index import CasingIndex
-from .io import read_scan, write_scan
+from .io import ChecksumWarning, read_scan, write_scan
 from .preprocess import (
     BreechFace,
     bandpass,
@@ -46,6 +46,7 @@ __all__ = [
     "BreechFace",
     "CMCConfig",
     "CasingIndex",
+    "ChecksumWarning",
     "Comparison",
     "DatabaseError",
     "IndexFormatError",
