@@ -304,7 +304,13 @@ def main(argv=None) -> int:
             )
     for n in args.sim:
         shape = (args.sim_shape, args.sim_shape) if args.sim_shape else None
-        r = eval_simulated(n, shape=shape, spacing=args.sim_spacing or None, factory=args.factory)
+        r = eval_simulated(
+            n,
+            shape=shape,
+            spacing=args.sim_spacing or None,
+            factory=args.factory,
+            difficulty=args.difficulty,
+        )
         results[f"sim_{n}_{args.difficulty}"] = r
         print(json.dumps(r))
     RESULTS.mkdir(exist_ok=True)

@@ -54,6 +54,7 @@ _SIGMA_PX = 1.0
 _MIN_DISTANCE_PX = 2
 _MIN_VALID = 0.75
 _MAX_POINTS = 256
+_MIN_PATCH_STD_UM = 1e-4
 
 #: Length of the descriptor part of an `embed` row.
 DESCRIPTOR_DIM = _N_RINGS * (1 + 2 * _N_HARMONICS)
@@ -134,7 +135,7 @@ def embed(prep: Scan) -> np.ndarray:
     empty = np.zeros((0, POSE_COLUMNS + DESCRIPTOR_DIM), np.float32)
     if ok.sum() < 16:
         return empty
-    z0 = np.where(ok, z, 0).astype(np.float32)
+    z0 = np.where(ok, z - np.median(z[ok]), 0).astype(np.float32)
     weight = ndimage.gaussian_filter(ok.astype(np.float32), _SIGMA_PX)
     smooth = ndimage.gaussian_filter(z0, _SIGMA_PX)
     smooth = np.where(weight > 0.5, smooth / np.maximum(weight, 1e-6), 0).astype(np.float32)
@@ -148,7 +149,7 @@ def embed(prep: Scan) -> np.ndarray:
     cx = ix[:, None] + _DX[None, :]
     okf = ok.astype(np.float32)
     inside = ndimage.map_coordinates(okf, [cy.ravel(), cx.ravel()], order=0, mode="constant")
-    keep = inside.reshape(len(iy), -1).mean(axis=1) >= _MIN_VALID
+    keep = inside.reshape(len(iy), _DY.size).mean(axis=1) >= _MIN_VALID
     iy, ix, cy, cx = iy[keep][:_MAX_POINTS], ix[keep][:_MAX_POINTS], cy[keep], cx[keep]
     cy, cx = cy[:_MAX_POINTS], cx[:_MAX_POINTS]
     n = len(iy)
@@ -157,6 +158,12 @@ def embed(prep: Scan) -> np.ndarray:
     samples = ndimage.map_coordinates(smooth, [cy.ravel(), cx.ravel()], order=1, mode="constant")
     samples = samples.reshape(n, _N_RINGS, _N_ANGLES)
     samples -= samples.mean(axis=(1, 2), keepdims=True)
+    textured = samples.std(axis=(1, 2)) > _MIN_PATCH_STD_UM
+    if not textured.all():  # flat patches carry no marks (and only rounding noise)
+        iy, ix, samples = iy[textured], ix[textured], samples[textured]
+        n = len(iy)
+        if n == 0:
+            return empty
     coef = np.fft.rfft(samples, axis=2)[:, :, : _N_HARMONICS + 1]
     angle = np.angle((coef[:, :, 1] * _RADII[None, :]).sum(axis=1))
     m = np.arange(_N_HARMONICS + 1)
