@@ -271,6 +271,7 @@ class LeadDatabase:
         self._index = None
         self._indexed: set[int] = set()
         self._index_dirty = False
+        self._pending: list[tuple[int, Scan]] = []  # stored, not yet indexed (bulk loads)
         self._null_cache: tuple[tuple, np.ndarray] | None = None
         self._con = _db_schema.connect(str(self.path / SQLITE_NAME))
         _db_schema.ensure_schema(self._con, str(self.path))
@@ -298,7 +299,7 @@ class LeadDatabase:
         if self._con is None:
             return
         try:
-            if self._index_dirty:
+            if self._index_dirty or self._pending:
                 self._save_index()
         finally:
             self._con.close()
@@ -450,10 +451,18 @@ class LeadDatabase:
     def index(self):
         """The candidate index, opened (and brought up to date) on first use."""
         if self._index is None:
+            self._pending.clear()  # the index opened from disk catches up from SQLite
             self._open_index()
         else:
+            self._flush_pending()
             self._catch_up()
         return self._index
+
+    def _flush_pending(self) -> None:
+        if self._pending and self._index is not None:
+            ids, scans = zip(*self._pending)
+            self._pending.clear()
+            self._index_add(list(ids), list(scans))
 
     def _index_cls(self):
         return self._index_class if self._index_class is not None else _default_index()
@@ -537,6 +546,7 @@ class LeadDatabase:
         """Write index, ids and manifest atomically; only the lock holder writes."""
         if self._index is None:
             return False
+        self._flush_pending()
         if not self._lock.acquire(blocking=blocking):
             log.info("%s: another process writes; index kept in memory", self.path)
             return False
@@ -668,8 +678,7 @@ class LeadDatabase:
         -------
         IngestReport
         """
-        items = list(items) if not hasattr(items, "__len__") else items
-        total = len(items)
+        total = len(items) if hasattr(items, "__len__") else None  # iterators stay lazy
         report = IngestReport()
         scope = Scope.coerce(scope) if scope is not None else Scope(max_rescore=self.rescore_k)
         with self._lock:
@@ -699,7 +708,7 @@ class LeadDatabase:
                             since_save = 0
                 if progress is not None:
                     progress(done, total)
-            if self._index_dirty:
+            if self._index_dirty or self._pending:
                 self._save_index()
         return report
 
@@ -785,7 +794,12 @@ class LeadDatabase:
             )
         self._cache[eid] = prep
         if self._index is not None:
-            self._index_add([eid], [prep])
+            if correlate:  # the next exhibit must find this one
+                self._index_add([eid], [prep])
+            else:  # bulk load: add in batches (adding one casing copies the pose table)
+                self._pending.append((eid, prep))
+                if len(self._pending) >= 1000:
+                    self._flush_pending()
         return eid, False, len(comparisons), leads
 
     def _cases(self, ids: Sequence[int]) -> dict[int, str]:
