@@ -1,0 +1,216 @@
+"""CasingIndex: planted retrieval, Fadul recall, save/load, bad files, remove, padding."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+import balllink as bl
+from balllink.features import embed
+
+
+def rotate_scan(scan, deg, shift_px=(0.0, 0.0)):
+    z = scan.masked_heights()
+    ok = np.isfinite(z)
+    zr = ndimage.shift(ndimage.rotate(np.where(ok, z, 0), deg, reshape=True, order=1), shift_px)
+    okr = ndimage.shift(ndimage.rotate(ok.astype(float), deg, reshape=True, order=1), shift_px)
+    zr = np.where(okr > 0.99, zr / np.maximum(okr, 1e-6), np.nan)
+    return scan.replace(heights=zr.astype(np.float32), mask=None)
+
+
+@pytest.fixture(scope="module")
+def sims():
+    s = bl.simulate.casings(12, 3, seed=5, difficulty="easy", shape=(200, 200), spacing_um=12.5)
+    return s, [embed(x) for x in s.scans]
+
+
+@pytest.fixture(scope="module")
+def fadul(fadul_dir, fadul_truth):
+    files = sorted(fadul_dir.glob("*.x3p"))
+    scans = [bl.read_scan(p) for p in files]
+    labels = np.array([fadul_truth[p.name] for p in files])
+    rng = np.random.default_rng(11)
+    queries = [rotate_scan(s, rng.uniform(0, 360), rng.uniform(-20, 20, 2)) for s in scans]
+    return scans, labels, [embed(s) for s in scans], [embed(q) for q in queries]
+
+
+def _flat_index(sims, factory=None, **kw):
+    s, rows = sims
+    idx = bl.CasingIndex(factory, **kw)
+    idx.add(s.truth["casing_id"] + 1000, rows)
+    return idx
+
+
+def test_fadul_recall_with_arbitrary_rotation(fadul):
+    scans, labels, db, queries = fadul
+    n = len(scans)
+    ids = np.random.default_rng(0).permutation(n).astype(np.int64) + 500  # no file-order hint
+    index = bl.CasingIndex()
+    index.add(ids, db)
+    assert len(index) == n
+    got, scores = index.search(queries, k=11)
+    assert got.shape == scores.shape == (n, 11)
+    pos = {int(c): j for j, c in enumerate(ids)}
+    recall, first = [], []
+    for i in range(n):
+        ranked = [pos[int(c)] for c in got[i] if c >= 0 and pos[int(c)] != i][:10]
+        mates = labels == labels[i]
+        mates[i] = False
+        recall.append(mates[ranked].sum() / mates.sum())
+        first.append(mates[ranked[0]])
+        assert np.all(np.diff(scores[i]) <= 0)  # best first
+    assert np.mean(recall) >= 0.95
+    assert np.mean(first) >= 0.90
+    # the rotated copy of the query itself ranks first when it is in the index
+    assert np.mean([pos[int(got[i, 0])] == i for i in range(n)]) >= 0.95
+
+
+def test_planted_simulated_casing_retrieves_its_firearm(sims):
+    s, rows = sims
+    truth = s.truth
+    index = bl.CasingIndex()
+    keep = truth["casing_id"] % 3 != 0  # firing 0 of each firearm is the query, not stored
+    index.add(truth["casing_id"][keep], [r for r, k in zip(rows, keep, strict=True) if k])
+    queries = [r for r, k in zip(rows, keep, strict=True) if not k]
+    got, _ = index.search(queries, k=2)
+    want = truth["firearm_id"][~keep]
+    firearm_of = dict(zip(truth["casing_id"].tolist(), truth["firearm_id"].tolist(), strict=True))
+    assert [firearm_of[int(c)] for c in got[:, 0]] == want.tolist()
+    assert [firearm_of[int(c)] for c in got[:, 1]] == want.tolist()
+    # the simulator rotated them by arbitrary angles: check the truth really did
+    assert np.ptp(truth["rotation_deg"]) > 180
+
+
+def test_planted_rotation_and_shift_of_a_stored_scan(sims):
+    s, _rows = sims
+    index = _flat_index(sims)
+    target = 7
+    q = rotate_scan(s.scans[target], 211.0, (6.0, -4.0))
+    got, scores = index.search([q], k=3)
+    assert got[0, 0] == s.truth["casing_id"][target] + 1000
+    assert scores[0, 0] > 2 * scores[0, 2]
+
+
+def test_padding_with_minus_one_when_k_exceeds_size(sims):
+    _s, rows = sims
+    index = bl.CasingIndex()
+    index.add([1, 2], rows[:2])
+    got, scores = index.search(rows[:1], k=5)
+    assert got.dtype == np.int64 and scores.dtype == np.float32
+    assert got.shape == (1, 5)
+    assert got[0, 0] == 1
+    assert np.all(got[0, 2:] == -1) and np.all(scores[0, 2:] == 0)
+    empty = bl.CasingIndex()
+    assert np.all(empty.search(rows[:2], k=3)[0] == -1)
+
+
+def test_search_accepts_scans_and_descriptor_tables_alike(sims):
+    s, rows = sims
+    index = _flat_index(sims)
+    a = index.search(s.scans[:3], k=4)
+    b = index.search(rows[:3], k=4)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+
+
+@pytest.mark.parametrize("factory", [None, "HNSW16", "IVF8,Flat"])
+def test_remove(sims, factory):
+    s, rows = sims
+    index = _flat_index(sims, factory)
+    cid = int(s.truth["casing_id"][4]) + 1000
+    assert cid in index
+    before, _ = index.search(rows[4:5], k=3)
+    assert before[0, 0] == cid
+    assert index.remove([cid, 123456]) == 1
+    assert len(index) == len(rows) - 1 and cid not in index
+    after, _ = index.search(rows[4:5], k=len(rows))
+    assert cid not in after
+    # the other firings of that firearm are still found first
+    firearm_of = dict(zip((s.truth["casing_id"] + 1000).tolist(), s.truth["firearm_id"].tolist()))
+    assert firearm_of[int(after[0, 0])] == s.truth["firearm_id"][4]
+    index.add([cid], rows[4:5])  # can be re-added
+    assert index.search(rows[4:5], k=1)[0][0, 0] == cid
+
+
+@pytest.mark.parametrize("factory", [None, "HNSW16", "IVF8,PQ8x4"])
+def test_save_load_round_trip_searches_identically(sims, tmp_path, factory):
+    s, rows = sims
+    index = _flat_index(sims, factory, nprobe=4)
+    index.remove([1000 + int(s.truth["casing_id"][0])])
+    path = tmp_path / "casings.blx"
+    index.save(path)
+    back = bl.CasingIndex.load(path)
+    assert len(back) == len(index) and back.factory_ == index.factory_
+    assert back.nprobe == 4
+    a = index.search(rows, k=6)
+    b = back.search(rows, k=6)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+
+
+def test_bad_files_raise_index_format_error_naming_the_file(sims, tmp_path):
+    index = _flat_index(sims)
+    good = tmp_path / "good.blx"
+    index.save(good)
+    data = good.read_bytes()
+
+    truncated = tmp_path / "truncated.blx"
+    truncated.write_bytes(data[: len(data) // 2])
+    foreign = tmp_path / "foreign.blx"
+    foreign.write_text("this is not an index\n")
+    other_npz = tmp_path / "other.npz"
+    np.savez(other_npz, a=np.arange(3))
+    missing = tmp_path / "missing.blx"
+    for bad in (truncated, foreign, other_npz, missing):
+        with pytest.raises(bl.IndexFormatError) as info:
+            bl.CasingIndex.load(bad)
+        assert str(bad) in str(info.value)
+
+    # a file written by another descriptor version
+    with zipfile.ZipFile(good) as zf:
+        parts = {name: zf.read(name) for name in zf.namelist()}
+    with np.load(good) as npz:
+        meta = json.loads(npz["meta"].tobytes().decode())
+    meta["descriptor_version"] = "kp-polar-fourier-0"
+    older = tmp_path / "older.blx"
+    arrays = {}
+    with np.load(good) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    with open(older, "wb") as fh:
+        np.savez(fh, **arrays)
+    assert parts  # the good file really is a zip of arrays
+    with pytest.raises(bl.IndexFormatError, match="descriptor version") as info:
+        bl.CasingIndex.load(older)
+    assert str(older) in str(info.value)
+
+
+def test_add_validates_its_input(sims):
+    _s, rows = sims
+    index = bl.CasingIndex()
+    with pytest.raises(ValueError, match="2 ids for 1"):
+        index.add([1, 2], rows[:1])
+    with pytest.raises(ValueError, match="duplicates"):
+        index.add([1, 1], rows[:2])
+    with pytest.raises(ValueError, match="shape"):
+        index.add([1], [np.zeros((3, 5), np.float32)])
+    index.add([1], rows[:1])
+    with pytest.raises(ValueError, match="already in the index"):
+        index.add([1], rows[:1])
+    with pytest.raises(ValueError, match="factory"):
+        bl.CasingIndex("NotAFactory").add([2], rows[:1])
+    with pytest.raises(ValueError, match="k must be"):
+        index.search(rows[:1], k=0)
+
+
+def test_progress_is_reported_for_adds(sims):
+    _s, rows = sims
+    seen = []
+    index = bl.CasingIndex()
+    index.add(np.arange(len(rows)), rows, progress=lambda d, t: seen.append((d, t)))
+    assert seen[-1] == (len(rows), len(rows))
+    assert all(d <= t for d, t in seen)
