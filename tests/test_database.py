@@ -479,3 +479,39 @@ def test_killed_ingest_resumes_without_duplicates(tmp_path):
         ingests = [r for r in db.audit() if r["action"] == "ingest"]
         assert len(ingests) == 20
     assert json.loads((path / "index.json").read_text())["n"] == 20
+
+
+def test_bulk_load_from_a_generator_then_search(tmp_path):
+    scans, _ = fake_scans(5, 2, seed=12)
+    with open_db(tmp_path / "l.db", rescore_k=3) as db:
+        gen = ((s, {"agency": "A", "case_id": f"c{i}"}) for i, s in enumerate(scans[::2]))
+        rep = db.ingest_many(gen, correlate=False)
+        assert len(rep.ingested) == 5 and rep.n_compared == 0 and not db.leads()
+        # the second firings, ingested with correlation, find their mates through the index
+        rep = db.ingest_many(scans[1::2], agency="B")
+        assert rep.n_compared == sum(min(3, 5 + k) for k in range(5))
+        mates = {(lead.a, lead.b) for lead in db.leads()}
+        assert mates == {(1, 6), (2, 7), (3, 8), (4, 9), (5, 10)}
+        assert db.check().ok
+
+
+def test_fadul_as_three_agencies(fadul_dir, fadul_truth, tmp_path):
+    """Must-show: every same-gun Fadul pair is a lead, no different-gun pair is, and the
+    series are the 10 slides (real reader, preprocessing, index and comparison)."""
+    files = sorted(fadul_truth)
+    rng = np.random.default_rng(0)
+    agencies = rng.choice(["CITY", "COUNTY", "STATE"], size=len(files))
+    with LeadDatabase(tmp_path / "fadul.db", rescore_k=10) as db:
+        items = [(fadul_dir / f, {"agency": str(a)}) for f, a in zip(files, agencies)]
+        rep = db.ingest_many(items)
+        assert not rep.skipped and len(rep.ingested) == 40
+        gun = {i: fadul_truth[f] for i, f in zip(rep.ingested, files)}
+        leads = db.leads()
+        got = {(lead.a, lead.b) for lead in leads}
+        km = {(a, b) for a in gun for b in gun if a < b and gun[a] == gun[b]}
+        assert got == km  # 63 KM pairs, no KNM pair
+        series = sorted(sorted(s.exhibits) for s in db.series())
+        slides = sorted(sorted(i for i in gun if gun[i] == g) for g in set(gun.values()))
+        assert series == slides and len(series) == 10
+        assert any(lead.cross_jurisdiction for lead in leads)
+        assert db.check().ok

@@ -953,6 +953,7 @@ class LeadDatabase:
         status: str | Sequence[str] | None = None,
         cross_only: bool = False,
         agencies: Sequence[str] | None = None,
+        _lead_id: int | None = None,
     ) -> list[Lead]:
         """Lead pairs: compared exhibits of different cases scoring at least ``threshold``
         (default: the database's), plus pairs an examiner confirmed; best first.
@@ -978,6 +979,9 @@ class LeadDatabase:
             "WHERE ea.case_id != eb.case_id AND (c.score >= ? OR s.status = 'confirmed')"
         )
         params: list = [thr]
+        if _lead_id is not None:
+            sql += " AND c.id = ?"
+            params.append(int(_lead_id))
         if since:
             sql += " AND c.created >= ?"
             params.append(str(since))
@@ -1018,9 +1022,9 @@ class LeadDatabase:
 
     def lead(self, lead_id: int) -> Lead:
         """One lead (any compared pair of different cases) by id."""
-        for lead in self.leads(threshold=-np.inf):
-            if lead.id == int(lead_id):
-                return lead
+        found = self.leads(threshold=-np.inf, _lead_id=int(lead_id))
+        if found:
+            return found[0]
         raise DatabaseError(f"{self.path}: no lead with id {lead_id}")
 
     def comparison(self, a: int, b: int) -> dict | None:
