@@ -2,13 +2,18 @@
 
 Casework orientation is unknown, so before the cell search (``compare``) looks in a narrow
 rotation window, this stage proposes a few candidate global poses of one scan relative to
-another. Both scans are reduced to a coarse grid (NaN-aware block means); one of them is
-rotated over the whole circle at a coarse angle step, and for every angle the masked
-normalised cross-correlation over all translations is computed at once by FFT
-(Padfield 2012: correlations of values, squares and masks, so that every offset is
-normalised over the pixels valid in both scans, never NaN-to-zero). The best angles are
-then refined (parabolic angle interpolation, translation re-measured at a finer grid with
-sub-pixel peak fitting).
+another. Both scans are reduced to a coarse grid (NaN-aware block means, 50 µm by default)
+and high-passed there (NaN-aware Gaussian local-mean removal); one of them is rotated over
+the whole circle at a coarse angle step (4°), and for every angle the masked normalised
+cross-correlation over all translations is computed at once by FFT. The angle scan uses a
+three-correlation form (overlap means taken as zero, which the high-pass makes true to a
+good approximation); the best angles are then refined (parabolic interpolation of the
+score over angle) and re-measured with Padfield's exact masked NCC (2012: correlations of
+values, squares and masks, so that every offset is normalised over the pixels valid in
+both scans, never NaN-to-zero), with a sub-pixel peak fit for the translation.
+
+The rotated copies and spectra of a template are cached in it, so a query compared with
+many candidates (``coarse_align_many``) pays its rotations and transforms once.
 
 Pose convention
 ---------------
@@ -59,14 +64,16 @@ log = logging.getLogger(__name__)
 
 _DEFAULTS: dict[str, Any] = {
     "search_um": 50.0,  # grid of the full-circle angle scan
-    "refine_um": 25.0,  # grid of the translation refinement
+    "refine_um": 50.0,  # grid of the translation refinement
+    "highpass_um": 250.0,  # Gaussian sigma of the local-mean removal (0: none)
     "angle_step_deg": 4.0,  # angle step of the full-circle scan
     "max_shift_um": 1000.0,  # largest translation searched, per axis
     "min_overlap": 0.3,  # smallest joint valid area, as a share of the smaller scan's
     "min_separation_deg": 10.0,  # candidates closer than this in angle are one candidate
+    "exact_search": False,  # Padfield's exact masked NCC in the angle scan (2x slower)
     "workers": 2,  # scipy.fft workers
 }
-_TEMPLATE_KEYS = ("search_um", "refine_um")
+_TEMPLATE_KEYS = ("search_um", "refine_um", "highpass_um")
 _MIN_VALID_CELLS = 30  # a level with fewer valid coarse pixels is unusable
 
 
@@ -154,6 +161,10 @@ class AlignmentTemplate:
     refine: _Level
     _cache: dict = field(default_factory=dict, compare=False)
 
+    def clear_cache(self) -> None:
+        """Drop the cached rotated copies and spectra (about 15 MB for a query template)."""
+        self._cache.clear()
+
     def __repr__(self) -> str:
         return (
             f"AlignmentTemplate({self.name}, shape={self.shape}, "
@@ -177,16 +188,22 @@ def _check_options(options: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(
             f"refine_um ({opts['refine_um']}) must not exceed search_um ({opts['search_um']})"
         )
+    hp = opts["highpass_um"]
+    if not (isinstance(hp, int | float) and math.isfinite(hp) and hp >= 0):
+        raise ValueError(f"highpass_um must be a number >= 0 (0: off), got {hp!r}")
     if not 0 < opts["min_overlap"] <= 1:
         raise ValueError(f"min_overlap must be in (0, 1], got {opts['min_overlap']!r}")
     if opts["angle_step_deg"] > 30:
         raise ValueError(f"angle_step_deg must be at most 30, got {opts['angle_step_deg']!r}")
+    opts["exact_search"] = bool(opts["exact_search"])
     if not (isinstance(opts["workers"], int) and opts["workers"] >= 1):
         raise ValueError(f"workers must be a positive int, got {opts['workers']!r}")
     return opts
 
 
-def _make_level(heights: np.ndarray, mask: np.ndarray, spacing: float, target_um: float):
+def _make_level(
+    heights: np.ndarray, mask: np.ndarray, spacing: float, target_um: float, highpass_um: float
+):
     factor = max(1, round(target_um / spacing))
     values = np.where(mask, heights, 0.0).astype(np.float64)
     if factor > 1:
@@ -200,6 +217,12 @@ def _make_level(heights: np.ndarray, mask: np.ndarray, spacing: float, target_um
     ny, nx = heights.shape
     off = (factor - 1) / 2
     centre = (((ny - 1) / 2 - off) / factor, ((nx - 1) / 2 - off) / factor)
+    if n_valid and highpass_um:
+        # NaN-aware Gaussian high-pass: local means ~0 so the fast NCC form is accurate
+        sigma = highpass_um / (factor * spacing)
+        w = ndi.gaussian_filter(ok.astype(np.float64), sigma, mode="constant")
+        sm = ndi.gaussian_filter(np.where(ok, values, 0.0), sigma, mode="constant")
+        values = np.where(ok, values - sm / np.maximum(w, 1e-6), 0.0)
     if n_valid:
         sel = values[ok]
         values = np.where(ok, (values - sel.mean()) / (sel.std() + 1e-12), 0.0)
@@ -226,9 +249,10 @@ def prepare_alignment(scan: Scan, **options: Any) -> AlignmentTemplate:
         A prepared scan (leveled, band-passed, NaN outside the breech face) with square
         pixels.
     **options
-        ``search_um`` (50) and ``refine_um`` (25): the grids, µm per pixel, of the angle
-        scan and of the translation refinement. Other alignment options are accepted and
-        ignored here.
+        ``search_um`` (50) and ``refine_um`` (50): the grids, µm per pixel, of the angle
+        scan and of the translation refinement; ``highpass_um`` (250): Gaussian sigma of
+        the local-mean removal on those grids (0: none). Other alignment options are
+        accepted and ignored here.
 
     Returns
     -------
@@ -246,8 +270,8 @@ def prepare_alignment(scan: Scan, **options: Any) -> AlignmentTemplate:
     >>> from balllink.align import prepare_alignment
     >>> z = np.random.default_rng(0).normal(size=(200, 200))
     >>> tpl = prepare_alignment(bl.Scan(z, spacing_um=6.25))
-    >>> tpl.search.values.shape, tpl.refine.values.shape
-    ((25, 25), (50, 50))
+    >>> tpl.search.values.shape, tpl.search.pixel_um
+    ((25, 25), 50.0)
     """
     if isinstance(scan, AlignmentTemplate):
         return scan
@@ -265,14 +289,16 @@ def prepare_alignment(scan: Scan, **options: Any) -> AlignmentTemplate:
     heights = np.asarray(scan.heights)
     mask = np.asarray(scan.mask)
     levels = []
-    for key in _TEMPLATE_KEYS:
-        level = _make_level(heights, mask, dy, opts[key])
+    for key in ("search_um", "refine_um"):
+        level = _make_level(heights, mask, dy, opts[key], opts["highpass_um"])
         if level.n_valid < _MIN_VALID_CELLS:
             raise PreprocessError(
                 f"{scan.name}: only {level.n_valid} valid pixels at the {opts[key]:g} µm "
                 f"alignment grid (need {_MIN_VALID_CELLS}); the scan has {scan.n_valid} "
                 "valid points — is it empty or masked out?"
             )
+        if levels and level.pixel_um == levels[0].pixel_um:
+            level = levels[0]  # same grid: share it (and its cached spectra)
         levels.append(level)
     return AlignmentTemplate(
         name=scan.name,
@@ -284,93 +310,109 @@ def prepare_alignment(scan: Scan, **options: Any) -> AlignmentTemplate:
     )
 
 
-def _rotated(level: _Level, angles: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Values and masks of ``level`` rotated by each angle about its centre, on a
-    ``size`` x ``size`` canvas whose pixel (size // 2, size // 2) is the centre."""
-    out_v = np.empty((len(angles), size, size), np.float32)
-    out_m = np.empty((len(angles), size, size), np.float32)
-    cc = np.array([size // 2, size // 2], float)
-    src = np.stack([level.values, level.mask])
+def _half(level: _Level) -> int:
+    """Half side of the square canvas holding the level at any rotation."""
+    return math.ceil(level.radius) + 1
+
+
+def _rotated(level: _Level, angles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Values and masks of ``level`` rotated by each angle about its centre, on a square
+    canvas of side ``2 h + 1`` (``h = _half(level)``) whose pixel (h, h) is the centre.
+    Values are renormalised to unit mean square over the valid pixels of each rotation."""
+    h = _half(level)
+    side = 2 * h + 1
+    out_v = np.empty((len(angles), side, side), np.float32)
+    out_m = np.empty((len(angles), side, side), np.float32)
+    cc = np.array([h, h], float)
     for i, angle in enumerate(angles):
         # output o - cc = R (i - centre)  =>  input i = R^T (o - cc) + centre
         rt = _rotation_matrix(float(angle)).T
-        matrix = np.eye(3)
-        matrix[1:, 1:] = rt
-        offset = np.concatenate([[0.0], np.asarray(level.centre) - rt @ cc])
-        res = ndi.affine_transform(
-            src, matrix, offset, output_shape=(2, size, size), order=1, cval=0.0
-        )
-        ok = res[1] > 0.999
+        offset = np.asarray(level.centre) - rt @ cc
+        mv = ndi.affine_transform(level.mask, rt, offset, output_shape=(side, side), order=1)
+        vv = ndi.affine_transform(level.values, rt, offset, output_shape=(side, side), order=1)
+        ok = mv > 0.999
+        v = np.where(ok, vv / np.where(ok, mv, 1.0), 0.0)
+        # interpolation smooths: restore unit mean square so energies estimate overlap sizes
+        ms = float(np.mean(v[ok] ** 2)) if ok.any() else 0.0
+        out_v[i] = v / math.sqrt(ms) if ms > 0 else v
         out_m[i] = ok
-        out_v[i] = np.where(ok, res[0] / np.where(ok, res[1], 1.0), 0.0)
     return out_v, out_m
 
 
 def _spectra(values: np.ndarray, mask: np.ndarray, size: int, workers: int) -> np.ndarray:
-    """rfft2 of values, squares and mask: shape (..., 3, size, size // 2 + 1)."""
+    """rfft2 (zero-padded to size) of values, squares and mask: (..., 3, size, size // 2 + 1)."""
     stack = np.stack([values, values * values, mask], axis=-3)
     return sfft.rfft2(stack, s=(size, size), workers=workers).astype(np.complex64, copy=False)
 
 
-def _fixed_spectra(tpl: AlignmentTemplate, which: str, size: int, workers: int) -> np.ndarray:
-    key = ("fixed", which, size)
-    spec = tpl._cache.get(key)
+def _fixed_spectra(level: _Level, cache: dict, size: int, workers: int) -> np.ndarray:
+    key = ("fixed", level.pixel_um, size)
+    spec = cache.get(key)
     if spec is None:
-        level = getattr(tpl, which)
-        v, m = _rotated(level, np.array([0.0]), size)
+        v, m = _rotated(level, np.array([0.0]))
         spec = _spectra(v[0], m[0], size, workers)
-        tpl._cache[key] = spec
+        cache[key] = spec
     return spec
 
 
-def _stack_spectra(tpl: AlignmentTemplate, step: float, size: int, workers: int):
-    key = ("stack", step, size)
-    hit = tpl._cache.get(key)
+def _stack_spectra(level: _Level, cache: dict, step: float, size: int, workers: int):
+    key = ("stack", level.pixel_um, step, size)
+    hit = cache.get(key)
     if hit is None:
         angles = np.arange(0.0, 360.0 - 1e-9, step)
-        v, m = _rotated(tpl.search, angles, size)
+        rkey = ("rotated", level.pixel_um, step)
+        if rkey not in cache:
+            cache[rkey] = _rotated(level, angles)
+        v, m = cache[rkey]
         hit = (angles, _spectra(v, m, size, workers), m.sum(axis=(1, 2)))
-        tpl._cache[key] = hit
+        cache[key] = hit
     return hit
 
 
-def _window_index(size: int, s: int) -> np.ndarray:
-    """Indices of circular shifts -s..s in an FFT output of length size."""
-    return np.arange(-s, s + 1) % size
+def _ncc_window(spec_a, spec_b, size, index, min_n, workers, exact=True):
+    """Masked NCC of moving (spec_a: (k, 3, ...)) against fixed (spec_b: (3, ...)) at the
+    circular correlation lags ``index`` (both axes); corr[t] = sum_p A(p) B(p + t).
+    Returns (k, len(index), len(index)).
 
-
-def _ncc_window(spec_a, spec_b, size, s, min_n, workers):
-    """Masked NCC of moving (spec_a: (k, 3, ...)) against fixed (spec_b: (3, ...)) for shifts
-    -s..s on both axes. Returns ncc (k, 2s+1, 2s+1) where shift (i - s, j - s) moves a's
-    content onto b: corr[t] = sum_p A(p) B(p + t)."""
+    ``exact`` computes Padfield's six correlations (means removed over each overlap). The
+    fast form takes the overlap means as zero (true of the high-passed, normalised grids
+    to a good approximation) and needs three: sum ab / sqrt(sum a^2 * sum b^2) over the
+    overlap, with the overlap size estimated by the geometric mean of the two energies
+    (each grid has unit mean square)."""
     a, a2, ma = (np.conj(spec_a[:, i]) for i in range(3))
     b, b2, mb = spec_b[0], spec_b[1], spec_b[2]
-    prods = np.stack([a * b, a * mb, ma * b, ma * mb, a2 * mb, ma * b2], axis=1)
+    if exact:
+        prods = np.stack([a * b, a * mb, ma * b, ma * mb, a2 * mb, ma * b2], axis=1)
+    else:
+        prods = np.stack([a * b, a2 * mb, ma * b2], axis=1)
     full = sfft.irfft2(prods, s=(size, size), workers=workers)
-    idx = _window_index(size, s)
-    win = full[:, :, idx][:, :, :, idx].astype(np.float64)
-    ab, a_mb, ma_b, n, a2_mb, ma_b2 = (win[:, i] for i in range(6))
-    n = np.rint(n)
-    nn = np.maximum(n, 1.0)
-    num = ab - a_mb * ma_b / nn
-    var_a = a2_mb - a_mb * a_mb / nn
-    var_b = ma_b2 - ma_b * ma_b / nn
+    win = full[:, :, index][:, :, :, index].astype(np.float64)
+    if exact:
+        ab, a_mb, ma_b, n, a2_mb, ma_b2 = (win[:, i] for i in range(6))
+        n = np.rint(n)
+        nn = np.maximum(n, 1.0)
+        num = ab - a_mb * ma_b / nn
+        var_a = a2_mb - a_mb * a_mb / nn
+        var_b = ma_b2 - ma_b * ma_b / nn
+    else:
+        num, var_a, var_b = (win[:, i] for i in range(3))
     den = np.sqrt(np.maximum(var_a, 0.0) * np.maximum(var_b, 0.0))
-    ok = (n >= min_n) & (den > 1e-6 * nn)
+    ok = ((n >= min_n) & (den > 1e-6 * nn)) if exact else (den >= min_n)
     return np.where(ok, num / np.where(ok, den, 1.0), -1.0)
 
 
 def _parabolic(ym: float, y0: float, yp: float) -> float:
-    """Offset in (-0.5, 0.5) of the vertex of the parabola through (-1, ym), (0, y0), (1, yp)."""
+    """Offset in [-0.5, 0.5] of the vertex of the parabola through (-1, ym), (0, y0), (1, yp)."""
     den = ym - 2.0 * y0 + yp
     if not np.isfinite(den) or den >= 0:
         return 0.0
     return float(np.clip(0.5 * (ym - yp) / den, -0.5, 0.5))
 
 
-def _fft_size(ta: AlignmentTemplate, tb: AlignmentTemplate, which: str, s: int) -> int:
-    ra, rb = getattr(ta, which).radius, getattr(tb, which).radius
-    return sfft.next_fast_len(math.ceil(max(ra + rb + s + 2, 2 * max(ra, rb) + 3)), True)
+def _fft_size(la: _Level, lb: _Level, s: int) -> int:
+    """Smallest fast FFT side free of wrap-around for shifts up to ``s`` pixels."""
+    ha, hb = _half(la), _half(lb)
+    return sfft.next_fast_len(max(ha + hb + s + 1, 2 * max(ha, hb) + 1), True)
 
 
 def _as_template(x: Any, opts: dict[str, Any], role: str) -> AlignmentTemplate:
@@ -390,6 +432,7 @@ def _as_template(x: Any, opts: dict[str, Any], role: str) -> AlignmentTemplate:
 def _align_templates(
     ta: AlignmentTemplate, tb: AlignmentTemplate, n: int, opts: dict[str, Any], size=None
 ) -> list[Pose]:
+    """Poses of ``tb`` relative to ``ta``. ``ta`` is the one rotated (its stack is cached)."""
     if abs(ta.spacing_um - tb.spacing_um) > 1e-6 * ta.spacing_um:
         raise ValueError(
             f"cannot align {ta.name} ({ta.spacing_um:g} µm/px) with {tb.name} "
@@ -397,21 +440,24 @@ def _align_templates(
         )
     workers = int(opts["workers"])
     step = float(opts["angle_step_deg"])
-    # ---- full-circle scan: a rotated (cached stack), b fixed -------------------------
-    lv = ta.search
-    s = math.ceil(opts["max_shift_um"] / lv.pixel_um)
-    size = size or _fft_size(ta, tb, "search", s)
-    angles, spec_a, n_a = _stack_spectra(ta, step, size, workers)
-    spec_b = _fixed_spectra(tb, "search", size, workers)
-    min_n = opts["min_overlap"] * min(float(np.median(n_a)), float(tb.search.n_valid))
-    ncc = _ncc_window(spec_a, spec_b, size, s, max(min_n, 4.0), workers)
+    # ---- full-circle scan: a rotated (cached stack), b fixed ----------------------------
+    la, lb = ta.search, tb.search
+    s = math.ceil(opts["max_shift_um"] / la.pixel_um)
+    size = size or _fft_size(la, lb, s)
+    angles, spec_a, n_a = _stack_spectra(la, ta._cache, step, size, workers)
+    spec_b = _fixed_spectra(lb, tb._cache, size, workers)
+    # lag t on the canvases <-> shift d of a's centre onto b's centre: d = t + ha - hb
+    lag0 = _half(la) - _half(lb)
+    index = (np.arange(-s, s + 1) - lag0) % size
+    min_n = max(4.0, opts["min_overlap"] * min(float(np.median(n_a)), float(lb.n_valid)))
+    ncc = _ncc_window(spec_a, spec_b, size, index, min_n, workers, exact=opts["exact_search"])
     flat = ncc.reshape(len(angles), -1)
     best = flat.argmax(axis=1)
     curve = flat[np.arange(len(angles)), best]
     # local maxima of the circular score curve, best first, at least min_separation apart
     left, right = np.roll(curve, 1), np.roll(curve, -1)
     peaks = np.flatnonzero((curve >= left) & (curve >= right) & (curve > -1))
-    peaks = peaks[np.argsort(-curve[peaks])]
+    peaks = peaks[np.argsort(-curve[peaks], kind="stable")]
     chosen: list[int] = []
     sep = float(opts["min_separation_deg"])
     for p in peaks:
@@ -422,25 +468,25 @@ def _align_templates(
     if not chosen:
         log.info("coarse_align %s vs %s: no overlap at any angle", ta.name, tb.name)
         return []
-    # ---- refinement: angle by parabola on the curve, translation on the finer grid ----
-    fine = ta.refine
-    ratio = lv.pixel_um / fine.pixel_um
-    cand_angles = []
-    cand_shift = []
+    # ---- refinement: angle by parabola on the curve, translation re-measured ------------
+    fa, fb = ta.refine, tb.refine
+    ratio = la.pixel_um / fa.pixel_um
+    k = len(angles)
+    cand_angles, cand_shift = [], []
     for p in chosen:
-        k = len(angles)
         delta = _parabolic(curve[(p - 1) % k], curve[p], curve[(p + 1) % k])
         cand_angles.append((angles[p] + delta * step) % 360.0)
         iy, ix = divmod(int(best[p]), 2 * s + 1)
         cand_shift.append(((iy - s) * ratio, (ix - s) * ratio))
-    fs = math.ceil(opts["max_shift_um"] / fine.pixel_um)
-    fsize = _fft_size(ta, tb, "refine", fs)
-    va, ma = _rotated(fine, np.array(cand_angles), fsize)
+    fs = math.ceil(opts["max_shift_um"] / fa.pixel_um)
+    fsize = size if fa is la and fb is lb else _fft_size(fa, fb, fs)
+    va, ma = _rotated(fa, np.array(cand_angles))
     spec_fa = _spectra(va, ma, fsize, workers)
-    spec_fb = _fixed_spectra(tb, "refine", fsize, workers)
-    min_fn = opts["min_overlap"] * min(float(np.median(ma.sum(axis=(1, 2)))), tb.refine.n_valid)
-    fncc = _ncc_window(spec_fa, spec_fb, fsize, fs, max(min_fn, 4.0), workers)
-    w = math.ceil(ratio) + 1  # search the fine map near the coarse peak
+    spec_fb = _fixed_spectra(fb, tb._cache, fsize, workers)
+    findex = (np.arange(-fs, fs + 1) - (_half(fa) - _half(fb))) % fsize
+    min_fn = max(4.0, opts["min_overlap"] * min(float(np.median(ma.sum(axis=(1, 2)))), fb.n_valid))
+    fncc = _ncc_window(spec_fa, spec_fb, fsize, findex, min_fn, workers, exact=True)
+    w = math.ceil(ratio) + 1  # search the refined map near the coarse peak
     poses = []
     for i, (theta_a, (cy, cx)) in enumerate(zip(cand_angles, cand_shift)):
         y0, x0 = round(cy) + fs, round(cx) + fs
@@ -457,7 +503,7 @@ def _align_templates(
         m = fncc[i]
         dy = _parabolic(m[py - 1, px], m[py, px], m[py + 1, px]) if 0 < py < 2 * fs else 0.0
         dx = _parabolic(m[py, px - 1], m[py, px], m[py, px + 1]) if 0 < px < 2 * fs else 0.0
-        shift_um = np.array([py - fs + dy, px - fs + dx]) * fine.pixel_um
+        shift_um = np.array([py - fs + dy, px - fs + dx]) * fa.pixel_um
         # found: a rotated by theta_a then shifted lands on b; invert for b relative to a
         poses.append(invert_pose(Pose(float(theta_a), *map(float, shift_um), score)))
     poses.sort(key=lambda p: -p.score)
@@ -482,7 +528,7 @@ def coarse_align(
     n : int
         Number of distinct candidates returned (fewer when the scans barely overlap).
     **options
-        ``search_um`` (50), ``refine_um`` (25), ``angle_step_deg`` (4),
+        ``search_um`` (50), ``refine_um`` (50), ``highpass_um`` (250), ``angle_step_deg`` (4),
         ``max_shift_um`` (1000), ``min_overlap`` (0.3, share of the smaller scan),
         ``min_separation_deg`` (10), ``workers`` (2, scipy.fft threads).
 
@@ -562,7 +608,7 @@ def coarse_align_many(
         return out
     # one FFT size for the batch so the query's rotated stack is computed once
     s = math.ceil(opts["max_shift_um"] / ta.search.pixel_um)
-    size = max(_fft_size(ta, tb, "search", s) for tb in tbs)
+    size = max(_fft_size(ta.search, tb.search, s) for tb in tbs)
     for i, tb in enumerate(tbs):
         out.append(_align_templates(ta, tb, int(n), opts, size=size))
         if progress is not None:
