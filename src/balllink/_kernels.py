@@ -18,13 +18,14 @@ import numpy as np
 from numba import njit, prange
 
 __all__ = [
-    "best_offsets",
+    "cell_search",
     "high_cmc_candidates",
     "index_corr",
     "masked_ncc_search",
     "original_cmc",
     "rotate_nearest",
     "warp_rigid",
+    "warp_stack",
 ]
 
 
@@ -232,27 +233,93 @@ def masked_ncc_search(cells, regions, min_n):
 
 
 @njit(cache=True, parallel=True)
-def best_offsets(ncc):
-    """Argmax of each (H, W) map in a stack, ignoring NaN; first maximum in row-major order.
+def cell_search(cells, stack, r0, c0, margin, min_n):
+    """Best masked-NCC offset of every cell in every image of a stack.
 
-    Returns ``(iy, ix, value)``; ``iy = -1`` and NaN value when the map is all NaN.
+    ``cells`` (n, h, w); ``stack`` (T, H, W) the target warped into the reference frame
+    and padded by ``margin`` on each side; cell ``k`` sits at ``(r0[k], c0[k])`` in the
+    reference, so its region is ``stack[t, r0:r0 + h + 2 margin, c0:c0 + w + 2 margin]``.
+    Returns ``dy, dx`` (offset minus ``margin``; first maximum in row-major order) and
+    ``corr`` (NaN when no offset has ``min_n[k]`` jointly valid pixels), each (T, n).
     """
-    n, hh, ww = ncc.shape
-    iy = np.full(n, -1, dtype=np.int64)
-    ix = np.full(n, -1, dtype=np.int64)
-    val = np.full(n, np.nan, dtype=np.float64)
-    for k in prange(n):
+    n = cells.shape[0]
+    nt = stack.shape[0]
+    side = 2 * margin + 1
+    dy = np.zeros((nt, n), dtype=np.int64)
+    dx = np.zeros((nt, n), dtype=np.int64)
+    corr = np.full((nt, n), np.nan, dtype=np.float64)
+    for job in prange(nt * n):
+        t = job // n
+        k = job % n
         best = -np.inf
-        for a in range(hh):
-            for b in range(ww):
-                v = ncc[k, a, b]
+        by = 0
+        bx = 0
+        for oy in range(side):
+            for ox in range(side):
+                v, _ = _ncc_one(cells[k], stack[t], r0[k] + oy, c0[k] + ox, min_n[k])
                 if not math.isnan(v) and v > best:
                     best = v
-                    iy[k] = a
-                    ix[k] = b
-        if iy[k] >= 0:
-            val[k] = best
-    return iy, ix, val
+                    by = oy
+                    bx = ox
+        if best > -np.inf:
+            corr[t, k] = best
+            dy[t, k] = by - margin
+            dx[t, k] = bx - margin
+    return dy, dx, corr
+
+
+@njit(cache=True)
+def _warp_row(img, out, r, angle_deg, cy_in, cx_in, cy_out, cx_out, dy, dx):
+    ny, nx = img.shape
+    out_nx = out.shape[0]
+    rad = angle_deg * math.pi / 180.0
+    ca = math.cos(rad)
+    sa = math.sin(rad)
+    qy = r - cy_out - dy
+    for c in range(out_nx):
+        qx = c - cx_out - dx
+        ys = cy_in + ca * qy + sa * qx
+        xs = cx_in - sa * qy + ca * qx
+        y0 = int(math.floor(ys))  # noqa: RUF046
+        x0 = int(math.floor(xs))  # noqa: RUF046
+        fy = ys - y0
+        fx = xs - x0
+        if y0 < -1 or y0 >= ny or x0 < -1 or x0 >= nx:
+            out[c] = np.nan
+            continue
+        acc = 0.0
+        bad = False
+        for j in range(2):
+            wy = fy if j == 1 else 1.0 - fy
+            if wy <= 1e-6:
+                continue
+            yy = y0 + j
+            for i in range(2):
+                wx = fx if i == 1 else 1.0 - fx
+                if wx <= 1e-6:
+                    continue
+                xx = x0 + i
+                if xx < 0 or xx >= nx or yy < 0 or yy >= ny:
+                    bad = True
+                else:
+                    v = img[yy, xx]
+                    if math.isnan(v):
+                        bad = True
+                    else:
+                        acc += wx * wy * v
+        out[c] = np.nan if bad else acc
+
+
+@njit(cache=True, parallel=True)
+def warp_stack(img, out_ny, out_nx, angles_deg, cy_in, cx_in, cy_out, cx_out, dy, dx):
+    """:func:`warp_rigid` for several angles at once: (T, out_ny, out_nx) float32."""
+    nt = angles_deg.shape[0]
+    out = np.empty((nt, out_ny, out_nx), dtype=np.float32)
+    for job in prange(nt * out_ny):
+        t = job // out_ny
+        r = job % out_ny
+        _warp_row(img, out[t, r], r, angles_deg[t], cy_in, cx_in, cy_out, cx_out, dy, dx)
+    return out
 
 
 @njit(cache=True)

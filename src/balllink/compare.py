@@ -108,21 +108,21 @@ class CMCConfig:
     """
 
     grid: tuple[int, int] = (8, 8)
-    region_multiplier: float = 2.0
-    rotation_range: tuple[float, float] = (-4.0, 4.0)
+    region_multiplier: float = 1.25
+    rotation_range: tuple[float, float] = (-2.0, 2.0)
     rotation_step: float = 2.0
-    translation_threshold_px: float = 5.0
+    translation_threshold_px: float = 3.0
     rotation_threshold_deg: float = 6.0
-    correlation_threshold: float = 0.4
+    correlation_threshold: float = 0.45
     max_missing: float = 0.85
     method: str = "high"
     tau: int = 1
-    combine: str = "union"
+    combine: str = "sum"
     search: str = "global"
     ccf: str = "masked"
     interpolation: str = "linear"
     downsample: int = 2
-    coarse_candidates: int = 3
+    coarse_candidates: int = 1
     coarse_step_deg: float = 4.0
     lead_threshold: float = 0.25
 
@@ -781,32 +781,23 @@ def _cells_direction(pr: _Prepared, pt: _Prepared, pose, cfg: CMCConfig):
     min_n = np.maximum(
         (0.5 * (1.0 - cfg.max_missing) * h * w), 0.5 * np.isfinite(pr.cells).sum(axis=(1, 2))
     ).astype(np.int64)
-    dy = np.zeros((thetas.size, n))
-    dx = np.zeros((thetas.size, n))
-    corr = np.full((thetas.size, n), np.nan)
-    r0 = pr.boxes[:, 0]
-    c0 = pr.boxes[:, 1]
-    for k, th in enumerate(thetas):
-        warped = K.warp_rigid(
-            pt.z,
-            ny + 2 * margin,
-            nx + 2 * margin,
-            float(th),
-            cy_t,
-            cx_t,
-            cy_r + margin,
-            cx_r + margin,
-            dy_um / sp,
-            dx_um / sp,
-        )
-        regions = np.stack(
-            [warped[a : a + h + 2 * margin, b : b + w + 2 * margin] for a, b in zip(r0, c0)]
-        )
-        ncc = K.masked_ncc_search(pr.cells, regions, min_n)
-        iy, ix, val = K.best_offsets(ncc)
-        dy[k] = iy - margin
-        dx[k] = ix - margin
-        corr[k] = val
+    stack = K.warp_stack(
+        pt.z,
+        ny + 2 * margin,
+        nx + 2 * margin,
+        thetas.astype(np.float64),
+        cy_t,
+        cx_t,
+        cy_r + margin,
+        cx_r + margin,
+        dy_um / sp,
+        dx_um / sp,
+    )
+    r0 = np.ascontiguousarray(pr.boxes[:, 0])
+    c0 = np.ascontiguousarray(pr.boxes[:, 1])
+    iy, ix, corr = K.cell_search(pr.cells, stack, r0, c0, margin, min_n)
+    dy = iy.astype(np.float64)
+    dx = ix.astype(np.float64)
     present = np.isfinite(corr)
     return thetas, dy, dx, corr, present
 

@@ -1,0 +1,216 @@
+"""Accuracy of balllink's comparison on all 780 Fadul pairs (63 KM / 717 KNM).
+
+Prints the KM / KNM score distributions, ROC AUC, false positives / negatives at the
+shipped lead threshold and the variance ratio (``bl.metrics``), writes a histogram PNG and
+``benchmarks/results/eval_fadul.json``. With ``--cmcr`` it also runs ``CMCConfig.cmcr()`` on
+the 30 reference pairs of ``../shared/reference/cmcr_fadul_pairs.csv`` and reports the
+agreement with cmcR 0.1.11.
+
+    .venv/bin/python benchmarks/eval_fadul.py [--data DIR] [--cmcr] [--limit N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib
+import itertools
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+import balllink as bl
+
+C = importlib.import_module("balllink.compare")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("BALLLINK_SHARED", ROOT.parent / "shared"))
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def load(data: Path):
+    with open(data / "truth.csv", newline="") as fh:
+        truth = {r["file"]: r["firearm"] for r in csv.DictReader(fh)}
+    names = sorted(truth)
+    scans = {n: bl.read_scan(data / n) for n in names}
+    return names, truth, scans
+
+
+def eval_default(names, truth, scans, cfg, limit=None):
+    t0 = time.perf_counter()
+    prep = {n: C._prepare(scans[n], cfg) for n in names}
+    t_prep = time.perf_counter() - t0
+    pairs = list(itertools.combinations(names, 2))
+    if limit:
+        rng = np.random.default_rng(0)
+        km = [p for p in pairs if truth[p[0]] == truth[p[1]]]
+        knm = [p for p in pairs if truth[p[0]] != truth[p[1]]]
+        pairs = km + [knm[i] for i in rng.choice(len(knm), limit, replace=False)]
+    rows = []
+    t1 = time.perf_counter()
+    for a, b in pairs:
+        c = C._compare_default(prep[a], prep[b], cfg)
+        d1, d2 = c.directions
+        rows.append(
+            {
+                "a": a,
+                "b": b,
+                "same": truth[a] == truth[b],
+                "score": c.score,
+                "cmc_count": c.cmc_count,
+                "n_cells": d1.n_cells + d2.n_cells,
+                "mean_corr_congruent": float(np.nanmean(c.cells["corr"][c.cells["congruent"]]))
+                if c.cells["congruent"].any()
+                else 0.0,
+                "corr_all": [float(x) for x in c.cells["corr"]],
+                "congruent": [bool(x) for x in c.cells["congruent"]],
+                "rotation_deg": c.rotation_deg,
+                "translation_um": list(c.translation_um),
+            }
+        )
+    t_cmp = time.perf_counter() - t1
+    return rows, t_prep, t_cmp
+
+
+def summarize(rows, threshold):
+    s = np.array([r["score"] for r in rows])
+    same = np.array([r["same"] for r in rows])
+    km, knm = s[same], s[~same]
+    er = bl.metrics.error_rates(s, same, threshold)
+    return {
+        "n_km": int(same.sum()),
+        "n_knm": int((~same).sum()),
+        "auc": bl.metrics.roc_auc(s, same),
+        "variance_ratio": bl.metrics.variance_ratio(s, same),
+        "threshold": threshold,
+        "false_positives": er.false_positives,
+        "false_negatives": er.false_negatives,
+        "km": {"min": float(km.min()), "median": float(np.median(km)), "max": float(km.max())},
+        "knm": {"min": float(knm.min()), "median": float(np.median(knm)), "max": float(knm.max())},
+        "gap": float(km.min() - knm.max()),
+    }
+
+
+def histogram(rows, threshold, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s = np.array([r["score"] for r in rows])
+    same = np.array([r["same"] for r in rows])
+    bins = np.linspace(min(0.0, s.min()), s.max() * 1.02 + 1e-9, 50)
+    fig, ax = plt.subplots(figsize=(6.4, 3.4), dpi=100)
+    ax.hist(s[~same], bins=bins, color="tab:blue", alpha=0.7, label=f"KNM ({(~same).sum()})")
+    ax.hist(s[same], bins=bins, color="tab:red", alpha=0.7, label=f"KM ({same.sum()})")
+    ax.axvline(threshold, color="k", ls="--", lw=1, label=f"lead threshold {threshold:g}")
+    ax.set_yscale("log")
+    ax.set_xlabel("score")
+    ax.set_ylabel("pairs")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def eval_cmcr(data: Path, scans):
+    ref = SHARED / "reference" / "cmcr_fadul_pairs.csv"
+    cfg = bl.CMCConfig.cmcr()
+    out = []
+    for r in csv.DictReader(open(ref, newline="")):
+        t0 = time.perf_counter()
+        c = bl.compare(scans[r["reference"]], scans[r["target"]], config=cfg)
+        dt = time.perf_counter() - t0
+        d1, d2 = c.directions
+        out.append(
+            {
+                "reference": r["reference"],
+                "target": r["target"],
+                "same": r["same_firearm"] == "true",
+                "ours": c.cmc_count,
+                "cmcr": int(r["cmc_final"]),
+                "ours_dirs": [d1.cmc_original, d2.cmc_original, d1.cmc_high, d2.cmc_high],
+                "cmcr_dirs": [
+                    int(r[k])
+                    for k in (
+                        "cmc_original_ref_target",
+                        "cmc_original_target_ref",
+                        "cmc_high_ref_target",
+                        "cmc_high_target_ref",
+                    )
+                ],
+                "seconds": dt,
+                "cmcr_seconds": float(r["seconds_ref_target"]) + float(r["seconds_target_ref"]),
+            }
+        )
+        print(
+            f"  {r['reference']:>15} {r['target']:>15} ours {c.cmc_count:2d} cmcR "
+            f"{r['cmc_final']:>2}  dirs {out[-1]['ours_dirs']} vs {out[-1]['cmcr_dirs']}  "
+            f"{dt:.2f} s",
+            flush=True,
+        )
+    d = np.array([abs(o["ours"] - o["cmcr"]) for o in out])
+    calls = np.array([(o["ours"] >= 6) == (o["cmcr"] >= 6) for o in out])
+    return {
+        "pairs": out,
+        "within_2": float(np.mean(d <= 2)),
+        "calls_agree": int(calls.sum()),
+        "n": len(out),
+        "mean_seconds": float(np.mean([o["seconds"] for o in out])),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=SHARED / "data" / "fadul")
+    ap.add_argument("--cmcr", action="store_true", help="also check cmcr() on the 30 pairs")
+    ap.add_argument("--limit", type=int, default=None, help="KM + this many random KNM")
+    args = ap.parse_args()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    names, truth, scans = load(args.data)
+    cfg = bl.CMCConfig()
+    rows, t_prep, t_cmp = eval_default(names, truth, scans, cfg, args.limit)
+    summ = summarize(rows, cfg.lead_threshold)
+    summ["seconds_prepare_40"] = t_prep
+    summ["seconds_compare_all"] = t_cmp
+    summ["ms_per_pair"] = 1000 * t_cmp / len(rows)
+    print(f"default method on {len(rows)} Fadul pairs ({summ['n_km']} KM / {summ['n_knm']} KNM)")
+    print(f"{'':14}{'min':>9}{'median':>9}{'max':>9}")
+    for g in ("km", "knm"):
+        print(f"{g.upper():14}" + "".join(f"{summ[g][k]:9.3f}" for k in ("min", "median", "max")))
+    print(
+        f"ROC AUC {summ['auc']:.4f}   variance ratio {summ['variance_ratio']:.1f}   "
+        f"threshold {summ['threshold']:g}: FP {summ['false_positives']} FN "
+        f"{summ['false_negatives']}   gap {summ['gap']:.3f}"
+    )
+    print(
+        f"time: prepare 40 scans {t_prep:.1f} s, compare {len(rows)} pairs {t_cmp:.1f} s "
+        f"({summ['ms_per_pair']:.0f} ms/pair, both directions)"
+    )
+    png = RESULTS / "fadul_scores.png"
+    histogram(
+        rows,
+        cfg.lead_threshold,
+        png,
+        f"balllink default CMC score, Fadul {summ['n_km']} KM / {summ['n_knm']} KNM: "
+        f"AUC {summ['auc']:.3f}, VR {summ['variance_ratio']:.1f}",
+    )
+    print(f"histogram: {png}")
+    result = {"default": summ, "pairs": rows}
+    if args.cmcr:
+        print("cmcr() on the cmcR reference pairs:")
+        result["cmcr"] = eval_cmcr(args.data, scans)
+        r = result["cmcr"]
+        print(
+            f"cmcr(): {r['within_2']:.0%} of {r['n']} pairs within 2 of cmcR, calls at C>=6 "
+            f"agree on {r['calls_agree']}/{r['n']}, {r['mean_seconds']:.2f} s/pair"
+        )
+    (RESULTS / "eval_fadul.json").write_text(json.dumps(result, indent=1, default=float))
+
+
+if __name__ == "__main__":
+    main()
