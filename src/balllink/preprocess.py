@@ -346,7 +346,11 @@ def _fit_annulus(comp: np.ndarray, cvalid: np.ndarray, cspacing) -> dict[str, An
     first[~off.any(axis=1)] = len(radii) - 1
     r_edge = radii[first] + 0.5 * step  # the edge lies between the last on and first off
     pts = np.c_[c_out[0] + r_edge * np.sin(angles), c_out[1] + r_edge * np.cos(angles)]
-    if np.median(r_edge) < 0.1 * r_out:
+    # rays that start off the area (a gap in a broken ring) say nothing about the hole
+    pts = pts[first > 0]
+    if len(pts) < 0.25 * len(angles):
+        return "the flat area is not a ring"
+    if np.median(r_edge[first > 0]) < 0.1 * r_out:
         c_in, r_in, inl_in = c_out, 0.0, 1.0
     else:
         inner = _fit_circle(pts, 2.0 * max(cspacing), seed=1)
@@ -370,7 +374,7 @@ def _fit_annulus(comp: np.ndarray, cvalid: np.ndarray, cspacing) -> dict[str, An
         "inliers_outer": round(inl_out, 3),
         "inliers_inner": round(inl_in, 3),
         "quality": quality,
-        "score": quality * area * (1.0 if shape_ok else 0.2),
+        "score": quality * inl_in * area * (1.0 if shape_ok else 0.2),
     }
 
 
