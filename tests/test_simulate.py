@@ -86,6 +86,7 @@ def test_lazy_truth_arrays_match_kept_ones(small_set):
     lazy = sim.casings(4, 3, seed=11, difficulty="easy", keep_truth_arrays=False, **SMALL)
     for k in (0, 5, 11):
         kept, late = small_set.scans[k].meta["simulation"], lazy.scans[k].meta["simulation"]
+        assert type(kept) is dict and not isinstance(late, dict)
         assert "clean_surface" in late and set(late) == set(kept)
         assert _same(late["clean_surface"], kept["clean_surface"])
         assert _same(late["breech_face_mask"], kept["breech_face_mask"])

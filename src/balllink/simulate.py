@@ -77,6 +77,8 @@ _RMS_UM = 1.5  # RMS height of the breech-face surface, µm (Fadul after band-pa
 _LAMBDA_SHORT_UM = 20.0  # signature band: Gaussian low-pass cutoff (raised to 2.5 px)
 _LAMBDA_LONG_UM = 400.0  # signature band: Gaussian high-pass cutoff
 _SPECTRAL_SLOPE = 1.5  # amplitude ∝ f**-slope inside the band (Fadul's spectrum)
+_FRESH_SLOPE = 1.0  # per-firing texture is finer: coarse scales reproduce better
+_MARKS_SLOPE = 1.0  # amplitude ∝ f**-slope of the line and arc profiles
 _MARKS_SHARE = 0.5  # share of a signature's variance carried by its class marks
 _STYLES = ("filing", "arcs", "granular")
 _PREPARED_SPACING_UM = 6.25
@@ -186,19 +188,19 @@ DIFFICULTIES: dict[str, Difficulty] = {
         shift_sd_um=30.0,
     ),
     "hard": Difficulty(
-        reproduction=0.55,
+        reproduction=0.6,
         shared=0.25,
         batch_size=10,
-        contact=0.7,
-        dropout=0.12,
+        contact=0.75,
+        dropout=0.1,
         noise_um=0.1,
         shift_sd_um=120.0,
     ),
     "fadul-like": Difficulty(
-        reproduction=0.88,
+        reproduction=0.92,
         shared=0.12,
         batch_size=10,
-        contact=0.9,
+        contact=0.95,
         dropout=0.05,
         noise_um=0.05,
         shift_sd_um=60.0,
@@ -268,13 +270,22 @@ def _band_field(
     return field.astype(np.float32, copy=False)
 
 
-def _profile(rng: np.random.Generator, n: int, spacing: float, short_um: float, long_um: float):
+def _profile(
+    rng: np.random.Generator,
+    n: int,
+    spacing: float,
+    short_um: float,
+    long_um: float,
+    slope: float = 0.0,
+) -> np.ndarray:
     """A 1-D band-limited unit-RMS profile of ``n`` samples (for lines and arcs)."""
     f = scipy.fft.rfftfreq(n, d=spacing)
     alpha2 = math.log(2.0) / math.pi
     h = np.exp(-math.pi * alpha2 * (short_um * f) ** 2) * (
         1.0 - np.exp(-math.pi * alpha2 * (long_um * f) ** 2)
     )
+    with np.errstate(divide="ignore"):
+        h = h * np.where(f > 0, f, np.inf) ** -slope
     coef = (rng.standard_normal(f.size) + 1j * rng.standard_normal(f.size)) * h
     p = scipy.fft.irfft(coef, n=n)
     p -= p.mean()
@@ -301,7 +312,7 @@ def _marks(
         v = y[:, None] * math.cos(phi) - x[None, :] * math.sin(phi)
         n = int(2 * half / spacing) + 8
         grid = np.linspace(-half - 4 * spacing, half + 4 * spacing, n)
-        lines = _profile(rng, n, grid[1] - grid[0], short, 150.0)
+        lines = _profile(rng, n, grid[1] - grid[0], short, 300.0, _MARKS_SLOPE)
         strength = 1.0 + 0.5 * _profile(rng, n, grid[1] - grid[0], 400.0, 3000.0)
         z = np.interp(u, grid, lines) * np.interp(v, grid, strength)
     elif style == "arcs":
@@ -312,7 +323,7 @@ def _marks(
         r0, r1 = float(r.min()), float(r.max())
         n = int((r1 - r0) / spacing) + 8
         grid = np.linspace(r0 - 2 * spacing, r1 + 2 * spacing, n)
-        arcs = _profile(rng, n, grid[1] - grid[0], short, 200.0)
+        arcs = _profile(rng, n, grid[1] - grid[0], short, 300.0, _MARKS_SLOPE)
         t = np.arctan2(y[:, None] - cy, x[None, :] - cx)
         m = 64
         ring = rng.standard_normal(m)
@@ -321,7 +332,7 @@ def _marks(
         tg = np.linspace(-math.pi, math.pi, m + 1)
         z = np.interp(r, grid, arcs) * np.interp(t, tg, np.append(ring, ring[0]))
     elif style == "granular":
-        g = _band_field(rng, shape, spacing, max(short, 30.0), 150.0)
+        g = _band_field(rng, shape, spacing, max(short, 30.0), 300.0, _SPECTRAL_SLOPE)
         z = np.tanh(2.0 * g)
     else:  # pragma: no cover - guarded by _STYLES
         raise ValueError(style)
@@ -427,7 +438,9 @@ class _Generator:
 
     def _surface(self, rng: np.random.Generator, style: str) -> np.ndarray:
         """Multi-scale random surface plus class marks, unit RMS, on the signature grid."""
-        rough = _band_field(rng, self.sig_shape, self.spacing, self.short, self.long, 1.5)
+        rough = _band_field(
+            rng, self.sig_shape, self.spacing, self.short, self.long, _SPECTRAL_SLOPE
+        )
         marks = _marks(rng, style, self.sig_shape, self.spacing, self.short)
         return _normalise(math.sqrt(1.0 - _MARKS_SHARE) * rough + math.sqrt(_MARKS_SHARE) * marks)
 
@@ -522,14 +535,14 @@ class _Generator:
             weight = np.clip((low - q) / 0.3 + 0.5, 0.0, 1.0)
         else:
             weight = np.ones(self.shape, dtype=np.float32)
-        fresh = _band_field(rng, self.shape, sp, self.short, self.long, _SPECTRAL_SLOPE)
+        fresh = _band_field(rng, self.shape, sp, self.short, self.long, _FRESH_SLOPE)
         rep = d.reproduction
         a = np.float32(math.sqrt(rep)) * weight
         b = np.sqrt(np.clip(1.0 - a * a, 0.0, 1.0))
         surface = (_RMS_UM * (a * carried + b * fresh)).astype(np.float32)
 
         # dropouts: NaN blobs covering `dropout` of the annulus
-        blobs = _band_field(rng, self.shape, sp, 150.0, 1500.0)
+        blobs = _band_field(rng, self.shape, sp, 200.0, 2500.0, 0.5)
         if dropout > 0 and annulus.any():
             cut = float(np.quantile(blobs[annulus], 1.0 - dropout))
             lost = blobs > cut
@@ -566,8 +579,12 @@ class _Generator:
             "raw": self.raw,
             **geometry,
         }
-        arrays = {"breech_face_mask": usable, "clean_surface": clean} if keep_arrays else None
-        truth = _Truth(info, arrays, self)
+        if keep_arrays:
+            usable.setflags(write=False)
+            clean.setflags(write=False)
+            truth = {**info, "breech_face_mask": usable, "clean_surface": clean}
+        else:
+            truth = _LazyTruth(info, self)
         meta = {
             "generator": "balllink.simulate",
             "format": "simulated",
@@ -633,29 +650,27 @@ class _Generator:
         return state
 
 
-class _Truth(Mapping):
-    """``meta["simulation"]``: scalars, plus the truth arrays computed on first access.
+class _LazyTruth(Mapping):
+    """``meta["simulation"]`` when ``keep_truth_arrays=False``: a read-only mapping.
 
-    When the arrays were not kept (``keep_truth_arrays=False``) they are regenerated from
-    the seed the first time they are read, so a large set stays small in memory.
+    The scalars are stored; the two truth arrays are regenerated from the seed the first
+    time they are read (then kept), so a large streamed set stays small in memory.
     """
 
     _ARRAYS = ("breech_face_mask", "clean_surface")
 
-    def __init__(self, info: dict[str, Any], arrays: dict[str, np.ndarray] | None, gen):
+    def __init__(self, info: dict[str, Any], gen: _Generator):
         self._info = info
-        self._arrays = arrays
         self._gen = gen
-        if arrays is not None:
-            for a in arrays.values():
-                a.setflags(write=False)
+        self._arrays: dict[str, np.ndarray] | None = None
 
     def _load(self) -> dict[str, np.ndarray]:
         if self._arrays is None:
             again = self._gen.casing(
                 self._info["firearm_id"], self._info["firing_index"], keep_arrays=True
             )
-            self._arrays = again.meta["simulation"]._arrays
+            full = again.meta["simulation"]
+            self._arrays = {k: full[k] for k in self._ARRAYS}
         return self._arrays
 
     def __getitem__(self, key: str) -> Any:
@@ -674,8 +689,8 @@ class _Truth(Mapping):
         return key in self._ARRAYS or key in self._info
 
     def __repr__(self) -> str:
-        state = "kept" if self._arrays is not None else "lazy"
-        return f"SimulationTruth({self._info!r}, arrays={state})"
+        state = "loaded" if self._arrays is not None else "lazy"
+        return f"LazyTruth({self._info!r}, arrays={state})"
 
 
 # ------------------------------------------------------------------------- validation
@@ -845,8 +860,10 @@ def casings(
         (Gaussian cutoffs; the short end rises to 2.5 pixels on coarse grids), so a
         16-500 µm band-pass keeps it.
     keep_truth_arrays : bool
-        Keep ``breech_face_mask`` and ``clean_surface`` in memory (default). When False
-        they are regenerated from the seed on first access (same values).
+        True (default): ``meta["simulation"]`` is a plain dict holding the arrays. False:
+        it is a read-only mapping with the same keys whose ``breech_face_mask`` and
+        ``clean_surface`` are regenerated from the seed on first access (same values),
+        for large sets.
     progress : callable, optional
         ``progress(done, total)`` after each casing.
 
