@@ -426,14 +426,26 @@ def _fitted_face(
     order = [int(k) for k in order if sizes[k] >= max(50, 0.1 * sizes.max())]
     border = set(np.unique(np.r_[labels[0], labels[-1], labels[:, 0], labels[:, -1]]).tolist())
     best, reasons = None, []
-    for k in order:
+
+    def _grown(comp: np.ndarray) -> np.ndarray:
         # central differences flag the last flat pixel before a step as steep: give the
         # area back that pixel before fitting
-        comp = ndi.binary_dilation(labels == k) & cvalid if grow else labels == k
-        fit = _fit_annulus(comp, cvalid, cspacing)
+        return ndi.binary_dilation(comp) & cvalid if grow else comp
+
+    for k in order:
+        fit = _fit_annulus(_grown(labels == k), cvalid, cspacing)
         if isinstance(fit, str):
             reasons.append(fit)
             continue
+        # a ring broken by dropouts or scratches: merge the pieces inside the annulus
+        ann = _annulus(labels.shape, cspacing, fit["c_out"], fit["r_out"], fit["c_in"], fit["r_in"])
+        share = np.bincount(labels[ann], minlength=n + 1) / np.maximum(sizes, 1)
+        pieces = np.flatnonzero((share >= 0.7) & (sizes >= 20))
+        pieces = pieces[pieces > 0]
+        if len(pieces) > 1:
+            merged = _fit_annulus(_grown(np.isin(labels, pieces)), cvalid, cspacing)
+            if not isinstance(merged, str) and merged["score"] > fit["score"]:
+                fit = merged
         if k in border:  # the casing head usually reaches the image border
             fit["score"] *= 0.5
         if best is None or fit["score"] > best["score"]:
@@ -480,13 +492,16 @@ def find_breech_face(
     """Find the usable breech-face annulus of a scan.
 
     On a raw scan (``method="fit"``) the heights are averaged to a coarse grid
-    (``work_spacing_um``), smoothed (``smooth_um``) and the flat area (surface slope below
-    ``slope_max``, dimensionless) is labelled. The breech face is the largest flat area that
-    does not touch the image border: the primer's outer roll-off, the firing-pin crater
-    and its lip, and anything outside the primer are steep and fall outside it. A circle
-    fitted robustly (RANSAC, scikit-image) to its outline gives the outer edge; rays cast
-    inwards from that circle until the flat area ends give points on the firing-pin
-    outline, fitted by a second circle. The mask is the annulus between the two circles
+    (``work_spacing_um``), smoothed (``smooth_um``) and the flat areas (surface slope below
+    ``slope_max``, dimensionless; NaN counts as not flat) are labelled: the primer's
+    roll-off, the walls of the firing-pin crater and its lip, the gap around the primer
+    are steep and separate them. For each of the biggest flat areas a circle fitted
+    robustly (RANSAC, scikit-image) to its outline gives the outer edge, and rays cast
+    inwards from that circle until the area ends give points on the firing-pin outline,
+    fitted by a second circle. The breech face is the area that best fills such an
+    annulus (IoU × inlier share of the inner circle × annulus area, discounting discs
+    without a hole, thin rings and areas touching the image border: crater floors,
+    groove floors and the casing head). The mask is the annulus between the two circles
     (shrunk by ``margin_um`` on both sides), restricted to measured points.
 
     A scan already cut to its breech face (NaN outside an annulus, little relief, or
@@ -897,7 +912,11 @@ def preprocess(scan: Scan, *, strict: bool = True, **options: Any) -> Scan:
     Runs `find_breech_face`, crops to it, `remove_spikes`, `level`, the low-pass half of
     `bandpass` at the native spacing (it doubles as anti-aliasing), `resample`, the
     high-pass half of `bandpass`, and `trim_edges`. Scans already cut to their breech face
-    (e.g. the processed Fadul scans) keep their region and come out nearly unchanged.
+    (e.g. the processed Fadul scans) keep their region and are not filtered again
+    (``refilter="auto"``): they come out nearly unchanged, so processed and raw inputs mix.
+
+    Defaults follow cmcR's reference parameters (DESIGN.md) with the ISO 16610-61
+    Gaussian: band-pass 16-500 µm, robust (median) plane, 6.25 µm output.
 
     Parameters
     ----------
@@ -919,6 +938,10 @@ def preprocess(scan: Scan, *, strict: bool = True, **options: Any) -> Scan:
         margin_um : float, default 0
         min_quality : float, default 0.5
         crop : bool, default True
+            Crop to the breech face's bounding box (plus the trim width).
+        refilter : {"auto", True, False}, default "auto"
+            Band-pass a scan already cut to its breech face again (True) or not
+            (False); "auto" filters only scans whose breech face was found or read.
 
     Returns
     -------
