@@ -288,6 +288,29 @@ def test_preprocess_records_every_step():
     assert np.isnan(prep.heights[~prep.mask]).all()
 
 
+def test_preprocess_is_idempotent(sim_raw):
+    once = bl.preprocess(sim_raw.scans[1])
+    twice = bl.preprocess(once)
+    assert twice.meta["prepared"]["breech_face"]["method"] == "existing"
+    assert twice.shape == once.shape or twice.n_valid >= 0.99 * once.n_valid
+    oy, ox = (round(o / 6.25) for o in twice.meta["prepared"]["origin_um"])
+    same = once.heights[oy : oy + twice.shape[0], ox : ox + twice.shape[1]]
+    assert _corr(same, twice.heights) > 0.99
+
+
+def test_file_roi_needs_a_file_mask():
+    scan, _ = _primer()
+    with pytest.raises(bl.PreprocessError, match=r"toy-primer\.x3p.*file mask"):
+        bl.find_breech_face(scan, method="file")
+    _, truth = _primer()
+    with_roi = scan.replace(meta={"file_mask": truth})
+    face = bl.find_breech_face(with_roi, method="auto")  # auto still fits the heights
+    assert face.method == "fit"
+    prep = bl.preprocess(with_roi)  # ...but preprocess prefers the stored ROI
+    assert prep.meta["prepared"]["breech_face"]["method"] == "file"
+    assert prep.meta["prepared"]["breech_face"]["outer_radius_um"] == pytest.approx(1100, abs=15)
+
+
 def test_no_breech_face_raises_naming_the_scan():
     rng = np.random.default_rng(5)
     noise = bl.Scan(rng.normal(0, 50, (200, 200)), spacing_um=6.25, source="/cases/noise.x3p")
