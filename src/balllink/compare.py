@@ -34,6 +34,7 @@ import scipy.fft as sfft
 
 from . import _kernels as K
 from ._scan import Scan
+from .errors import PreprocessError
 
 __all__ = ["CMCConfig", "Comparison", "compare", "compare_many"]
 
@@ -124,7 +125,7 @@ class CMCConfig:
     downsample: int = 2
     coarse_candidates: int = 1
     coarse_step_deg: float = 4.0
-    lead_threshold: float = 0.25
+    lead_threshold: float = 0.5
 
     def __post_init__(self) -> None:
         problems = []
@@ -237,6 +238,9 @@ class Comparison:
     reason : str
         Empty, or why the count is 0 (too few valid cells, ...).
     config : CMCConfig
+    raw_score : float
+        The uncalibrated score: congruent share of the compared cells times their mean
+        correlation (default method), or the count (cmcR mode).
     """
 
     cmc_count: int
@@ -248,6 +252,7 @@ class Comparison:
     cells: np.ndarray = field(repr=False)
     reason: str = ""
     config: CMCConfig = field(default_factory=CMCConfig, repr=False)
+    raw_score: float = math.nan
 
     def to_pandas(self):
         """The ``cells`` table as a pandas DataFrame (needs pandas)."""
@@ -647,7 +652,8 @@ def _prepare(scan: Scan, cfg: CMCConfig) -> _Prepared:
     if align is not None and hasattr(align, "prepare_alignment"):
         try:
             tpl = align.prepare_alignment(scan)
-        except NotImplementedError:
+        except (NotImplementedError, PreprocessError) as exc:
+            log.debug("no alignment template for %s: %s", scan.name, exc)
             tpl = None
     return _Prepared(
         scan.name, float(scan.spacing_um[0]), zd, zc, coarse_factor, cells, boxes, frac, tpl
@@ -714,9 +720,10 @@ def _coarse_poses(pa: _Prepared, pb: _Prepared, cfg: CMCConfig):
     if align is not None and hasattr(align, "coarse_align") and pa.tpl is not None:
         try:
             poses = align.coarse_align(pa.tpl, pb.tpl, n=cfg.coarse_candidates)
-            return [(float(p[0]), float(p[1]), float(p[2]), float(p[3])) for p in poses]
         except NotImplementedError:
-            pass
+            poses = []
+        if poses:
+            return [(float(p[0]), float(p[1]), float(p[2]), float(p[3])) for p in poses]
     a, b = pa.coarse, pb.coarse
     sp = pa.spacing_um * pa.coarse_factor
     thetas = np.arange(0.0, 360.0, cfg.coarse_step_deg)
@@ -825,8 +832,6 @@ def _resolve_config(method, config) -> CMCConfig:
 
 
 def _check_pair(a, b) -> None:
-    from .errors import PreprocessError
-
     for name, s in (("a", a), ("b", b)):
         if not isinstance(s, Scan):
             raise TypeError(f"compare: {name} must be a balllink.Scan, got {type(s).__name__}")
@@ -938,6 +943,7 @@ def _compare_cmcr(a: Scan, b: Scan, cfg: CMCConfig) -> Comparison:
         cells_all,
         reason,
         cfg,
+        raw_score=float(count),
     )
 
 
@@ -951,12 +957,58 @@ def _direction_decision(pr, pt, pose, cfg):
     return thetas, dy, dx, corr, present, dec, cong
 
 
-def _score(n_cong: int, n_cells: int, corr_cong: np.ndarray) -> float:
-    """Continuous score: congruent share of the compared cells, times their mean correlation
-    (both directions pooled), plus the count over 64 so that ties break by the count."""
+def _raw_score(n_cong: int, n_cells: int, corr_cong: np.ndarray) -> float:
+    """Congruent share of the compared cells (both directions pooled) times their mean
+    correlation: 0 when nothing is congruent, 1 for a perfect copy."""
     if n_cells == 0 or n_cong == 0:
         return 0.0
     return float(n_cong / n_cells * np.mean(corr_cong))
+
+
+# Calibration of the shipped score: a logistic of the raw score centred in the gap between
+# known matches and known non-matches measured on the 780 Fadul pairs (raw KNM max 0.32,
+# KM min 0.61, see benchmarks/eval_fadul.py); its width sets how hard the score saturates.
+_CAL_CENTER = 0.45
+_CAL_WIDTH = 0.05
+
+
+def _calibrated(raw: float) -> float:
+    return float(1.0 / (1.0 + math.exp(-(raw - _CAL_CENTER) / _CAL_WIDTH)))
+
+
+def _matched_points(pr: _Prepared, pt: _Prepared, r, pose, cfg: CMCConfig):
+    """Congruent cells of one direction as point pairs (µm from each array centre):
+    the cell centre in the reference and the matched point in the target."""
+    thetas, dy, dx, _corr, _present, _dec, cong = r
+    sp = pr.spacing_um * cfg.downsample
+    t_idx, c_idx = np.nonzero(cong)
+    if t_idx.size == 0:
+        return np.zeros((0, 2)), np.zeros((0, 2))
+    h, w = pr.cells.shape[1:]
+    cen_r = np.array([(pr.z.shape[0] - 1) / 2, (pr.z.shape[1] - 1) / 2])
+    ref = (pr.boxes[c_idx, :2] + (np.array([h, w]) - 1) / 2 - cen_r) * sp
+    moved = ref + np.stack([dy[t_idx, c_idx], dx[t_idx, c_idx]], axis=1) * sp
+    th = np.radians(thetas[t_idx])
+    q = moved - np.array(pose[1:3])
+    # target point = R(-theta) q
+    c, s = np.cos(th), np.sin(th)
+    tgt = np.stack([c * q[:, 0] + s * q[:, 1], -s * q[:, 0] + c * q[:, 1]], axis=1)
+    return ref, tgt
+
+
+def _fit_rigid(p_b: np.ndarray, q_a: np.ndarray):
+    """Least-squares rotation and translation with q_a = R(theta) p_b + d (None if < 2 pairs)."""
+    if p_b.shape[0] < 2:
+        return None
+    pm, qm = p_b.mean(axis=0), q_a.mean(axis=0)
+    p, q = p_b - pm, q_a - qm
+    th = math.atan2(
+        float(np.sum(q[:, 1] * p[:, 0] - q[:, 0] * p[:, 1])),
+        float(np.sum(q[:, 0] * p[:, 0] + q[:, 1] * p[:, 1])),
+    )
+    c, s = math.cos(th), math.sin(th)
+    d = qm - np.array([c * pm[0] - s * pm[1], s * pm[0] + c * pm[1]])
+    return math.degrees(th), float(d[0]), float(d[1])
 
 
 def _compare_default(pa: _Prepared, pb: _Prepared, cfg: CMCConfig) -> Comparison:
@@ -1038,16 +1090,17 @@ def _compare_default(pa: _Prepared, pb: _Prepared, cfg: CMCConfig) -> Comparison
     cells_all = np.concatenate(tables)
     n_cells = dirs[0].n_cells + dirs[1].n_cells
     corr_cong = np.concatenate([r1[3][r1[6]], r2[3][r2[6]]])
-    score = _score(n1 + n2, n_cells, corr_cong)
-    # pose: the coarse pose refined by the congruent cells of direction a -> b
-    thetas, dy, dx, corr, present, dec, cong = r1
-    if cong.any():
-        th = float(np.median(np.broadcast_to(thetas[:, None], cong.shape)[cong]))
-        rot = th % 360.0
-        trans = (
-            pose[1] - float(np.median(dy[cong])) * sp,
-            pose[2] - float(np.median(dx[cong])) * sp,
-        )
+    raw_score = _raw_score(n1 + n2, n_cells, corr_cong)
+    score = _calibrated(raw_score)
+    # pose: a rigid (Procrustes) fit to the congruent cells of both directions
+    pts_b, pts_a = [], []
+    for pr, pt, r, dpose, forward in ((pa, pb, r1, pose, True), (pb, pa, r2, inv, False)):
+        p_ref, p_tgt = _matched_points(pr, pt, r, dpose, cfg)
+        (pts_a if forward else pts_b).append(p_ref)
+        (pts_b if forward else pts_a).append(p_tgt)
+    fit = _fit_rigid(np.concatenate(pts_b), np.concatenate(pts_a))
+    if fit is not None:
+        rot, trans = fit[0] % 360.0, (fit[1], fit[2])
     else:
         rot, trans = float(pose[0]) % 360.0, (float(pose[1]), float(pose[2]))
     reason = "" if count else "no congruent cell in either direction"
@@ -1061,6 +1114,7 @@ def _compare_default(pa: _Prepared, pb: _Prepared, cfg: CMCConfig) -> Comparison
         cells_all,
         reason,
         cfg,
+        raw_score=raw_score,
     )
 
 
