@@ -52,6 +52,7 @@ SETTINGS = {
     "exact search": {"exact_search": True},
     "no high-pass": {"highpass_um": 0.0},
     "refine 25 µm": {"refine_um": 25.0},
+    "no angle refine": {"refine_angle_deg": 0.0},
 }
 
 
@@ -216,7 +217,7 @@ def main() -> None:
     if knm:
         print(
             f"\nall {knm['pairs']} pairs, default: {knm['seconds_all_pairs']:.1f} s, ROC AUC of "
-            f"the best coarse score {knm['roc_auc_best_score']:.3f} (KM min "
+            f"the best coarse score {knm['roc_auc_best_score']:.5f} (KM min "
             f"{knm['km_score_min']:.3f}, KNM max {knm['knm_score_max']:.3f})"
         )
     out = {

@@ -69,6 +69,7 @@ _DEFAULTS: dict[str, Any] = {
     "angle_step_deg": 4.0,  # angle step of the full-circle scan
     "max_shift_um": 1000.0,  # largest translation searched, per axis
     "min_overlap": 0.3,  # smallest joint valid area, as a share of the smaller scan's
+    "refine_angle_deg": 1.0,  # the best angles are re-measured at +-this (0: not)
     "min_separation_deg": 10.0,  # candidates closer than this in angle are one candidate
     "exact_search": False,  # Padfield's exact masked NCC in the angle scan (2x slower)
     "workers": 2,  # scipy.fft workers
@@ -188,6 +189,9 @@ def _check_options(options: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(
             f"refine_um ({opts['refine_um']}) must not exceed search_um ({opts['search_um']})"
         )
+    ra = opts["refine_angle_deg"]
+    if not (isinstance(ra, int | float) and 0 <= ra <= opts["angle_step_deg"]):
+        raise ValueError(f"refine_angle_deg must be in [0, angle_step_deg], got {ra!r}")
     hp = opts["highpass_um"]
     if not (isinstance(hp, int | float) and math.isfinite(hp) and hp >= 0):
         raise ValueError(f"highpass_um must be a number >= 0 (0: off), got {hp!r}")
@@ -463,7 +467,7 @@ def _align_templates(
     for p in peaks:
         if all(_angle_diff(angles[p], angles[q]) >= sep for q in chosen):
             chosen.append(int(p))
-        if len(chosen) >= n + 2:
+        if len(chosen) >= n + 1:
             break
     if not chosen:
         log.info("coarse_align %s vs %s: no overlap at any angle", ta.name, tb.name)
@@ -478,9 +482,14 @@ def _align_templates(
         cand_angles.append((angles[p] + delta * step) % 360.0)
         iy, ix = divmod(int(best[p]), 2 * s + 1)
         cand_shift.append(((iy - s) * ratio, (ix - s) * ratio))
+    # each candidate at its angle and +-delta: the peak score over angle is sharper at the
+    # exact NCC, and the translation depends on the angle (about 25 µm per degree at the rim)
+    delta = float(opts["refine_angle_deg"])
+    offsets = np.array([-delta, 0.0, delta]) if delta > 0 else np.array([0.0])
+    eval_angles = (np.repeat(cand_angles, len(offsets)) + np.tile(offsets, len(chosen))) % 360
     fs = math.ceil(opts["max_shift_um"] / fa.pixel_um)
     fsize = size if fa is la and fb is lb else _fft_size(fa, fb, fs)
-    va, ma = _rotated(fa, np.array(cand_angles))
+    va, ma = _rotated(fa, eval_angles)
     spec_fa = _spectra(va, ma, fsize, workers)
     spec_fb = _fixed_spectra(fb, tb._cache, fsize, workers)
     findex = (np.arange(-fs, fs + 1) - (_half(fa) - _half(fb))) % fsize
@@ -488,24 +497,28 @@ def _align_templates(
     fncc = _ncc_window(spec_fa, spec_fb, fsize, findex, min_fn, workers, exact=True)
     w = math.ceil(ratio) + 1  # search the refined map near the coarse peak
     poses = []
-    for i, (theta_a, (cy, cx)) in enumerate(zip(cand_angles, cand_shift)):
+    for c, (cy, cx) in enumerate(cand_shift):
         y0, x0 = round(cy) + fs, round(cx) + fs
         ylo, yhi = max(0, y0 - w), min(2 * fs + 1, y0 + w + 1)
         xlo, xhi = max(0, x0 - w), min(2 * fs + 1, x0 + w + 1)
-        sub = fncc[i, ylo:yhi, xlo:xhi]
-        if sub.size == 0:
-            continue
-        jy, jx = np.unravel_index(int(sub.argmax()), sub.shape)
-        py, px = jy + ylo, jx + xlo
-        score = float(fncc[i, py, px])
+        peaks_c = []  # (score, py, px) per evaluated angle of this candidate
+        for j in range(len(offsets)):
+            sub = fncc[c * len(offsets) + j, ylo:yhi, xlo:xhi]
+            jy, jx = np.unravel_index(int(sub.argmax()), sub.shape)
+            peaks_c.append((float(sub[jy, jx]), jy + ylo, jx + xlo))
+        j = max(range(len(offsets)), key=lambda i: peaks_c[i][0])
+        score, py, px = peaks_c[j]
         if score <= -1:
             continue
-        m = fncc[i]
+        theta_a = float(eval_angles[c * len(offsets) + j])
+        if len(offsets) == 3 and j == 1:
+            theta_a += delta * _parabolic(peaks_c[0][0], score, peaks_c[2][0])
+        m = fncc[c * len(offsets) + j]
         dy = _parabolic(m[py - 1, px], m[py, px], m[py + 1, px]) if 0 < py < 2 * fs else 0.0
         dx = _parabolic(m[py, px - 1], m[py, px], m[py, px + 1]) if 0 < px < 2 * fs else 0.0
         shift_um = np.array([py - fs + dy, px - fs + dx]) * fa.pixel_um
         # found: a rotated by theta_a then shifted lands on b; invert for b relative to a
-        poses.append(invert_pose(Pose(float(theta_a), *map(float, shift_um), score)))
+        poses.append(invert_pose(Pose(theta_a % 360.0, *map(float, shift_um), score)))
     poses.sort(key=lambda p: -p.score)
     return poses[:n]
 
