@@ -30,7 +30,8 @@ def main() -> None:
     parser.add_argument("--shape", type=int, default=128, help="simulated grid side, px")
     parser.add_argument("--ingest", type=int, default=30)
     parser.add_argument("--queries", type=int, default=5)
-    parser.add_argument("--workdir", default=None, help="where the temporary databases go")
+    parser.add_argument("--workdir", default=None, help="where the databases go")
+    parser.add_argument("--keep", action="store_true", help="keep and reuse the databases")
     args = parser.parse_args()
     sizes = [int(float(s)) for s in args.sizes.split(",")]
     rows = []
@@ -41,6 +42,7 @@ def main() -> None:
             n_ingest=args.ingest,
             n_queries=args.queries,
             workdir=args.workdir,
+            keep=args.keep,
         )
         print(_table(rows[-1:]), flush=True)
         out = Path(__file__).parent / "results"

@@ -21,8 +21,13 @@ import balllink as bl
 AGENCIES = ["METRO-PD", "RIVER-CO-SO", "STATE-HP"]
 
 
+def shape(size: int):
+    """Simulated grid: (size, size), or the Fadul-like 545 x 545 default when 0."""
+    return (size, size) if size else None
+
+
 def simulated_folder(folder: Path, size: int) -> Path:
-    sims = bl.simulate.casings(3, 3, seed=5, shape=(size, size))
+    sims = bl.simulate.casings(3, 2, seed=5, shape=shape(size), difficulty="fadul-like")
     for scan, row in zip(sims.scans, sims.truth):
         bl.write_scan(scan, folder / f"gun{row['firearm_id']}-casing{row['casing_id']}.x3p")
     return folder
@@ -32,7 +37,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("folder", nargs="?", help="folder of scans (default: simulated)")
     parser.add_argument("--db", default=None, help="database folder (default: temporary)")
-    parser.add_argument("--size", type=int, default=200, help="simulated scan side (px)")
+    parser.add_argument("--size", type=int, default=0, help="simulated side, px (0: 545)")
     args = parser.parse_args(argv)
 
     tmp = Path(tempfile.mkdtemp(prefix="balllink-example-"))

@@ -15,17 +15,22 @@ import balllink as bl
 from balllink.report import overlay_figure
 
 
+def shape(size: int):
+    """Simulated grid: (size, size), or the Fadul-like 545 x 545 default when 0."""
+    return (size, size) if size else None
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("files", nargs="*", help="two scan files (default: simulated)")
     parser.add_argument("--out", default="overlay.png")
-    parser.add_argument("--size", type=int, default=200, help="simulated scan side (px)")
+    parser.add_argument("--size", type=int, default=0, help="simulated side, px (0: 545)")
     args = parser.parse_args(argv)
 
     if args.files:
         a, b = (bl.preprocess(bl.read_scan(f)) for f in args.files)
     else:
-        sims = bl.simulate.casings(1, 2, seed=3, shape=(args.size, args.size))
+        sims = bl.simulate.casings(1, 2, seed=3, shape=shape(args.size), difficulty="fadul-like")
         a, b = sims.scans
         truth = bl.simulate.relative_pose(sims.truth[0], sims.truth[1])
         print(f"planted pose of b on a: rotation {truth[0]:.1f}°, shift {truth[1:]} µm")

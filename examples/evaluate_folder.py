@@ -21,12 +21,17 @@ import balllink as bl
 from balllink.report import evaluation_summary, score_histogram
 
 
+def shape(size: int):
+    """Simulated grid: (size, size), or the Fadul-like 545 x 545 default when 0."""
+    return (size, size) if size else None
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("folder", nargs="?", help="labelled scans (default: simulated)")
     parser.add_argument("--truth", help="CSV with columns file,firearm")
     parser.add_argument("--out", default="histogram.png")
-    parser.add_argument("--size", type=int, default=200, help="simulated scan side (px)")
+    parser.add_argument("--size", type=int, default=0, help="simulated side, px (0: 545)")
     args = parser.parse_args(argv)
 
     if args.folder:
@@ -36,7 +41,7 @@ def main(argv=None) -> None:
         preps = [bl.preprocess(bl.read_scan(Path(args.folder) / n)) for n in names]
         labels = [truth[n] for n in names]
     else:
-        sims = bl.simulate.casings(3, 2, seed=11, shape=(args.size, args.size))
+        sims = bl.simulate.casings(3, 2, seed=11, shape=shape(args.size), difficulty="fadul-like")
         preps, labels = sims.scans, sims.truth["firearm_id"].tolist()
         names = [s.name for s in preps]
 

@@ -24,8 +24,13 @@ from pathlib import Path
 import balllink as bl
 
 
+def shape(size: int):
+    """Simulated grid: (size, size), or the Fadul-like 545 x 545 default when 0."""
+    return (size, size) if size else None
+
+
 def simulated_pairs(folder: Path, size: int) -> Path:
-    sims = bl.simulate.casings(2, 2, seed=9, shape=(size, size))
+    sims = bl.simulate.casings(2, 2, seed=9, shape=shape(size), difficulty="fadul-like")
     names = []
     for scan, row in zip(sims.scans, sims.truth):
         names.append(f"gun{row['firearm_id']}-casing{row['casing_id']}.x3p")
@@ -40,7 +45,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("pairs", nargs="?", help="CSV of file pairs (default: simulated)")
     parser.add_argument("--out", default="scores.csv")
-    parser.add_argument("--size", type=int, default=200, help="simulated scan side (px)")
+    parser.add_argument("--size", type=int, default=0, help="simulated side, px (0: 545)")
     args = parser.parse_args(argv)
 
     tmp = Path(tempfile.mkdtemp(prefix="balllink-example-"))

@@ -282,7 +282,7 @@ def test_audit_trail_detects_edit_and_deletion(tmp_path):
         db.set_status(db.leads()[0].id, "confirmed", examiner="E")
         db.log_event("export", what="leads")
         rep = db.verify_audit()
-        assert rep.ok and rep.n_records == 7
+        assert rep.ok and rep.n_records == 8  # threshold, 4 ingests, search, status, export
     sqlite = path / "leads.sqlite"
 
     def tamper(sql):

@@ -125,7 +125,7 @@ def _cmd_ingest(args) -> int:
         extra = per_file.get(str(p)) or per_file.get(p.name) or {}
         items.append((p, extra))
     bar = _Bar("ingest", not args.json)
-    with _open(args, rescore_k=args.rescore) as db:
+    with _open(args, rescore_k=args.rescore, threshold=args.threshold) as db:
         rep = db.ingest_many(items, correlate=not args.no_correlate, progress=bar, **common)
     bar.close()
     text = [
@@ -491,7 +491,7 @@ AGENCIES = {
 }
 
 
-def _simulated_region(seed: int = 7, shape=(200, 200)):
+def _simulated_region(seed: int = 7, shape=None, difficulty: str = "fadul-like"):
     """A year of shootings in three agencies: guns, casings, test fires, with truth."""
     import numpy as np
 
@@ -510,7 +510,7 @@ def _simulated_region(seed: int = 7, shape=(200, 200)):
     ]
     recovered = {0: ("Glock", "19", "BHX123"), 3: ("Smith & Wesson", "SD9VE", "FCK4471")}
     per = max(len(p) + (g in recovered) for g, p in enumerate(plan))
-    sims = simulate.casings(len(plan), per, seed=seed, shape=shape)
+    sims = simulate.casings(len(plan), per, seed=seed, shape=shape, difficulty=difficulty)
     items, truth = [], []
     case_no = 100
     for g, agencies in enumerate(plan):
@@ -644,14 +644,15 @@ def _cmd_demo(args) -> int:
         say(f"Real scans from {data}: {len(items)} files, as if from {len(AGENCIES)} agencies")
     else:
         say("Simulating a region of 3 agencies over 2025 (balllink.simulate)...")
-        items, labels = _simulated_region(shape=(args.size, args.size))
+        items, labels = _simulated_region(shape=(args.size, args.size) if args.size else None)
         say(
             f"  {len(items)} casings from {len(set(labels))} guns "
             f"({sum(i['kind'] == 'test_fire' for i in items)} test fires of recovered guns)"
         )
     from .database import LeadDatabase
 
-    db = LeadDatabase(dbdir, rescore_k=50)
+    rescore = args.rescore or (50 if data is not None else 6)
+    db = LeadDatabase(dbdir, rescore_k=rescore, threshold=args.threshold)
     bar = _Bar("ingest", not args.json)
     ids: list = []
     skipped = []
@@ -733,16 +734,19 @@ def run_bench(
     n_queries: int = 5,
     rescore: int = 50,
     workdir=None,
+    keep: bool = False,
     seed: int = 0,
     progress: bool = True,
 ) -> list[dict]:
     """Ingest rate and search latency of a lead database of simulated exhibits.
 
     For each size N: N small simulated casings (``shape`` pixels at ``spacing_um``,
-    prepared-like) are stored without correlation (bulk load), then ``n_ingest`` more are
-    ingested with full correlation (retrieval + rescoring of up to ``rescore`` candidates
-    each), then ``n_queries`` searches each rescore the top ``rescore``. Peak memory is the
-    process's maximum resident set size so far.
+    prepared-like) are stored without correlation (bulk load), then ``n_ingest`` new
+    firings of stored guns are ingested with full correlation (retrieval + rescoring of up
+    to ``rescore`` candidates each), then ``n_queries`` searches each rescore the top
+    ``rescore``. Peak memory is the process's maximum resident set size so far. With
+    ``keep``, databases stay in ``workdir`` and are reused by the next run (bulk load and
+    correlated ingest are then not measured again).
     """
     import resource
     import tempfile
@@ -757,9 +761,14 @@ def run_bench(
 
     results = []
     for size in sizes:
-        tmp = tempfile.mkdtemp(prefix="balllink-bench-", dir=workdir)
+        if keep:
+            folder = Path(workdir or ".") / f"bench-{size}-{shape[0]}x{shape[1]}"
+            folder.mkdir(parents=True, exist_ok=True)
+        else:
+            folder = Path(tempfile.mkdtemp(prefix="balllink-bench-", dir=workdir))
         try:
-            db = LeadDatabase(Path(tmp) / "bench.db", rescore_k=rescore)
+            db = LeadDatabase(folder / "bench.db", rescore_k=rescore)
+            reused = db.count() >= size
             per = 4  # stored firings per gun; firing `per` of the first guns are new casings
             n_fire = math.ceil(size / per)
             stream = simulate.iter_casings(
@@ -767,60 +776,63 @@ def run_bench(
             )
             extra: list = []
 
-            def bulk(stream=stream, extra=extra, size=size, per=per):
+            def bulk(stream=stream, extra=extra, size=size, per=per, reused=reused):
                 k = 0
                 for scan, _ in stream:
                     if scan.meta["simulation"]["firing_index"] == per:
                         if len(extra) < n_ingest + n_queries:
                             extra.append(prepared(scan))
-                    elif k < size:
+                        elif reused:
+                            return
+                    elif k < size and not reused:
                         yield prepared(scan), {"agency": "A", "case_id": f"c{k}"}
                         k += 1
 
+            load_rate = ingest_rate = None
             t = time.perf_counter()
-            bar = _Bar(f"load {size}", progress)
+            bar = _Bar(f"load {size}", progress and not reused)
             rep = db.ingest_many(bulk(), correlate=False, progress=bar)
             bar.close()
-            load_rate = len(rep.ingested) / (time.perf_counter() - t)
+            if not reused:
+                load_rate = round(len(rep.ingested) / (time.perf_counter() - t), 1)
             t = time.perf_counter()
             new = [(s, {"agency": "B", "case_id": f"n{k}"}) for k, s in enumerate(extra[:n_ingest])]
             rep = db.ingest_many(new)
-            ingest_rate = len(rep.ingested) / (time.perf_counter() - t)
-            lat = []
+            if rep.ingested:
+                ingest_rate = round(len(rep.ingested) / (time.perf_counter() - t), 2)
+            lat, rescore_only = [], []
             for q in extra[n_ingest:]:
                 t = time.perf_counter()
                 res = db.search(q, k=10, scope={"max_rescore": rescore})
                 lat.append(time.perf_counter() - t)
+                ids, _, _ = db._candidates(q, res.scope)
+                cands = [db.scan(i) for i in ids]
+                t = time.perf_counter()
+                db._compare_many(q, cands)
+                rescore_only.append(time.perf_counter() - t)
+            n = db.count()
             db.close()
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-            disk = sum(f.stat().st_size for f in Path(tmp).rglob("*") if f.is_file())
+            disk = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
             results.append(
                 {
-                    "exhibits": size,
+                    "exhibits": n,
                     "shape": "x".join(map(str, shape)),
                     "spacing_um": spacing_um,
-                    "bulk_load_per_s": round(load_rate, 1),
-                    "ingest_correlated_per_s": round(ingest_rate, 2),
+                    "bulk_load_per_s": load_rate,
+                    "ingest_correlated_per_s": ingest_rate,
                     "search_rescored": res.n_rescored if lat else 0,
                     "search_p50_s": round(float(np.median(lat)), 3) if lat else None,
                     "search_max_s": round(float(np.max(lat)), 3) if lat else None,
+                    "rescore_only_p50_s": round(float(np.median(rescore_only)), 3) if lat else None,
                     "peak_rss_mb": round(peak, 1),
-                    "disk_kb_per_exhibit": round(disk / 1024 / max(1, db_count(tmp)), 1),
+                    "disk_kb_per_exhibit": round(disk / 1024 / max(1, n), 1),
                 }
             )
         finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            if not keep:
+                shutil.rmtree(folder, ignore_errors=True)
     return results
-
-
-def db_count(folder) -> int:
-    import sqlite3
-
-    con = sqlite3.connect(Path(folder) / "bench.db" / "leads.sqlite")
-    try:
-        return int(con.execute("SELECT count(*) FROM exhibits").fetchone()[0])
-    finally:
-        con.close()
 
 
 def _cmd_bench(args) -> int:
@@ -853,6 +865,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--serial")
     p.add_argument("--fields", help="CSV with a 'file' column and exhibit fields per file")
     p.add_argument("--rescore", type=int, default=50, help="candidates compared in full")
+    p.add_argument("--threshold", type=float, help="set the database's lead threshold")
     p.add_argument("--no-correlate", action="store_true", help="store only (bulk archive load)")
     p.set_defaults(func=_cmd_ingest)
 
@@ -911,7 +924,11 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", parents=[common], help="the main job end to end")
     p.add_argument("--data", help="a folder of real scans (default: a simulated region)")
     p.add_argument("--out", default="demo-out", help="output folder (default ./demo-out)")
-    p.add_argument("--size", type=int, default=200, help="simulated scan side, pixels")
+    p.add_argument("--size", type=int, default=0, help="simulated scan side, px (0: 545)")
+    p.add_argument(
+        "--rescore", type=int, help="candidates compared per casing (default 6, 50 with --data)"
+    )
+    p.add_argument("--threshold", type=float, help="lead threshold (default: shipped)")
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("check", parents=[common], help="SQLite, index, scans, audit agree?")

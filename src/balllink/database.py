@@ -207,7 +207,8 @@ class LeadDatabase:
     path : str or Path
         The database folder (``leads.db`` in the examples). Created when missing.
     threshold : float, optional
-        Lead threshold on the comparison score. Default: the shipped threshold of the
+        Lead threshold on the comparison score; when given it is stored in the database
+        (see `set_threshold`). Default: the stored one, else the shipped threshold of the
         compare stage (`balllink.leads.default_threshold`), the one measured on real data.
     rescore_k : int
         On ingest, the new exhibit is compared in full with at most this many candidates
@@ -256,7 +257,6 @@ class LeadDatabase:
             )
         self.path.mkdir(parents=True, exist_ok=True)
         (self.path / "scans").mkdir(exist_ok=True)
-        self.threshold = float(default_threshold() if threshold is None else threshold)
         if int(rescore_k) < 1:
             raise ValueError(f"rescore_k must be >= 1, got {rescore_k}")
         self.rescore_k = int(rescore_k)
@@ -275,6 +275,33 @@ class LeadDatabase:
         self._null_cache: tuple[tuple, np.ndarray] | None = None
         self._con = _db_schema.connect(str(self.path / SQLITE_NAME))
         _db_schema.ensure_schema(self._con, str(self.path))
+        stored = self._sql().execute("SELECT value FROM settings WHERE key='threshold'")
+        stored = stored.fetchone()
+        if threshold is not None:
+            self.set_threshold(threshold)
+        elif stored is not None:
+            self.threshold = float(stored[0])
+        else:
+            self.threshold = default_threshold()
+
+    def set_threshold(self, threshold: float) -> None:
+        """Set this database's lead threshold (kept in the database, audited).
+
+        Without it the shipped default applies (`balllink.leads.default_threshold`);
+        `leads` and `series` also take a threshold per call.
+        """
+        threshold = float(threshold)
+        if not np.isfinite(threshold):
+            raise ValueError(f"threshold must be a finite number, got {threshold}")
+        self.threshold = threshold
+        row = self._sql().execute("SELECT value FROM settings WHERE key='threshold'").fetchone()
+        if row is not None and float(row[0]) == threshold:
+            return
+        with self._tx():
+            self._sql().execute(
+                "INSERT OR REPLACE INTO settings VALUES ('threshold', ?)", (repr(threshold),)
+            )
+            self._audit("threshold", threshold=threshold)
 
     # ------------------------------------------------------------------ basics
     @property

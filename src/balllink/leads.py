@@ -40,11 +40,14 @@ def default_threshold() -> float:
 
     Examples
     --------
-    >>> isinstance(default_threshold(), float)
+    >>> from balllink.compare import CMCConfig
+    >>> default_threshold() == CMCConfig().lead_threshold
     True
     """
-    from . import compare
+    import importlib
 
+    # the module, not the `compare` function that balllink/__init__ exports under that name
+    compare = importlib.import_module(".compare", __package__)
     value = getattr(compare, "LEAD_THRESHOLD", None)
     if value is None:
         try:
