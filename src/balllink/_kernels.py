@@ -29,7 +29,7 @@ __all__ = [
 ]
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def rotate_nearest(img, angle_deg, cy, cx):
     """Nearest-neighbour rotation as CImg (imager) does it; NaN outside the input."""
     ny, nx = img.shape
@@ -40,7 +40,7 @@ def rotate_nearest(img, angle_deg, cy, cx):
     sa = np.float32(math.sin(rad))
     fcx = np.float32(cx)
     fcy = np.float32(cy)
-    for r in prange(ny):
+    for r in range(ny):
         yc = np.float32(r) - fcy
         for c in range(nx):
             xc = np.float32(c) - fcx
@@ -55,7 +55,7 @@ def rotate_nearest(img, angle_deg, cy, cx):
     return out
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def warp_rigid(img, out_ny, out_nx, angle_deg, cy_in, cx_in, cy_out, cx_out, dy, dx):
     """Bilinear rigid warp: ``img`` rotated by ``angle_deg`` then shifted by ``(dy, dx)``.
 
@@ -70,7 +70,7 @@ def warp_rigid(img, out_ny, out_nx, angle_deg, cy_in, cx_in, cy_out, cx_out, dy,
     rad = angle_deg * math.pi / 180.0
     ca = math.cos(rad)
     sa = math.sin(rad)
-    for r in prange(out_ny):
+    for r in range(out_ny):
         qy = r - cy_out - dy
         for c in range(out_nx):
             qx = c - cx_out - dx
@@ -155,7 +155,7 @@ def _corr_idx(cell, region, ridx, cidx):
     return sxy / math.sqrt(sxx * syy)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def index_corr(cells, regions, ridx, cidx):
     """Best Pearson correlation per cell over candidate index windows into its region.
 
@@ -167,7 +167,7 @@ def index_corr(cells, regions, ridx, cidx):
     n = cells.shape[0]
     nv = ridx.shape[1]
     out = np.empty(n, dtype=np.float64)
-    for k in prange(n):
+    for k in range(n):
         best = np.nan
         for v in range(nv):
             if ridx[k, v, 0] == -2:  # unused variant slot
@@ -310,12 +310,12 @@ def _warp_row(img, out, r, angle_deg, cy_in, cx_in, cy_out, cx_out, dy, dx):
         out[c] = np.nan if bad else acc
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def warp_stack(img, out_ny, out_nx, angles_deg, cy_in, cx_in, cy_out, cx_out, dy, dx):
     """:func:`warp_rigid` for several angles at once: (T, out_ny, out_nx) float32."""
     nt = angles_deg.shape[0]
     out = np.empty((nt, out_ny, out_nx), dtype=np.float32)
-    for job in prange(nt * out_ny):
+    for job in range(nt * out_ny):
         t = job // out_ny
         r = job % out_ny
         _warp_row(img, out[t, r], r, angles_deg[t], cy_in, cx_in, cy_out, cx_out, dy, dx)

@@ -22,6 +22,7 @@ superposed, lands on scan ``a``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -309,13 +310,13 @@ def _pad_region_cmcr(sub, lo_c, hi_c, lo_r, hi_r, ny, nx):
     return sub
 
 
-def _cmcr_resp_index(m: int, n: int, nfft: int) -> np.ndarray:
-    """Index into a circular CCF of length ``nfft`` giving cmcR's ``filterViaFFT`` output.
+@functools.lru_cache(maxsize=4096)
+def _cmcr_offsets(m: int, n: int) -> np.ndarray:
+    """Cell offsets p (cell top-left in the region) of cmcR's ``filterViaFFT`` output.
 
     cmcR pads cell (m) and region (n) to L = m + n - 1, takes ``ifft(fft(A) conj(fft(B)))``,
     ``fftshift``s it, ``circshift``s by ``round2((n - m) / 2)`` and keeps ``n`` entries
-    from ``round2(m / 2)``. Entry q is the correlation at cell offset p (cell top-left in
-    the region); our circular CCF of length nfft >= L holds it at ``(-p) mod nfft``.
+    from ``round2(m / 2)``: entry q is the zero-filled correlation at offset ``p[q]``.
     """
     L = m + n - 1
     h = -(-L // 2)
@@ -325,7 +326,23 @@ def _cmcr_resp_index(m: int, n: int, nfft: int) -> np.ndarray:
     k = (q + half_m - 1 - s + h) % L
     p = (-k) % L
     p = np.where(p > n - 1, p - L, p)
-    return (-p) % nfft
+    p.setflags(write=False)
+    return p
+
+
+def _cmcr_nfft_needed(m: int, n: int) -> int:
+    """Smallest circular CCF length that holds cmcR's offsets of (m, n) without aliasing."""
+    p = _cmcr_offsets(m, n)
+    return int(max(n - p.min(), p.max() + m, n))
+
+
+@functools.lru_cache(maxsize=4096)
+def _cmcr_resp_index(m: int, n: int, nfft: int) -> np.ndarray:
+    """Index into our circular CCF (``ifft(F(cell) conj(F(region)))``, length ``nfft``)
+    giving cmcR's ``filterViaFFT`` output: offset p sits at ``(-p) mod nfft``."""
+    out = (-_cmcr_offsets(m, n)) % nfft
+    out.setflags(write=False)
+    return out
 
 
 def _cmcr_corr_window(m: int, n: int, d: int) -> np.ndarray:
@@ -421,12 +438,13 @@ def _cmcr_direction(ref: np.ndarray, tgt: np.ndarray, cfg: CMCConfig, progress=N
     if not keep_cells:
         return thetas, cells, dx, dy, corr, present
     rboxes = [_cmcr_region_box(cells.boxes[k], mult, ny, nx) for k in range(n_cells)]
-    max_m = max(max(cells.std[k].shape) for k in keep_cells)
-    max_n = 0
+    need = 2
     for k in keep_cells:
         (a, b), (c, d) = rboxes[k]
-        max_n = max(max_n, b - a + 1, d - c + 1)
-    nfft = sfft.next_fast_len(max_m + max_n - 1, real=True)
+        n_sq = max(b - a + 1, d - c + 1)
+        for m in cells.std[k].shape:
+            need = max(need, _cmcr_nfft_needed(m, n_sq))
+    nfft = sfft.next_fast_len(need, real=True)
     # cell spectra (standardized, NA -> 0), once per direction
     cstack = np.zeros((len(keep_cells), nfft, nfft), np.float32)
     for i, k in enumerate(keep_cells):
