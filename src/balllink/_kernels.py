@@ -242,9 +242,25 @@ def cell_search(cells, stack, r0, c0, margin, min_n):
     Returns ``dy, dx`` (offset minus ``margin``; first maximum in row-major order) and
     ``corr`` (NaN when no offset has ``min_n[k]`` jointly valid pixels), each (T, n).
     """
-    n = cells.shape[0]
+    n, h, w = cells.shape
     nt = stack.shape[0]
     side = 2 * margin + 1
+    # the valid pixels of each cell, compacted once (row-major order kept)
+    nv = np.zeros(n, dtype=np.int64)
+    ii = np.empty((n, h * w), dtype=np.int64)
+    jj = np.empty((n, h * w), dtype=np.int64)
+    xv = np.empty((n, h * w), dtype=np.float64)
+    for k in range(n):
+        m = 0
+        for i in range(h):
+            for j in range(w):
+                x = cells[k, i, j]
+                if not math.isnan(x):
+                    ii[k, m] = i
+                    jj[k, m] = j
+                    xv[k, m] = x
+                    m += 1
+        nv[k] = m
     dy = np.zeros((nt, n), dtype=np.int64)
     dx = np.zeros((nt, n), dtype=np.int64)
     corr = np.full((nt, n), np.nan, dtype=np.float64)
@@ -254,11 +270,39 @@ def cell_search(cells, stack, r0, c0, margin, min_n):
         best = -np.inf
         by = 0
         bx = 0
+        need = max(min_n[k], 2)
+        if nv[k] < need:
+            continue
         for oy in range(side):
             for ox in range(side):
-                v, _ = _ncc_one(cells[k], stack[t], r0[k] + oy, c0[k] + ox, min_n[k])
-                if not math.isnan(v) and v > best:
-                    best = v
+                br = r0[k] + oy
+                bc = c0[k] + ox
+                cnt = 0
+                sx = 0.0
+                sy = 0.0
+                sxx = 0.0
+                syy = 0.0
+                sxy = 0.0
+                for v in range(nv[k]):
+                    y = stack[t, br + ii[k, v], bc + jj[k, v]]
+                    if math.isnan(y):
+                        continue
+                    x = xv[k, v]
+                    cnt += 1
+                    sx += x
+                    sy += y
+                    sxx += x * x
+                    syy += y * y
+                    sxy += x * y
+                if cnt < need:
+                    continue
+                vx = sxx - sx * sx / cnt
+                vy = syy - sy * sy / cnt
+                if vx <= 1e-12 * max(sxx, 1e-30) or vy <= 1e-12 * max(syy, 1e-30):
+                    continue
+                val = (sxy - sx * sy / cnt) / math.sqrt(vx * vy)
+                if val > best:
+                    best = val
                     by = oy
                     bx = ox
         if best > -np.inf:
