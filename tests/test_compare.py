@@ -138,12 +138,24 @@ def test_split_bounds_like_cimg():
     assert {hi - lo + 1 for lo, hi in b} == {68, 69}
 
 
-def test_different_spacing_is_refused_naming_both():
+def test_different_spacing_is_resampled(fadul):
+    a = fadul["Fadul 1-1.x3p"]
+    fine = bl.Scan(
+        ndi.zoom(a.masked_heights(), 2.0, order=1, mode="nearest", grid_mode=False),
+        spacing_um=a.spacing_um[0] / 2,
+        source="fine-copy.x3p",
+    )
+    cmp = bl.compare(a, fine)
+    assert cmp.lead and angle_err(cmp.rotation_deg, 0.0) <= 1.5
+    assert max(abs(t) for t in cmp.translation_um) <= 2 * a.spacing_um[0]
+
+
+def test_bad_input_is_refused_naming_the_scan():
     z = np.random.default_rng(0).standard_normal((64, 64)).astype(np.float32)
     a = bl.Scan(z, spacing_um=6.25, source="/x/alpha.x3p")
-    b = bl.Scan(z, spacing_um=3.125, source="/x/beta.x3p")
-    with pytest.raises(bl.PreprocessError, match=r"alpha\.x3p.*beta\.x3p"):
-        bl.compare(a, b)
+    oblong = bl.Scan(z, spacing_um=(6.25, 3.0), source="/x/beta.x3p")
+    with pytest.raises(bl.PreprocessError, match=r"beta\.x3p.*non-square"):
+        bl.compare(oblong, oblong.replace(source="/x/gamma.x3p"))
     with pytest.raises(TypeError, match="Scan"):
         bl.compare(a, z)
 

@@ -849,22 +849,35 @@ def _resolve_config(method, config) -> CMCConfig:
     )
 
 
-def _check_pair(a, b) -> None:
+def _check_pair(a, b) -> tuple[Scan, Scan]:
+    """Validate a pair; scans of different spacing are resampled to the coarser one."""
     for name, s in (("a", a), ("b", b)):
         if not isinstance(s, Scan):
             raise TypeError(f"compare: {name} must be a balllink.Scan, got {type(s).__name__}")
     if not np.allclose(a.spacing_um, b.spacing_um, rtol=1e-6):
-        raise PreprocessError(
-            f"compare: scans {a.name} (spacing {a.spacing_um} µm) and {b.name} (spacing "
-            f"{b.spacing_um} µm) differ in lateral spacing; resample both to one spacing "
-            "first, e.g. bl.resample(scan, spacing_um=6.25)"
-        )
+        from .preprocess import resample
+
+        target = max(max(a.spacing_um), max(b.spacing_um))
+        log.info(
+            "compare: %s (%s µm) and %s (%s µm) differ in spacing; resampling to %g µm",
+            a.name, a.spacing_um, b.name, b.spacing_um, target,
+        )  # fmt: skip
+        try:
+            a, b = (resample(s, spacing_um=target) for s in (a, b))
+        except Exception as exc:
+            raise PreprocessError(
+                f"compare: scans {a.name} (spacing {a.spacing_um} µm) and {b.name} (spacing "
+                f"{b.spacing_um} µm) differ in lateral spacing and could not be resampled to "
+                f"{target:g} µm ({exc}); resample both first, e.g. bl.resample(scan, "
+                "spacing_um=6.25)"
+            ) from exc
     for s in (a, b):
         if abs(s.spacing_um[0] - s.spacing_um[1]) > 1e-6 * s.spacing_um[0]:
             raise PreprocessError(
                 f"compare: scan {s.name} has non-square pixels {s.spacing_um} µm; resample "
                 "it to square pixels first (bl.resample)"
             )
+    return a, b
 
 
 def _cells_table(
@@ -1161,7 +1174,8 @@ def compare(
     Raises
     ------
     balllink.PreprocessError
-        When the scans differ in spacing (the message names both).
+        When the scans differ in spacing and cannot be resampled to the coarser one, or have
+        non-square pixels (the message names the scans).
 
     Examples
     --------
@@ -1174,7 +1188,7 @@ def compare(
     (True, 0.0)
     """
     cfg = _resolve_config(method, config)
-    _check_pair(a, b)
+    a, b = _check_pair(a, b)
     if cfg.ccf == "cmcr":
         return _compare_cmcr(a, b, cfg)
     return _compare_default(_prepare(a, cfg), _prepare(b, cfg), cfg)
@@ -1202,9 +1216,15 @@ def compare_many(
     [True, True]
     """
     cfg = config if config is not None else CMCConfig()
-    cands = list(candidates)
-    for c in cands:
-        _check_pair(query, c)
+    cands = []
+    for c in candidates:
+        q2, c2 = _check_pair(query, c)
+        if q2 is not query:  # candidates of another spacing are resampled to the query's
+            raise PreprocessError(
+                f"compare_many: candidate {c.name} has spacing {c.spacing_um} µm, finer than "
+                f"the query {query.name} ({query.spacing_um} µm); resample it first"
+            )
+        cands.append(c2)
     out: list[Comparison] = []
     if cfg.ccf == "cmcr":
         for i, c in enumerate(cands):
