@@ -78,6 +78,9 @@ class CasingIndex:
         Inverted lists visited per query keypoint (IVF factories).
     ef_search : int
         HNSW search depth (HNSW factories).
+    max_stored : int, optional
+        Keep only the strongest ``max_stored`` keypoints of each stored casing (memory and
+        speed against recall); queries always use all of theirs.
 
     Attributes
     ----------
@@ -110,8 +113,10 @@ class CasingIndex:
         shift_bin_um: float = 150.0,
         nprobe: int = 32,
         ef_search: int = 64,
+        max_stored: int | None = 128,
     ) -> None:
         self.factory = factory
+        self.max_stored = max_stored
         self.neighbors = neighbors
         self.angle_bin_deg = angle_bin_deg
         self.shift_bin_um = shift_bin_um
@@ -140,6 +145,7 @@ class CasingIndex:
             "shift_bin_um": float(self.shift_bin_um),
             "nprobe": int(self.nprobe),
             "ef_search": int(self.ef_search),
+            "max_stored": None if self.max_stored is None else int(self.max_stored),
         }
 
     def _check_params(self) -> None:
@@ -147,6 +153,8 @@ class CasingIndex:
             raise ValueError(f"neighbors must be >= 1, got {self.neighbors}")
         if not (0 < self.angle_bin_deg <= 90):
             raise ValueError(f"angle_bin_deg must be in (0, 90], got {self.angle_bin_deg}")
+        if self.max_stored is not None and int(self.max_stored) < 1:
+            raise ValueError(f"max_stored must be >= 1 or None, got {self.max_stored}")
         if not self.shift_bin_um > 0:
             raise ValueError(f"shift_bin_um must be > 0, got {self.shift_bin_um}")
 
@@ -156,7 +164,7 @@ class CasingIndex:
         except RuntimeError as exc:
             raise ValueError(
                 f"factory={self.factory_!r} is not a FAISS index factory string usable for "
-                f"{DESCRIPTOR_DIM}-d vectors (try 'Flat', 'HNSW32', 'IVF1024,PQ16'): {exc}"
+                f"{DESCRIPTOR_DIM}-d vectors (try 'Flat', 'HNSW32', 'IVF1024,PQ13'; PQ needs a divisor of {DESCRIPTOR_DIM}): {exc}"
             ) from None
         return faiss.IndexIDMap2(inner)
 
@@ -282,6 +290,8 @@ class CasingIndex:
         pending = 0
         for cid, item in zip(ids, scans_or_descriptors, strict=True):
             rows = _rows_of(item, f"casing {int(cid)}")
+            if self.max_stored is not None:
+                rows = rows[: int(self.max_stored)]  # embed lists the strongest first
             batch_ids.append(int(cid))
             batch_rows.append(rows)
             pending += len(rows)
