@@ -174,16 +174,6 @@ def main(argv=None) -> int:
         index, t_build, t_fit = build(
             factory, pool, distractors, args.n, args.max_stored, args.nprobe
         )
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "i.blx"
-            index.save(path)
-            file_bytes = path.stat().st_size
-            back = bl.CasingIndex.load(path)
-            same = all(
-                np.array_equal(a, b)
-                for a, b in zip(index.search(queries[:5], k=10), back.search(queries[:5], k=10))
-            )
-            del back
         lat = []
         top = []
         for q in queries:
@@ -198,6 +188,15 @@ def main(argv=None) -> int:
             for k in rec:
                 hits = sum(1 for c in lst[:k] if c < len(pool) and firearms[c] == firearms[i])
                 rec[k].append(hits / mates)
+        before = index.search(queries[:5], k=10)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "i.blx"
+            index.save(path)
+            file_bytes = path.stat().st_size
+            del index  # never two copies of a large index in memory
+            index = bl.CasingIndex.load(path)
+            after = index.search(queries[:5], k=10)
+            same = all(np.array_equal(a, b) for a, b in zip(before, after, strict=True))
         r = {
             "build_s": t_build,
             "fit_s": t_fit,

@@ -22,7 +22,6 @@ but retrieves same-gun casings far worse.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
@@ -68,7 +67,8 @@ class CasingIndex:
     ----------
     factory : str, optional
         FAISS index factory string for the keypoint descriptors: ``"Flat"`` (default,
-        exact), ``"HNSW32"``, ``"IVF4096,PQ16"``, ``"OPQ16_64,IVF16384_HNSW32,PQ16"``, ...
+        exact), ``"HNSW32"``, ``"IVF4096,PQ13"``, ``"PCA32,Flat"``, ``"OPQ16_64,IVF4096,PQ16"``,
+        ... (a PQ size must divide 104 unless an OPQ/PCA stage comes first).
         Trained factories are fitted on the first `add` (or call `fit`).
     neighbors : int
         Stored keypoints fetched per query keypoint.
@@ -164,7 +164,8 @@ class CasingIndex:
         except RuntimeError as exc:
             raise ValueError(
                 f"factory={self.factory_!r} is not a FAISS index factory string usable for "
-                f"{DESCRIPTOR_DIM}-d vectors (try 'Flat', 'HNSW32', 'IVF1024,PQ13'; PQ needs a divisor of {DESCRIPTOR_DIM}): {exc}"
+                f"{DESCRIPTOR_DIM}-d vectors (try 'Flat', 'HNSW32', 'IVF1024,PQ13'; the PQ "
+                f"size must divide {DESCRIPTOR_DIM}): {exc}"
             ) from None
         return faiss.IndexIDMap2(inner)
 
@@ -507,13 +508,10 @@ class CasingIndex:
         refused
         """
         path = Path(path)
-        try:
-            with open(path, "rb") as fh:
-                data = fh.read()
-        except OSError as exc:
-            raise IndexFormatError(f"{path}: cannot read casing index ({exc})") from None
-        try:
-            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        if not path.is_file():
+            raise IndexFormatError(f"{path}: cannot read casing index (no such file)")
+        try:  # members are read one at a time: no second copy of a large index
+            with np.load(path, allow_pickle=False) as npz:
                 arrays = {name: npz[name] for name in npz.files}
             meta = json.loads(arrays["meta"].tobytes().decode())
         except (zipfile.BadZipFile, ValueError, KeyError, OSError, EOFError) as exc:
