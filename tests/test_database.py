@@ -501,7 +501,9 @@ def test_fadul_as_three_agencies(fadul_dir, fadul_truth, tmp_path):
     files = sorted(fadul_truth)
     rng = np.random.default_rng(0)
     agencies = rng.choice(["CITY", "COUNTY", "STATE"], size=len(files))
-    with LeadDatabase(tmp_path / "fadul.db", rescore_k=10) as db:
+    # retrieval top 5: on Fadul an earlier same-gun casing ranks at worst 4th among the
+    # earlier exhibits (measured with the shipped index), so every KM pair is compared
+    with LeadDatabase(tmp_path / "fadul.db", rescore_k=5) as db:
         items = [(fadul_dir / f, {"agency": str(a)}) for f, a in zip(files, agencies)]
         rep = db.ingest_many(items)
         assert not rep.skipped and len(rep.ingested) == 40
