@@ -5,15 +5,19 @@ vector: the identifying marks are local, and global rotation-invariant vectors (
 angular power spectra, rotated thumbnails) put same-gun casings in the top 10 for fewer
 than half of the Fadul queries (see ``benchmarks/eval_retrieval.py``).
 
-Each keypoint is an extremum of the smoothed surface (working grid 12.5 µm, Gaussian
-σ = 2 px) whose surrounding disk (radius 16 px = 200 µm) is mostly measured. The disk is
-sampled on rings (8 rings × 32 angles) and each ring is Fourier transformed along the
-angle. The phase of the first angular harmonic (summed over rings) gives the keypoint a
+Each keypoint is a local extremum (5×5 neighbourhood) of the NaN-aware smoothed surface
+(working grid 12.5 µm, Gaussian σ = 1 px) whose surrounding disk (radius 20 px = 250 µm)
+is at least 75 % measured; the 256 strongest are kept. The disk is sampled on rings
+(8 rings × 32 angles) and each ring is Fourier transformed along the angle (harmonics
+0–6). The phase of the first angular harmonic (summed over rings) gives the keypoint a
 canonical orientation; rotating every harmonic by it makes the descriptor invariant to a
 rotation of the scan over the full 360° while keeping the relative phases (the shape) of
 the patch. A keypoint therefore carries its position and orientation as well as its
 descriptor, so that the index can count only neighbours that agree on one rotation and
-shift of the whole casing (a Hough vote, like CMC does for cells).
+shift of the whole casing (a Hough vote, like CMC does for cells). The detector was tuned
+on simulated "fadul-like" sets (denser, finer keypoints repeat better under fresh
+texture and partial contact) and checked on Fadul. About 7–14 ms per 545×545 scan
+(> 50 scans/s) in NumPy/SciPy; no Numba kernel was needed.
 
 `embed` returns one float32 row per keypoint: ``[y_um, x_um, angle_rad, d_0 … d_103]``
 (positions relative to the scan centre, µm; ``DESCRIPTOR_DIM`` descriptor values, unit
