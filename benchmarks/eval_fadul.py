@@ -16,6 +16,7 @@ import csv
 import importlib
 import itertools
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -128,26 +129,44 @@ def out_of_fold(rows, truth):
 
 
 def histogram(rows, threshold, path: Path, title: str) -> None:
+    """Two panels: the raw score (congruent share x mean correlation) and the shipped
+    calibrated score, KM and KNM, log counts."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    s = np.array([r["score"] for r in rows])
     same = np.array([r["same"] for r in rows])
-    bins = np.linspace(min(0.0, s.min()), s.max() * 1.02 + 1e-9, 50)
-    fig, ax = plt.subplots(figsize=(6.4, 3.4), dpi=100)
-    ax.hist(s[~same], bins=bins, color="tab:blue", alpha=0.7, label=f"KNM ({(~same).sum()})")
-    ax.hist(s[same], bins=bins, color="tab:red", alpha=0.7, label=f"KM ({same.sum()})")
-    ax.axvline(threshold, color="k", ls="--", lw=1, label=f"lead threshold {threshold:g}")
-    ax.set_yscale("log")
-    ax.set_xlabel("score")
-    ax.set_ylabel("pairs")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8)
+    raw_thr = C._CAL_CENTER + C._CAL_WIDTH * math.log(threshold / (1 - threshold))
+    fig, axes = plt.subplots(1, 2, figsize=(9.6, 3.4), dpi=100)
+    for ax, key, thr, label in (
+        (axes[0], "raw_score", raw_thr, "raw score: congruent share x mean correlation"),
+        (axes[1], "score", threshold, "shipped score (calibrated)"),
+    ):
+        s = np.array([r[key] for r in rows])
+        bins = np.linspace(0.0, 1.0, 51)
+        ax.hist(s[~same], bins=bins, color="tab:blue", alpha=0.7, label=f"KNM ({(~same).sum()})")
+        ax.hist(s[same], bins=bins, color="tab:red", alpha=0.7, label=f"KM ({same.sum()})")
+        ax.axvline(thr, color="k", ls="--", lw=1, label=f"lead threshold ({thr:.2f})")
+        ax.set_yscale("log")
+        ax.set_xlabel(label, fontsize=9)
+        ax.set_ylabel("pairs")
+        ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def _title(summ) -> str:
+    t = (
+        f"balllink default method, all Fadul pairs ({summ['n_km']} KM / {summ['n_knm']} KNM): "
+        f"AUC {summ['auc']:.3f}, FP {summ['false_positives']} FN {summ['false_negatives']}, "
+        f"variance ratio {summ['variance_ratio']:.0f} (calibrated)"
+    )
+    if "out_of_fold" in summ:
+        t += f" / {summ['out_of_fold']['raw_variance_ratio']:.1f} (raw)"
+    return t
 
 
 def eval_cmcr(data: Path, scans):
@@ -202,8 +221,15 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=SHARED / "data" / "fadul")
     ap.add_argument("--cmcr", action="store_true", help="also check cmcr() on the 30 pairs")
     ap.add_argument("--limit", type=int, default=None, help="KM + this many random KNM")
+    ap.add_argument("--replot", action="store_true", help="redraw the PNG from the JSON")
     args = ap.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
+    if args.replot:
+        res = json.loads((RESULTS / "eval_fadul.json").read_text())
+        summ = res["default"]
+        histogram(res["pairs"], summ["threshold"], RESULTS / "fadul_scores.png",
+                  _title(summ))  # fmt: skip
+        return
     names, truth, scans = load(args.data)
     cfg = bl.CMCConfig()
     rows, t_prep, t_cmp = eval_default(names, truth, scans, cfg, args.limit)
@@ -238,13 +264,7 @@ def main() -> None:
             f"{oof['false_negatives']} at 0.5"
         )
     png = RESULTS / "fadul_scores.png"
-    histogram(
-        rows,
-        cfg.lead_threshold,
-        png,
-        f"balllink default CMC score, Fadul {summ['n_km']} KM / {summ['n_knm']} KNM: "
-        f"AUC {summ['auc']:.3f}, VR {summ['variance_ratio']:.1f}",
-    )
+    histogram(rows, cfg.lead_threshold, png, _title(summ))
     print(f"histogram: {png}")
     result = {"default": summ, "pairs": rows}
     if args.cmcr:
