@@ -411,15 +411,18 @@ def test_readers_work_while_a_writer_holds_the_lock(tmp_path):
     writer.ingest_many(scans[:2], agency="A")
     writer._lock.acquire()  # a writer in the middle of a batch
     try:
-        reader = open_db(path)
+        reader = open_db(path, rescore_k=1)
         writer._ingest_one(scans[2], {"agency": "B"}, correlate=True, scope=Scope())
         assert reader.count() == 3
-        res = reader.search(scans[3], k=2)  # reader catches up its own index in memory
-        assert res.n_in_scope == 3
-        reader.close()
+        res = reader.search(scans[3], k=1)  # the reader's index catches up in memory
+        assert res.n_in_scope == 3 and res.n_rescored == 1
+        assert len(reader.index) == 3
+        reader.close()  # does not wait for the writer's lock
     finally:
         writer._lock.release()
         writer.close()
+    with open_db(path) as db:
+        assert db.check().ok and len(db.index) == 3
 
 
 # --------------------------------------------------------------------------- crash safety

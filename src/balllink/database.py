@@ -322,12 +322,13 @@ class LeadDatabase:
         return f"LeadDatabase({str(self.path)!r}, exhibits={self.count()})"
 
     def close(self) -> None:
-        """Save the index when it changed, then close the SQLite connection."""
+        """Save the index when it changed (unless another process is writing: then the
+        writer saves it), then close the SQLite connection."""
         if self._con is None:
             return
         try:
             if self._index_dirty or self._pending:
-                self._save_index()
+                self._save_index(blocking=self._lock.held)
         finally:
             self._con.close()
             self._con = None
