@@ -167,3 +167,13 @@ def original_cmc(dx, dy, theta, corr, present, t_xy, t_theta, t_corr):
         & (np.abs(dy - my) <= t_xy)
         & (np.abs(th - mt) <= t_theta)
     )
+
+
+def gathered_argmax(maps, ridx, cidx, nr, nc):
+    qr = np.full(maps.shape[0], -1)
+    qc = np.full(maps.shape[0], -1)
+    for k in range(maps.shape[0]):
+        sub = maps[k][np.ix_(ridx[k, : nr[k]], cidx[k, : nc[k]])]
+        if np.isfinite(sub).any():
+            qr[k], qc[k] = np.unravel_index(np.nanargmax(sub), sub.shape)
+    return qr, qc

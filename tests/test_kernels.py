@@ -162,3 +162,17 @@ def test_original_cmc(kind):
         K.original_cmc(dx, dy, theta, corr, present, 20.0, 6.0, 0.5),
         R.original_cmc(dx, dy, theta, corr, present, 20.0, 6.0, 0.5),
     )
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_gathered_argmax(kind):
+    rng = np.random.default_rng(12)
+    maps = make(kind, (4, 16, 16), seed=12)
+    ridx = rng.integers(0, 16, (4, 10))
+    cidx = rng.integers(0, 16, (4, 12))
+    nr = np.array([10, 3, 7, 1])
+    nc = np.array([12, 5, 1, 9])
+    got = K.gathered_argmax(maps, ridx, cidx, nr, nc)
+    want = R.gathered_argmax(maps, ridx, cidx, nr, nc)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])

@@ -19,6 +19,7 @@ from numba import njit, prange
 
 __all__ = [
     "cell_search",
+    "gathered_argmax",
     "high_cmc_candidates",
     "index_corr",
     "masked_ncc_search",
@@ -177,6 +178,29 @@ def index_corr(cells, regions, ridx, cidx):
                 best = cc
         out[k] = best
     return out
+
+
+@njit(cache=True)
+def gathered_argmax(maps, ridx, cidx, nr, nc):
+    """First maximum (row-major) of ``maps[k][ridx[k, :nr[k]]][:, cidx[k, :nc[k]]]``.
+
+    ``maps`` (n, N, N); returns ``(q_row, q_col)`` int64 arrays (-1 when all entries are
+    NaN): cmcR's ``which(resp == max(resp))[1, ]`` on the gathered CCF without copying it.
+    """
+    n = maps.shape[0]
+    qr = np.full(n, -1, dtype=np.int64)
+    qc = np.full(n, -1, dtype=np.int64)
+    for k in range(n):
+        best = -np.inf
+        for a in range(nr[k]):
+            ra = ridx[k, a]
+            for b in range(nc[k]):
+                v = maps[k, ra, cidx[k, b]]
+                if v > best:
+                    best = v
+                    qr[k] = a
+                    qc[k] = b
+    return qr, qc
 
 
 @njit(cache=True)

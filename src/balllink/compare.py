@@ -367,13 +367,15 @@ def _cmcr_corr_window(m: int, n: int, d: int) -> np.ndarray:
 
 
 def _standardize(x: np.ndarray) -> np.ndarray:
+    """(x - mean) / sd over the finite values (R's ``sd``: n - 1), float32, NaN kept."""
     v = x[np.isfinite(x)]
     if v.size < 2:
-        return np.full_like(x, np.nan)
-    sd = v.std(ddof=1)
+        return np.full(x.shape, np.nan, np.float32)
+    mu = v.mean(dtype=np.float64)
+    sd = v.std(ddof=1, dtype=np.float64)
     if not sd > 0:
-        return np.full_like(x, np.nan)
-    return (x - v.mean()) / sd
+        return np.full(x.shape, np.nan, np.float32)
+    return ((x - mu) / sd).astype(np.float32)
 
 
 @dataclass
@@ -397,7 +399,7 @@ def _cmcr_cells(z: np.ndarray, grid: tuple[int, int]) -> _CmcrCells:
             boxes.append((r0, r1, c0, c1))
             rc.append((i, j))
             miss.append(float(np.mean(~np.isfinite(cell))))
-            std.append(_standardize(cell.astype(np.float64)).astype(np.float32))
+            std.append(_standardize(cell))
     return _CmcrCells(boxes, rc, np.asarray(miss), std)
 
 
@@ -453,6 +455,7 @@ def _cmcr_direction(ref: np.ndarray, tgt: np.ndarray, cfg: CMCConfig, progress=N
     cspec = sfft.rfft2(cstack, workers=_WORKERS)
     del cstack
     cy, cx = ny // 2, nx // 2
+    rbuf = np.zeros((len(keep_cells), nfft, nfft), np.float32)  # zero outside each region
     for t, theta in enumerate(thetas):
         rot = K.rotate_nearest(tgt, float(theta), cy, cx)
         regions, used = [], []
@@ -461,17 +464,21 @@ def _cmcr_direction(ref: np.ndarray, tgt: np.ndarray, cfg: CMCConfig, progress=N
             if not (c < d and a < b):
                 continue
             sub = _pad_region_cmcr(rot[a : b + 1, c : d + 1], c, d, a, b, ny, nx)
-            if np.mean(~np.isfinite(sub)) > cfg.max_missing:
+            fin = np.isfinite(sub)
+            nfin = int(np.count_nonzero(fin))
+            if 1.0 - nfin / sub.size > cfg.max_missing:
                 continue
-            regions.append(_standardize(sub.astype(np.float64)).astype(np.float32))
+            std = _standardize(sub)
+            regions.append(std)
+            rbuf[i, : std.shape[0], : std.shape[1]] = np.where(fin, std, np.float32(0))
             used.append(i)
         if not used:
             continue
-        rstack = np.zeros((len(used), nfft, nfft), np.float32)
-        for j, r in enumerate(regions):
-            rstack[j, : r.shape[0], : r.shape[1]] = np.nan_to_num(r, nan=0.0)
-        rspec = sfft.rfft2(rstack, workers=_WORKERS)
-        ccf = sfft.irfft2(cspec[used] * np.conj(rspec), s=(nfft, nfft), workers=_WORKERS)
+        rspec = sfft.rfft2(rbuf if len(used) == len(keep_cells) else rbuf[used], workers=_WORKERS)
+        np.conjugate(rspec, out=rspec)
+        rspec *= cspec if len(used) == len(keep_cells) else cspec[used]
+        ccf = sfft.irfft2(rspec, s=(nfft, nfft), workers=_WORKERS)
+        del rspec
         hmax = max(c.shape[0] for c in (cells.std[keep_cells[i]] for i in used))
         wmax = max(c.shape[1] for c in (cells.std[keep_cells[i]] for i in used))
         nmax = max(max(r.shape) for r in regions)
@@ -479,16 +486,24 @@ def _cmcr_direction(ref: np.ndarray, tgt: np.ndarray, cfg: CMCConfig, progress=N
         reg_st = np.full((len(used), nmax, nmax), np.nan, np.float32)
         ridx = np.full((len(used), 1, hmax), -2, np.int64)
         cidx = np.full((len(used), 1, wmax), -2, np.int64)
+        n_u = len(used)
+        ri = np.zeros((n_u, nmax), np.int64)
+        ci = np.zeros((n_u, nmax), np.int64)
+        nr = np.zeros(n_u, np.int64)
+        nc = np.zeros(n_u, np.int64)
+        for j, i in enumerate(used):
+            (m_r, m_c), (n_r, n_c) = cells.std[keep_cells[i]].shape, regions[j].shape
+            ri[j, :n_r] = _cmcr_resp_index(m_r, n_r, nfft)
+            ci[j, :n_c] = _cmcr_resp_index(m_c, n_c, nfft)
+            nr[j], nc[j] = n_r, n_c
+        # first maximum in row-major order = R's column-major order on its transposed view
+        q_r, q_c = K.gathered_argmax(ccf, ri, ci, nr, nc)
         for j, i in enumerate(used):
             k = keep_cells[i]
             cell = cells.std[k]
             reg = regions[j]
             (m_r, m_c), (n_r, n_c) = cell.shape, reg.shape
-            resp = ccf[j][
-                np.ix_(_cmcr_resp_index(m_r, n_r, nfft), _cmcr_resp_index(m_c, n_c, nfft))
-            ]
-            q = int(np.argmax(resp))  # first maximum in row-major order = R's column-major
-            qr, qc = divmod(q, n_c)
+            qr, qc = int(q_r[j]), int(q_c[j])
             d_r = qr - n_r // 2
             d_c = qc - n_c // 2
             dy[t, k] = d_r
