@@ -8,7 +8,9 @@ FFT throughput. Prints a table and writes ``benchmarks/results/bench_compare.jso
 
     .venv/bin/python benchmarks/bench_compare.py [--data DIR] [--pairs N] [--many N]
 
-The machine is shared: compare figures measured in one run (ratios), not across runs.
+The machine is shared: compare figures measured in one run (ratios), not across runs. "CPU
+s" is the process CPU time per comparison (all threads), less sensitive to other users'
+load than the wall clock.
 """
 
 from __future__ import annotations
@@ -101,16 +103,19 @@ def fft_throughput(repeat: int = 5) -> float:
 
 def time_pairs(fn, pairs, repeat=1):
     times = []
+    c0 = time.process_time()
     with Meter() as m:
         for a, b in pairs:
             for _ in range(repeat):
                 t0 = time.perf_counter()
                 fn(a, b)
                 times.append(time.perf_counter() - t0)
+    cpu = time.process_time() - c0
     total = sum(times)
     n = len(times)
     return {
         "n": n,
+        "cpu_s": cpu / n,
         "median_s": float(np.median(times)),
         "mean_s": total / n,
         "per_second": n / total,
@@ -143,12 +148,15 @@ def main() -> None:
     res["cmcr_single"] = time_pairs(lambda a, b: bl.compare(a, b, method="cmcr"), pairs[:2])
     res["default_single"] = time_pairs(lambda a, b: bl.compare(a, b), pairs)
     q, cands = scans[0], [scans[1 + i % (len(scans) - 1)] for i in range(args.many)]
+    c0 = time.process_time()
     with Meter() as m:
         t0 = time.perf_counter()
         bl.compare_many(q, cands)
         dt = time.perf_counter() - t0
+    cpu = time.process_time() - c0
     res["default_many"] = {
         "n": len(cands),
+        "cpu_s": cpu / len(cands),
         "mean_s": dt / len(cands),
         "per_second": len(cands) / dt,
         "fft_share": m.fft_s / dt,
@@ -159,12 +167,14 @@ def main() -> None:
     res["cmcr_speedup_vs_cmcR"] = [s / res["cmcr_single"]["mean_s"] for s in CMCR_SECONDS]
 
     print(f"machine FFT throughput (float32 rfft2+irfft2, 2 workers): {gflops:.2f} GFLOP/s")
-    hdr = f"{'method':<22}{'n':>5}{'s/cmp':>9}{'cmp/s':>8}{'FFT':>7}{'kern':>7}{'py':>7}"
+    hdr = (
+        f"{'method':<22}{'n':>5}{'wall s':>9}{'CPU s':>8}{'cmp/s':>8}{'FFT':>7}{'kern':>7}{'py':>7}"
+    )
     print(hdr + f"{'FFT GFLOP':>11}{'FFT-bound s':>13}")
     for key in ("cmcr_single", "default_single", "default_many"):
         r = res[key]
         print(
-            f"{key:<22}{r['n']:>5}{r['mean_s']:>9.3f}{r['per_second']:>8.2f}"
+            f"{key:<22}{r['n']:>5}{r['mean_s']:>9.3f}{r['cpu_s']:>8.3f}{r['per_second']:>8.2f}"
             f"{r['fft_share']:>7.0%}{r['kernel_share']:>7.0%}{r['python_share']:>7.0%}"
             f"{r['fft_gflop_per_comparison']:>11.3f}"
             f"{r['fft_gflop_per_comparison'] / gflops:>13.3f}"
@@ -172,6 +182,8 @@ def main() -> None:
     lo, hi = res["cmcr_speedup_vs_cmcR"]
     print(f"cmcr() vs cmcR 0.1.11 (40-80 s per pair here): {lo:.0f}x - {hi:.0f}x faster")
     print(f"default: all 780 Fadul pairs would take {780 * res['default_many']['mean_s']:.0f} s")
+    print(f"load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    res["load_average"] = os.getloadavg()[0]
     (RESULTS / "bench_compare.json").write_text(json.dumps(res, indent=1))
 
 

@@ -765,36 +765,50 @@ def _coarse_poses(pa: _Prepared, pb: _Prepared, cfg: CMCConfig):
             poses = []
         if poses:
             return [(float(p[0]), float(p[1]), float(p[2]), float(p[3])) for p in poses]
-    a, b = pa.coarse, pb.coarse
+    # built-in search: every coarse_step_deg on a 2x coarser grid, then +-2 degrees by 1
+    # around the three best angles on the coarse grid
     sp = pa.spacing_um * pa.coarse_factor
-    thetas = np.arange(0.0, 360.0, cfg.coarse_step_deg)
+    a2, b2 = _block_mean(pa.coarse, 2), _block_mean(pb.coarse, 2)
+    scan1 = _angle_scan(a2, b2, 2 * sp, np.arange(0.0, 360.0, cfg.coarse_step_deg))
+    seeds: list[float] = []
+    for th, *_ in scan1:
+        if all(abs((th - t + 180) % 360 - 180) >= 10 for t in seeds):
+            seeds.append(th)
+        if len(seeds) >= 3:
+            break
+    if not seeds:
+        return []
+    fine = np.concatenate([t + np.arange(-2.0, 2.5, 1.0) for t in seeds]) % 360.0
+    out: list[tuple[float, float, float, float]] = []
+    for pose in _angle_scan(pa.coarse, pb.coarse, sp, fine):
+        if all(abs((pose[0] - o[0] + 180) % 360 - 180) >= 10 for o in out):
+            out.append(pose)
+        if len(out) >= cfg.coarse_candidates:
+            break
+    return out
+
+
+def _angle_scan(a: np.ndarray, b: np.ndarray, sp: float, thetas: np.ndarray):
+    """Masked NCC of ``b`` turned by each angle against ``a`` over translations up to a
+    quarter of the image: [(theta, dy_um, dx_um, score)] best first (finite scores only)."""
     cy_a, cx_a = (a.shape[0] - 1) / 2, (a.shape[1] - 1) / 2
     cy_b, cx_b = (b.shape[0] - 1) / 2, (b.shape[1] - 1) / 2
-    warped = np.stack(
-        [
-            K.warp_rigid(b, a.shape[0], a.shape[1], t, cy_b, cx_b, cy_a, cx_a, 0.0, 0.0)
-            for t in thetas
-        ]
+    warped = K.warp_stack(
+        b, a.shape[0], a.shape[1], thetas.astype(np.float64), cy_b, cx_b, cy_a, cx_a, 0.0, 0.0
     )
     max_shift = max(2, round(0.25 * max(a.shape)))
     ncc = _masked_ncc_fft(a, warped, max_shift)
     flat = np.where(np.isfinite(ncc), ncc, -np.inf).reshape(thetas.size, -1)
     best = flat.max(axis=1)
     arg = flat.argmax(axis=1)
-    order = np.argsort(-best)
-    out: list[tuple[float, float, float, float]] = []
     w = 2 * max_shift + 1
-    for k in order:
+    out = []
+    for k in np.argsort(-best, kind="stable"):
         if not np.isfinite(best[k]):
             break
-        th = float(thetas[k])
-        if any(abs((th - o[0] + 180) % 360 - 180) < 10 for o in out):
-            continue
         u, v = divmod(int(arg[k]), w)
         # a[y] ~ warped[y - u]: the warped b content must move by +u to land on a
-        out.append((th, (u - max_shift) * sp, (v - max_shift) * sp, float(best[k])))
-        if len(out) >= cfg.coarse_candidates:
-            break
+        out.append((float(thetas[k]), (u - max_shift) * sp, (v - max_shift) * sp, float(best[k])))
     return out
 
 
