@@ -182,3 +182,16 @@ def test_to_pandas_or_clear_import_error():
     else:
         df = cmp.to_pandas()
         assert len(df) == len(cmp.cells) and "congruent" in df.columns
+
+
+def test_builtin_coarse_search_when_align_finds_nothing(fadul, monkeypatch):
+    # the brute-force two-stage search compare falls back on must find planted poses too
+    monkeypatch.setattr(C, "_align_module", lambda: None)
+    a = fadul["Fadul 2-1.x3p"]
+    b = planted_copy(a, 291.0, 15.0, 4.0)
+    cmp = bl.compare(a, b)
+    sp = a.spacing_um[0]
+    assert angle_err(cmp.rotation_deg, 291.0) <= 1.5
+    assert abs(cmp.translation_um[0] / sp - 15.0) <= 2
+    assert abs(cmp.translation_um[1] / sp - 4.0) <= 2
+    assert cmp.lead
