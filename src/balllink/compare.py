@@ -34,6 +34,7 @@ import functools
 import logging
 import math
 import os
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -701,6 +702,19 @@ def _prepare(scan: Scan, cfg: CMCConfig) -> _Prepared:
     )
 
 
+_PREPARED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _prepared(scan: Scan, cfg: CMCConfig) -> _Prepared:
+    """:func:`_prepare` cached per scan object (weakly) and configuration, so that a scan
+    compared many times (a query, or a candidate of many queries) is prepared once."""
+    per_scan = _PREPARED.setdefault(scan, {})
+    key = (cfg.downsample, cfg.grid, cfg.max_missing)
+    if key not in per_scan:
+        per_scan[key] = _prepare(scan, cfg)
+    return per_scan[key]
+
+
 def _align_module():
     try:
         from . import align
@@ -1228,7 +1242,7 @@ def compare(
     a, b = _check_pair(a, b)
     if cfg.ccf == "cmcr":
         return _compare_cmcr(a, b, cfg)
-    return _compare_default(_prepare(a, cfg), _prepare(b, cfg), cfg)
+    return _compare_default(_prepared(a, cfg), _prepared(b, cfg), cfg)
 
 
 def compare_many(
@@ -1240,8 +1254,10 @@ def compare_many(
 ) -> list[Comparison]:
     """Compare one query with many candidates, reusing the per-scan work.
 
-    The query's cells, pyramids and alignment template are computed once; each candidate's
-    once. The kernels use both cores.
+    The query's cells, pyramids and alignment template (with its rotated stack) are
+    computed once, and each candidate's once; both are cached per ``Scan`` object (weakly:
+    dropped with the scan), so a database comparing one candidate with many queries
+    prepares it once. The Numba kernels and FFTs use both cores.
 
     Examples
     --------
@@ -1269,9 +1285,9 @@ def compare_many(
             if progress is not None:
                 progress(i + 1, len(cands))
         return out
-    pq = _prepare(query, cfg)
+    pq = _prepared(query, cfg)
     for i, c in enumerate(cands):
-        out.append(_compare_default(pq, _prepare(c, cfg), cfg))
+        out.append(_compare_default(pq, _prepared(c, cfg), cfg))
         if progress is not None:
             progress(i + 1, len(cands))
     return out
