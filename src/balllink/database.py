@@ -469,10 +469,15 @@ class LeadDatabase:
         if row is None:
             raise DatabaseError(f"{self.path}: no exhibit with id {exhibit_id}")
         scan = load_scan(self.scan_dir / row["scan_file"])
-        self._cache[exhibit_id] = scan
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+        self._remember(exhibit_id, scan)
         return scan
+
+    def _remember(self, exhibit_id: int, scan: Scan) -> None:
+        """Keep a prepared scan in the bounded LRU cache."""
+        self._cache[exhibit_id] = scan
+        self._cache.move_to_end(exhibit_id)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
 
     # ------------------------------------------------------------------ index
     @property
@@ -820,7 +825,7 @@ class LeadDatabase:
                 compared=len(comparisons),
                 new_leads=leads,
             )
-        self._cache[eid] = prep
+        self._remember(eid, prep)
         if self._index is not None:
             if correlate:  # the next exhibit must find this one
                 self._index_add([eid], [prep])
