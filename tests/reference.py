@@ -177,3 +177,23 @@ def gathered_argmax(maps, ridx, cidx, nr, nc):
         if np.isfinite(sub).any():
             qr[k], qc[k] = np.unravel_index(np.nanargmax(sub), sub.shape)
     return qr, qc
+
+
+def cmcr_regions(rot, geom, max_missing, rbuf, rnan):
+    used = np.zeros(geom.shape[0], bool)
+    for i, (r0, r1, c0, c1, orr, occ, h, w) in enumerate(geom):
+        if h <= 0:
+            continue
+        region = np.full((h, w), np.nan)
+        region[orr : orr + r1 - r0 + 1, occ : occ + c1 - c0 + 1] = rot[r0 : r1 + 1, c0 : c1 + 1]
+        if np.isnan(region).mean() > max_missing:
+            continue
+        used[i] = True
+        v = region[np.isfinite(region)]
+        z = np.full((h, w), np.nan)
+        if v.size >= 2 and v.std(ddof=1) > 0:
+            z = (region - v.mean()) / v.std(ddof=1)
+        rnan[i] = np.nan
+        rnan[i, :h, :w] = z
+        rbuf[i, :h, :w] = np.nan_to_num(z, nan=0.0)
+    return used

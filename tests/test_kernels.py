@@ -176,3 +176,27 @@ def test_gathered_argmax(kind):
     want = R.gathered_argmax(maps, ridx, cidx, nr, nc)
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_array_equal(got[1], want[1])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_cmcr_regions(kind):
+    rot = make(kind, (40, 44), seed=13)
+    rot[:6] = np.nan  # a mostly missing band
+    geom = np.array(
+        [
+            [0, 19, 0, 24, 5, 0, 25, 25],  # NA rows on top (touches the top edge)
+            [10, 29, 12, 31, 0, 0, 20, 20],
+            [0, 5, 3, 20, 12, 0, 18, 18],  # from the missing band: dropped
+            [0, 0, 0, 0, 0, 0, 0, 0],  # no region
+        ],
+        dtype=np.int64,
+    )
+    shape = (4, 32, 32)
+    got_b, got_n = np.full(shape, 7.0, np.float32), np.full((4, 25, 25), 7.0, np.float32)
+    want_b, want_n = got_b.copy(), got_n.copy()
+    used = K.cmcr_regions(rot, geom, 0.85, got_b, got_n)
+    np.testing.assert_array_equal(used, R.cmcr_regions(rot, geom, 0.85, want_b, want_n))
+    for i in np.flatnonzero(used):
+        same_nan(got_n[i], want_n[i], rtol=1e-5, atol=1e-5)
+        h, w = geom[i, 6:]
+        same_nan(got_b[i, :h, :w], want_b[i, :h, :w], rtol=1e-5, atol=1e-5)

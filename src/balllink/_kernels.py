@@ -19,6 +19,7 @@ from numba import njit, prange
 
 __all__ = [
     "cell_search",
+    "cmcr_regions",
     "gathered_argmax",
     "high_cmc_candidates",
     "index_corr",
@@ -178,6 +179,59 @@ def index_corr(cells, regions, ridx, cidx):
                 best = cc
         out[k] = best
     return out
+
+
+@njit(cache=True)
+def cmcr_regions(rot, geom, max_missing, rbuf, rnan):
+    """cmcR's target regions at one rotation: cut, NA-pad, drop, standardize.
+
+    ``geom`` (k, 8) int64 rows ``(r0, r1, c0, c1, off_r, off_c, h, w)``: region rows
+    ``r0..r1`` and columns ``c0..c1`` (inclusive) of ``rot`` placed at ``(off_r, off_c)`` in
+    an ``h x w`` NA-padded region (``h <= 0``: no region). A region with a larger share of
+    missing pixels than ``max_missing`` is dropped; the others are standardized over their
+    finite pixels (mean, sd with n - 1; all NaN when sd is 0 or undefined) into
+    ``rnan[i]`` (NaN-padded) and, NaN as 0, into ``rbuf[i, :h, :w]``. Returns a bool (k,)
+    "used" mask.
+    """
+    k = geom.shape[0]
+    used = np.zeros(k, dtype=np.bool_)
+    for i in range(k):
+        r0, r1, c0, c1, orr, occ, h, w = geom[i]
+        if h <= 0:
+            continue
+        n = 0
+        s = 0.0
+        for r in range(r0, r1 + 1):
+            for c in range(c0, c1 + 1):
+                v = rot[r, c]
+                if not math.isnan(v):
+                    n += 1
+                    s += v
+        if 1.0 - n / (h * w) > max_missing:
+            continue
+        used[i] = True
+        rnan[i, :, :] = np.nan
+        rbuf[i, :h, :w] = 0.0
+        if n < 2:
+            continue
+        mu = s / n
+        ss = 0.0
+        for r in range(r0, r1 + 1):
+            for c in range(c0, c1 + 1):
+                v = rot[r, c]
+                if not math.isnan(v):
+                    ss += (v - mu) * (v - mu)
+        sd = math.sqrt(ss / (n - 1))
+        if not sd > 0:
+            continue
+        for r in range(r0, r1 + 1):
+            for c in range(c0, c1 + 1):
+                v = rot[r, c]
+                if not math.isnan(v):
+                    z = (v - mu) / sd
+                    rnan[i, orr + r - r0, occ + c - c0] = z
+                    rbuf[i, orr + r - r0, occ + c - c0] = z
+    return used
 
 
 @njit(cache=True)

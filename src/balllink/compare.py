@@ -464,69 +464,59 @@ def _cmcr_direction(ref: np.ndarray, tgt: np.ndarray, cfg: CMCConfig, progress=N
     cspec = sfft.rfft2(cstack, workers=_WORKERS)
     del cstack
     cy, cx = ny // 2, nx // 2
-    rbuf = np.zeros((len(keep_cells), nfft, nfft), np.float32)  # zero outside each region
+    nk = len(keep_cells)
+    # region geometry (fixed for the direction): where cmcR's NA padding puts the cut-out
+    geom = np.zeros((nk, 8), np.int64)
+    for i, k in enumerate(keep_cells):
+        (a, b), (c, d) = rboxes[k]
+        if not (c < d and a < b):
+            continue
+        ones = _pad_region_cmcr(np.ones((b - a + 1, d - c + 1), np.float32), c, d, a, b, ny, nx)
+        rr, cc = np.nonzero(np.isfinite(ones))
+        geom[i] = (a, b, c, d, rr.min(), cc.min(), ones.shape[0], ones.shape[1])
+    m_rc = np.array([cells.std[k].shape for k in keep_cells], np.int64)
+    n_rc = geom[:, 6:8]
+    hmax, wmax = int(m_rc[:, 0].max()), int(m_rc[:, 1].max())
+    nmax = max(1, int(n_rc.max()))
+    cell_st = np.full((nk, hmax, wmax), np.nan, np.float32)
+    for i, k in enumerate(keep_cells):
+        cell_st[i, : m_rc[i, 0], : m_rc[i, 1]] = cells.std[k]
+    ri = np.zeros((nk, nmax), np.int64)
+    ci = np.zeros((nk, nmax), np.int64)
+    for i in range(nk):
+        if n_rc[i, 0] > 0:
+            ri[i, : n_rc[i, 0]] = _cmcr_resp_index(int(m_rc[i, 0]), int(n_rc[i, 0]), nfft)
+            ci[i, : n_rc[i, 1]] = _cmcr_resp_index(int(m_rc[i, 1]), int(n_rc[i, 1]), nfft)
+    rbuf = np.zeros((nk, nfft, nfft), np.float32)  # zero outside each region
+    rnan = np.full((nk, nmax, nmax), np.nan, np.float32)
+    keep_arr = np.asarray(keep_cells)
     for t, theta in enumerate(thetas):
         rot = K.rotate_nearest(tgt, float(theta), cy, cx)
-        regions, used = [], []
-        for i, k in enumerate(keep_cells):
-            (a, b), (c, d) = rboxes[k]
-            if not (c < d and a < b):
-                continue
-            sub = _pad_region_cmcr(rot[a : b + 1, c : d + 1], c, d, a, b, ny, nx)
-            fin = np.isfinite(sub)
-            nfin = int(np.count_nonzero(fin))
-            if 1.0 - nfin / sub.size > cfg.max_missing:
-                continue
-            std = _standardize(sub)
-            regions.append(std)
-            rbuf[i, : std.shape[0], : std.shape[1]] = np.where(fin, std, np.float32(0))
-            used.append(i)
-        if not used:
+        used = np.flatnonzero(K.cmcr_regions(rot, geom, cfg.max_missing, rbuf, rnan))
+        if used.size == 0:
             continue
-        rspec = sfft.rfft2(rbuf if len(used) == len(keep_cells) else rbuf[used], workers=_WORKERS)
+        every = used.size == nk
+        rspec = sfft.rfft2(rbuf if every else rbuf[used], workers=_WORKERS)
         np.conjugate(rspec, out=rspec)
-        rspec *= cspec if len(used) == len(keep_cells) else cspec[used]
+        rspec *= cspec if every else cspec[used]
         ccf = sfft.irfft2(rspec, s=(nfft, nfft), workers=_WORKERS)
         del rspec
-        hmax = max(c.shape[0] for c in (cells.std[keep_cells[i]] for i in used))
-        wmax = max(c.shape[1] for c in (cells.std[keep_cells[i]] for i in used))
-        nmax = max(max(r.shape) for r in regions)
-        cell_st = np.full((len(used), hmax, wmax), np.nan, np.float32)
-        reg_st = np.full((len(used), nmax, nmax), np.nan, np.float32)
-        ridx = np.full((len(used), 1, hmax), -2, np.int64)
-        cidx = np.full((len(used), 1, wmax), -2, np.int64)
-        n_u = len(used)
-        ri = np.zeros((n_u, nmax), np.int64)
-        ci = np.zeros((n_u, nmax), np.int64)
-        nr = np.zeros(n_u, np.int64)
-        nc = np.zeros(n_u, np.int64)
-        for j, i in enumerate(used):
-            (m_r, m_c), (n_r, n_c) = cells.std[keep_cells[i]].shape, regions[j].shape
-            ri[j, :n_r] = _cmcr_resp_index(m_r, n_r, nfft)
-            ci[j, :n_c] = _cmcr_resp_index(m_c, n_c, nfft)
-            nr[j], nc[j] = n_r, n_c
         # first maximum in row-major order = R's column-major order on its transposed view
-        q_r, q_c = K.gathered_argmax(ccf, ri, ci, nr, nc)
+        q_r, q_c = K.gathered_argmax(ccf, ri[used], ci[used], n_rc[used, 0], n_rc[used, 1])
+        d_r = q_r - n_rc[used, 0] // 2
+        d_c = q_c - n_rc[used, 1] // 2
+        ks = keep_arr[used]
+        dy[t, ks] = d_r
+        dx[t, ks] = d_c
+        present[t, ks] = True
+        # cmcR's pairwise-complete correlation at the peak offset
+        ridx = np.full((used.size, 1, hmax), -1, np.int64)
+        cidx = np.full((used.size, 1, wmax), -1, np.int64)
         for j, i in enumerate(used):
-            k = keep_cells[i]
-            cell = cells.std[k]
-            reg = regions[j]
-            (m_r, m_c), (n_r, n_c) = cell.shape, reg.shape
-            qr, qc = int(q_r[j]), int(q_c[j])
-            d_r = qr - n_r // 2
-            d_c = qc - n_c // 2
-            dy[t, k] = d_r
-            dx[t, k] = d_c
-            present[t, k] = True
-            cell_st[j, :m_r, :m_c] = cell
-            reg_st[j, :n_r, :n_c] = reg
-            ridx[j, 0, :m_r] = _cmcr_corr_window(m_r, n_r, d_r)
-            ridx[j, 0, m_r:] = -1
-            cidx[j, 0, :m_c] = _cmcr_corr_window(m_c, n_c, d_c)
-            cidx[j, 0, m_c:] = -1
-        cc = K.index_corr(cell_st, reg_st, ridx, cidx)
-        for j, i in enumerate(used):
-            corr[t, keep_cells[i]] = cc[j]
+            m_r, m_c = m_rc[i]
+            ridx[j, 0, :m_r] = _cmcr_corr_window(int(m_r), int(n_rc[i, 0]), int(d_r[j]))
+            cidx[j, 0, :m_c] = _cmcr_corr_window(int(m_c), int(n_rc[i, 1]), int(d_c[j]))
+        corr[t, ks] = K.index_corr(cell_st[used], rnan[used], ridx, cidx)
         if progress is not None:
             progress(t + 1, thetas.size)
     return thetas, cells, dx, dy, corr, present
