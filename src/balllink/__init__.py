@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import logging
 
-from . import metrics, simulate
+from . import align, metrics, simulate
 from ._scan import Scan
+from .align import Pose, coarse_align, coarse_align_many, prepare_alignment
 from .compare import CMCConfig, Comparison, compare, compare_many
 from .database import LeadDatabase
 from .errors import (
@@ -51,11 +52,15 @@ __all__ = [
     "DatabaseError",
     "IndexFormatError",
     "LeadDatabase",
+    "Pose",
     "PreprocessError",
     "Scan",
     "ScanFormatError",
     "__version__",
+    "align",
     "bandpass",
+    "coarse_align",
+    "coarse_align_many",
     "compare",
     "compare_many",
     "embed",
@@ -63,6 +68,7 @@ __all__ = [
     "find_breech_face",
     "level",
     "metrics",
+    "prepare_alignment",
     "preprocess",
     "read_scan",
     "remove_spikes",
