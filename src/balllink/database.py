@@ -705,7 +705,9 @@ class LeadDatabase:
         progress : callable, optional
             ``progress(done, total)`` after each item (total is None for an iterator).
         save_every : int
-            Save the index after this many new exhibits (it is saved at the end anyway).
+            Save the index after this many new exhibits, or a tenth of the index size if
+            larger (it is saved at the end anyway; after a crash the exhibits it lacks are
+            added back from the stored scans).
 
         Returns
         -------
@@ -736,7 +738,8 @@ class LeadDatabase:
                         report.n_compared += n_cmp
                         report.new_leads += leads
                         since_save += 1
-                        if since_save >= save_every:
+                        # saving rewrites the whole index: space the saves with its size
+                        if since_save >= max(save_every, len(self._indexed) // 10):
                             self._save_index()
                             since_save = 0
                 if progress is not None:
