@@ -177,7 +177,7 @@ def index_similarity(index: bl.CasingIndex, queries, ids: np.ndarray, n: int) ->
     return sim
 
 
-def eval_fadul(folder: Path, seed: int = 0) -> dict:
+def eval_fadul(folder: Path, seed: int = 0, max_stored: int = 128) -> dict:
     scans, labels = read_fadul(folder)
     n = len(scans)
     rng = np.random.default_rng(seed)
@@ -207,7 +207,7 @@ def eval_fadul(folder: Path, seed: int = 0) -> dict:
     db, t_db = timed(embed, scans)
     qv, _ = timed(embed, queries)
     ids = np.random.default_rng(seed + 1).permutation(n).astype(np.int64) + 1000
-    index = bl.CasingIndex()
+    index = bl.CasingIndex(max_stored=max_stored)
     index.add(ids, db)
     # bag of neighbours: count neighbours per casing, no pose agreement
     bag = np.zeros((n, n))
@@ -291,10 +291,11 @@ def main(argv=None) -> int:
     ap.add_argument("--difficulty", default="fadul-like")
     ap.add_argument("--no-fadul", action="store_true")
     ap.add_argument("--out", default="")
+    ap.add_argument("--max-stored", type=int, default=128, help="keypoints kept per casing")
     args = ap.parse_args(argv)
     results = {}
     if args.fadul.exists() and not args.no_fadul:
-        results["fadul"] = eval_fadul(args.fadul)
+        results["fadul"] = eval_fadul(args.fadul, max_stored=args.max_stored)
         print(f"Fadul ({args.fadul}), queries rotated 0-360 deg + shifted, query excluded")
         print(f"{'descriptor':16s} {'recall@10':>9s} {'first':>6s} {'ms/scan':>8s}")
         for name, r in results["fadul"].items():
