@@ -29,7 +29,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_preprocess.py
 	$(BIN)/python benchmarks/bench_compare.py
 	$(BIN)/python benchmarks/bench_index.py
-	$(BIN)/python benchmarks/bench_database.py
+	$(BIN)/python benchmarks/bench_database.py --sizes 1e3,1e4
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 
-from . import align, metrics, simulate
+from . import align, metrics, report, simulate
 from ._scan import Scan
 from .align import Pose, coarse_align, coarse_align_many, prepare_alignment
 from .compare import CMCConfig, Comparison, compare, compare_many
@@ -27,6 +27,7 @@ from .errors import (
 from .features import embed, embed_many
 from .index import CasingIndex
 from .io import ChecksumWarning, read_scan, write_scan
+from .leads import Scope
 from .preprocess import (
     BreechFace,
     bandpass,
@@ -56,6 +57,7 @@ __all__ = [
     "PreprocessError",
     "Scan",
     "ScanFormatError",
+    "Scope",
     "__version__",
     "align",
     "bandpass",
@@ -72,6 +74,7 @@ __all__ = [
     "preprocess",
     "read_scan",
     "remove_spikes",
+    "report",
     "resample",
     "simulate",
     "trim_edges",
