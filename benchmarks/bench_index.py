@@ -207,6 +207,7 @@ def main(argv=None) -> int:
             "save_load_identical": bool(same),
             **{f"same_firearm_recall@{k}": float(np.mean(v)) for k, v in rec.items()},
         }
+        print(factory, json.dumps(r), flush=True)
         if factory == "Flat":
             exact = [t[:10] for t in top]
         elif exact is None and args.exact_queries:
