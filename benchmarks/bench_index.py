@@ -47,6 +47,7 @@ from balllink.features import DESCRIPTOR_DIM, POSE_COLUMNS
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 CHUNK = 5000  # distractor casings per generated chunk
+STRONG_VOTES = 4  # exact candidates with at least this many pose-agreeing keypoints
 
 
 def make_pool(n_pool: int, seed: int):
@@ -137,7 +138,7 @@ def exact_top(index, queries, pool, distractors, n, k, max_stored):
             offset += len(vecs)
         rows, votes = index._vote(q[:, :POSE_COLUMNS], best_i)
         order = np.lexsort((rows, -votes))[:k]
-        out.append(index.casing_ids_[rows[order]])
+        out.append((index.casing_ids_[rows[order]], votes[order]))
     return out
 
 
@@ -176,11 +177,13 @@ def main(argv=None) -> int:
         )
         lat = []
         top = []
+        top_scores = []
         for q in queries:
             t = time.perf_counter()
-            ids, _ = index.search([q], k=201)
+            ids, scores = index.search([q], k=201)
             lat.append(time.perf_counter() - t)
             top.append(ids[0])
+            top_scores.append(scores[0])
         rec = {k: [] for k in (10, 50, 200)}
         for qi, i in enumerate(qsel):
             lst = [c for c in top[qi] if c != i and c >= 0]
@@ -209,7 +212,7 @@ def main(argv=None) -> int:
         }
         print(factory, json.dumps(r), flush=True)
         if factory == "Flat":
-            exact = [t[:10] for t in top]
+            exact = [(t[:10], sc[:10]) for t, sc in zip(top, top_scores, strict=True)]
         elif exact is None and args.exact_queries:
             t = time.perf_counter()
             exact = exact_top(
@@ -224,26 +227,35 @@ def main(argv=None) -> int:
             r["exact_s"] = time.perf_counter() - t
         if exact is not None:
             m = len(exact)
-            inter = [
-                len(set(exact[i][exact[i] >= 0]) & set(top[i][:10]))
-                / max(1, int((exact[i] >= 0).sum()))
-                for i in range(m)
-            ]
+            inter, strong = [], []
+            for i in range(m):
+                ids_x, sc_x = exact[i]
+                got = set(top[i][:10].tolist())
+                inter.append(
+                    len(set(ids_x[ids_x >= 0].tolist()) & got) / max(1, (ids_x >= 0).sum())
+                )
+                keep = ids_x[(ids_x >= 0) & (sc_x >= STRONG_VOTES)].tolist()
+                if keep:
+                    strong.append(len(set(keep) & got) / len(keep))
+            # ranks 4-10 of the exact list are mostly 1-2-vote ties among distractors, whose
+            # membership is arbitrary; the strong-vote figure is what matters for rescoring
             r["recall_vs_exact@10"] = float(np.mean(inter))
+            r[f"recall_vs_exact@10_votes>={STRONG_VOTES}"] = float(np.mean(strong))
             r["exact_queries"] = m
         results["factories"][factory] = r
         print(factory, json.dumps(r), flush=True)
         del index
     print(
         f"\n{'factory':28s} {'build s':>8s} {'B/casing':>9s} {'p50 ms':>7s} {'p99 ms':>7s} "
-        f"{'R@10':>5s} {'R@200':>6s} {'vs exact':>8s}"
+        f"{'R@10':>5s} {'R@200':>6s} {'vs exact':>8s} {'strong':>6s}"
     )
     for f, r in results["factories"].items():
         print(
             f"{f:28s} {r['build_s']:8.0f} {r['bytes_per_casing_file']:9.0f} "
             f"{r['latency_ms_p50']:7.1f} {r['latency_ms_p99']:7.1f} "
             f"{r['same_firearm_recall@10']:5.2f} {r['same_firearm_recall@200']:6.2f} "
-            f"{r.get('recall_vs_exact@10', float('nan')):8.3f}"
+            f"{r.get('recall_vs_exact@10', float('nan')):8.3f} "
+            f"{r.get(f'recall_vs_exact@10_votes>={STRONG_VOTES}', float('nan')):6.3f}"
         )
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"bench_index_{args.n}.json"
