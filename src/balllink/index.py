@@ -175,10 +175,14 @@ class CasingIndex:
                 f"{DESCRIPTOR_DIM}-d vectors (try 'Flat', 'HNSW32', 'IVF1024,PQ13'; the PQ "
                 f"size must divide {DESCRIPTOR_DIM}): {exc}"
             ) from None
+        if faiss.try_extract_index_ivf(inner) is not None:
+            return inner  # IVF stores ids itself: no second 8-byte id per vector
         return faiss.IndexIDMap2(inner)
 
     def _apply_search_params(self) -> None:
-        inner = faiss.downcast_index(self.index_.index)
+        inner = self.index_
+        if isinstance(inner, faiss.IndexIDMap):
+            inner = faiss.downcast_index(inner.index)
         ivf = faiss.try_extract_index_ivf(inner)
         if ivf is not None:
             ivf.nprobe = int(self.nprobe)
