@@ -1,12 +1,17 @@
 """Accuracy of balllink's comparison on all 780 Fadul pairs (63 KM / 717 KNM).
 
-Prints the KM / KNM score distributions, ROC AUC, false positives / negatives at the
-shipped lead threshold and the variance ratio (``bl.metrics``), writes a histogram PNG and
-``benchmarks/results/eval_fadul.json``. With ``--cmcr`` it also runs ``CMCConfig.cmcr()`` on
+Prints the KM / KNM distributions of the CMC count, the raw score and the calibrated score,
+ROC AUC, false positives / negatives at the shipped lead threshold and the variance ratios
+(``bl.metrics``) of the CMC count and of the raw score (the variance ratio of the logistic
+``score`` only measures how hard the calibration saturates and is not a separation figure),
+writes a histogram PNG (``docs/fadul_scores.png`` after a full run) and
+``benchmarks/results/eval_fadul.json``. With ``--sim`` it evaluates simulated sets
+(``bl.simulate.casings``) the same way instead of Fadul. With ``--cmcr`` it also runs ``CMCConfig.cmcr()`` on
 the 30 reference pairs of ``../shared/reference/cmcr_fadul_pairs.csv`` and reports the
 agreement with cmcR 0.1.11.
 
     .venv/bin/python benchmarks/eval_fadul.py [--data DIR] [--cmcr] [--limit N]
+    .venv/bin/python benchmarks/eval_fadul.py --sim fadul-like:11 --sim medium:12 [--config old]
 """
 
 from __future__ import annotations
@@ -30,6 +35,9 @@ C = importlib.import_module("balllink.compare")
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("BALLLINK_SHARED", ROOT.parent / "shared"))
 RESULTS = ROOT / "benchmarks" / "results"
+DOCS_PNG = ROOT / "docs" / "fadul_scores.png"
+# the default before the cell high-pass (commit 52daddb), for before/after figures
+OLD_DEFAULT = bl.CMCConfig(cell_highpass_um=0.0, correlation_threshold=0.45, max_missing=0.85)
 
 
 def load(data: Path):
@@ -96,6 +104,46 @@ def summarize(rows, threshold):
     }
 
 
+def separation(rows, threshold):
+    """AUC, variance ratio and KM/KNM ranges of the CMC count and the raw score, and the
+    errors of the shipped lead call."""
+    same = np.array([r["same"] for r in rows])
+    out = {}
+    for key in ("cmc_count", "raw_score"):
+        s = np.array([r[key] for r in rows], float)
+        out[key] = {
+            "auc": bl.metrics.roc_auc(s, same),
+            "variance_ratio": bl.metrics.variance_ratio(s, same),
+            "km": [float(s[same].min()), float(np.median(s[same])), float(s[same].max())],
+            "knm": [float(s[~same].min()), float(np.median(s[~same])), float(s[~same].max())],
+        }
+    er = bl.metrics.error_rates(np.array([r["score"] for r in rows]), same, threshold)
+    out["false_positives"], out["false_negatives"] = er.false_positives, er.false_negatives
+    return out
+
+
+def print_separation(sep, label):
+    for key in ("cmc_count", "raw_score"):
+        d = sep[key]
+        print(
+            f"{label} {key:<9}: AUC {d['auc']:.4f}  variance ratio {d['variance_ratio']:6.1f}  "
+            f"KM min/median/max {d['km'][0]:.3g}/{d['km'][1]:.3g}/{d['km'][2]:.3g}  KNM "
+            f"{d['knm'][0]:.3g}/{d['knm'][1]:.3g}/{d['knm'][2]:.3g}"
+        )
+    print(f"{label} lead call: FP {sep['false_positives']} FN {sep['false_negatives']}")
+
+
+def eval_sim(spec: str, cfg, n_firearms=6, per_firearm=4):
+    """All pairs of a simulated set ``difficulty:seed`` with ``cfg``."""
+    diff, seed = spec.split(":")
+    sim = bl.simulate.casings(n_firearms, per_firearm, seed=int(seed), difficulty=diff)
+    gun = [int(g) for g in sim.truth["firearm_id"]]
+    names = [f"{spec}#{i}" for i in range(len(sim.scans))]
+    truth = dict(zip(names, gun))
+    scans = dict(zip(names, sim.scans))
+    return eval_default(names, truth, scans, cfg)
+
+
 def out_of_fold(rows, truth):
     """Leave-one-firearm-out check of the score calibration.
 
@@ -129,8 +177,8 @@ def out_of_fold(rows, truth):
 
 
 def histogram(rows, threshold, path: Path, title: str) -> None:
-    """Two panels: the raw score (congruent share x mean correlation) and the shipped
-    calibrated score, KM and KNM, log counts."""
+    """Two panels: the CMC count and the raw score (with the lead threshold), KM and KNM,
+    log counts."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -139,15 +187,17 @@ def histogram(rows, threshold, path: Path, title: str) -> None:
     same = np.array([r["same"] for r in rows])
     raw_thr = C._CAL_CENTER + C._CAL_WIDTH * math.log(threshold / (1 - threshold))
     fig, axes = plt.subplots(1, 2, figsize=(9.6, 3.4), dpi=100)
-    for ax, key, thr, label in (
-        (axes[0], "raw_score", raw_thr, "raw score: congruent share x mean correlation"),
-        (axes[1], "score", threshold, "shipped score (calibrated)"),
-    ):
+    top = max(r["cmc_count"] for r in rows)
+    for ax, key, thr, label, bins in (
+        (axes[0], "cmc_count", None, "CMC count (both directions)", np.arange(-0.5, top + 1.5)),
+        (axes[1], "raw_score", raw_thr, "raw score: congruent share x mean correlation",
+         np.linspace(0.0, 1.0, 51)),
+    ):  # fmt: skip
         s = np.array([r[key] for r in rows])
-        bins = np.linspace(0.0, 1.0, 51)
         ax.hist(s[~same], bins=bins, color="tab:blue", alpha=0.7, label=f"KNM ({(~same).sum()})")
         ax.hist(s[same], bins=bins, color="tab:red", alpha=0.7, label=f"KM ({same.sum()})")
-        ax.axvline(thr, color="k", ls="--", lw=1, label=f"lead threshold ({thr:.2f})")
+        if thr is not None:
+            ax.axvline(thr, color="k", ls="--", lw=1, label=f"lead threshold ({thr:.3f})")
         ax.set_yscale("log")
         ax.set_xlabel(label, fontsize=9)
         ax.set_ylabel("pairs")
@@ -159,14 +209,13 @@ def histogram(rows, threshold, path: Path, title: str) -> None:
 
 
 def _title(summ) -> str:
-    t = (
+    sep = summ["separation"]
+    return (
         f"balllink default method, all Fadul pairs ({summ['n_km']} KM / {summ['n_knm']} KNM): "
-        f"AUC {summ['auc']:.3f}, FP {summ['false_positives']} FN {summ['false_negatives']}, "
-        f"variance ratio {summ['variance_ratio']:.0f} (calibrated)"
+        f"AUC {summ['auc']:.3f}, FP {summ['false_positives']} FN {summ['false_negatives']}\n"
+        f"variance ratio: CMC count {sep['cmc_count']['variance_ratio']:.1f}, raw score "
+        f"{sep['raw_score']['variance_ratio']:.1f}"
     )
-    if "out_of_fold" in summ:
-        t += f" / {summ['out_of_fold']['raw_variance_ratio']:.1f} (raw)"
-    return t
 
 
 def eval_cmcr(data: Path, scans):
@@ -222,18 +271,44 @@ def main() -> None:
     ap.add_argument("--cmcr", action="store_true", help="also check cmcr() on the 30 pairs")
     ap.add_argument("--limit", type=int, default=None, help="KM + this many random KNM")
     ap.add_argument("--replot", action="store_true", help="redraw the PNG from the JSON")
-    args = ap.parse_args()
+    ap.add_argument(
+        "--sim",
+        action="append",
+        default=[],
+        metavar="DIFFICULTY:SEED",
+        help="evaluate this simulated set (6 firearms x 4) instead of Fadul",
+    )
+    ap.add_argument(
+        "--config",
+        choices=("default", "old"),
+        default="default",
+        help="'old': the default before the cell high-pass (for before/after)",
+    )
+    args = ap.parse_args()  # fmt: skip
     RESULTS.mkdir(parents=True, exist_ok=True)
+    cfg = bl.CMCConfig() if args.config == "default" else OLD_DEFAULT
     if args.replot:
         res = json.loads((RESULTS / "eval_fadul.json").read_text())
         summ = res["default"]
-        histogram(res["pairs"], summ["threshold"], RESULTS / "fadul_scores.png",
-                  _title(summ))  # fmt: skip
+        histogram(res["pairs"], summ["threshold"], DOCS_PNG, _title(summ))
+        return
+    if args.sim:
+        out = {}
+        for spec in args.sim:
+            rows, _, t_cmp = eval_sim(spec, cfg)
+            sep = separation(rows, cfg.lead_threshold)
+            sep["ms_per_pair"] = 1000 * t_cmp / len(rows)
+            n_km = sum(r["same"] for r in rows)
+            print(f"simulated {spec} ({n_km} KM / {len(rows) - n_km} KNM), config {args.config}:")
+            print_separation(sep, f"  {spec}")
+            out[spec] = sep
+        name = f"eval_sim_{args.config}.json"
+        (RESULTS / name).write_text(json.dumps(out, indent=1, default=float))
         return
     names, truth, scans = load(args.data)
-    cfg = bl.CMCConfig()
     rows, t_prep, t_cmp = eval_default(names, truth, scans, cfg, args.limit)
     summ = summarize(rows, cfg.lead_threshold)
+    summ["separation"] = separation(rows, cfg.lead_threshold)
     summ["seconds_prepare_40"] = t_prep
     summ["seconds_compare_all"] = t_cmp
     summ["ms_per_pair"] = 1000 * t_cmp / len(rows)
@@ -242,10 +317,12 @@ def main() -> None:
     for g in ("km", "knm"):
         print(f"{g.upper():14}" + "".join(f"{summ[g][k]:9.3f}" for k in ("min", "median", "max")))
     print(
-        f"ROC AUC {summ['auc']:.4f}   variance ratio {summ['variance_ratio']:.1f}   "
-        f"threshold {summ['threshold']:g}: FP {summ['false_positives']} FN "
-        f"{summ['false_negatives']}   gap {summ['gap']:.3f}"
+        f"calibrated score: ROC AUC {summ['auc']:.4f}   threshold {summ['threshold']:g}: FP "
+        f"{summ['false_positives']} FN {summ['false_negatives']}   gap {summ['gap']:.3f}   "
+        f"(its variance ratio {summ['variance_ratio']:.0f} reflects the logistic's saturation, "
+        "not separation)"
     )
+    print_separation(summ["separation"], "Fadul")
     print(
         f"time: prepare 40 scans {t_prep:.1f} s, compare {len(rows)} pairs {t_cmp:.1f} s "
         f"({summ['ms_per_pair']:.0f} ms/pair, both directions)"
@@ -259,11 +336,10 @@ def main() -> None:
             f"{oof['raw_knm_max']:.3f}"
         )
         print(
-            f"leave-one-firearm-out calibration: AUC {oof['auc']:.4f}, variance ratio "
-            f"{oof['variance_ratio']:.1f}, FP {oof['false_positives']} FN "
-            f"{oof['false_negatives']} at 0.5"
+            f"leave-one-firearm-out calibration: AUC {oof['auc']:.4f}, FP "
+            f"{oof['false_positives']} FN {oof['false_negatives']} at 0.5"
         )
-    png = RESULTS / "fadul_scores.png"
+    png = DOCS_PNG if not args.limit and args.config == "default" else RESULTS / "fadul_scores.png"
     histogram(rows, cfg.lead_threshold, png, _title(summ))
     print(f"histogram: {png}")
     result = {"default": summ, "pairs": rows}

@@ -10,12 +10,16 @@ Two ways to compare, chosen by :class:`CMCConfig`:
 * ``CMCConfig()`` (the default): full 360 degree search. A coarse global alignment (from
   :mod:`balllink.align`; a built-in brute-force masked NCC over coarse angles when it finds
   nothing) gives the pose; both scans are block-averaged to 12.5 µm, the reference's
-  valid bounding box is cut into 8x8 cells, and each cell is searched in the target warped
-  by that pose over +-4 pixels (50 µm) with masked normalised cross-correlation (per-offset
-  normalisation over jointly valid pixels). Congruent cells follow the High CMC rule in each
-  direction (3 px, 0.45); the count sums both directions; ``raw_score`` = congruent share
-  of the compared cells x their mean correlation, and ``score`` is its logistic calibration
-  (centre 0.33, width 0.04, see ``_CAL_CENTER``); ``lead`` = score >= 0.5.
+  valid bounding box is cut into 8x8 cells (cells more than 70 % missing are dropped), and
+  each cell is searched in the target warped by that pose over +-4 pixels (50 µm) with
+  masked normalised cross-correlation (per-offset normalisation over jointly valid pixels).
+  Before the cells are cut, both scans are high-passed at 200 µm (``cell_highpass_um``):
+  a cell of ~420 µm holds only a few of the longer waves, which gave non-matching cells
+  chance correlations; the fine individual marks carry the match. Congruent cells follow
+  the High CMC rule in each direction (3 px, 0.40); the count sums both directions;
+  ``raw_score`` = congruent share of the compared cells x their mean correlation, and
+  ``score`` is its logistic calibration (centre 0.14, width 0.02, see ``_CAL_CENTER``);
+  ``lead`` = score >= 0.5.
   The final pose is a least-squares rigid fit to the congruent cells of both directions.
   Measured on Fadul (benchmarks/eval_fadul.py): searching cells at the coarse angle only
   separates better than a +-2 degree window (fewer chance maxima for non-matches) and is
@@ -114,6 +118,12 @@ class CMCConfig:
         ``search="global"``: number of coarse poses refined.
     coarse_step_deg : float
         Step of the built-in brute-force coarse search (used until ``align`` lands).
+    cell_highpass_um : float
+        Default method only (0 = off): before the cells are cut, both scans are high-passed
+        with this ISO 16610-61 Gaussian cutoff wavelength (µm, NaN-aware,
+        :func:`balllink.bandpass`), so that the cell correlations are carried by the fine
+        individual marks rather than by the few long waves a cell holds (long waves give
+        non-matching cells chance correlations). ``CMCConfig.cmcr()`` leaves scans as given.
     lead_threshold : float
         ``score`` at or above which a pair is a lead.
     """
@@ -124,8 +134,8 @@ class CMCConfig:
     rotation_step: float = 2.0
     translation_threshold_px: float = 3.0
     rotation_threshold_deg: float = 6.0
-    correlation_threshold: float = 0.45
-    max_missing: float = 0.85
+    correlation_threshold: float = 0.40
+    max_missing: float = 0.7
     method: str = "high"
     tau: int = 1
     combine: str = "sum"
@@ -135,6 +145,7 @@ class CMCConfig:
     downsample: int = 2
     coarse_candidates: int = 1
     coarse_step_deg: float = 4.0
+    cell_highpass_um: float = 200.0
     lead_threshold: float = 0.5
 
     def __post_init__(self) -> None:
@@ -163,6 +174,8 @@ class CMCConfig:
             problems.append(f"max_missing must be in [0, 1], got {self.max_missing}")
         if int(self.downsample) != self.downsample or self.downsample < 1:
             problems.append(f"downsample must be a positive int, got {self.downsample}")
+        if not self.cell_highpass_um >= 0:
+            problems.append(f"cell_highpass_um must be >= 0 (0: off), got {self.cell_highpass_um}")
         if self.combine == "cmcr" and self.method != "high":
             problems.append('combine="cmcr" needs method="high" (cmcR combines High CMCs)')
         if problems:
@@ -195,6 +208,7 @@ class CMCConfig:
             ccf="cmcr",
             interpolation="nearest",
             downsample=1,
+            cell_highpass_um=0.0,
             lead_threshold=6.0,
         )
         return replace(base, **changes)
@@ -675,9 +689,13 @@ def _cell_grid(z: np.ndarray, grid: tuple[int, int], max_missing: float):
 def _prepare(scan: Scan, cfg: CMCConfig) -> _Prepared:
     z = scan.masked_heights()
     f = int(cfg.downsample)
-    zd = _block_mean(z, f)
     coarse_factor = 4 * f
-    zc = _block_mean(z, coarse_factor)
+    zc = _block_mean(z, coarse_factor)  # the built-in coarse search keeps the long waves
+    if cfg.cell_highpass_um > 0 and scan.n_valid:
+        from .preprocess import bandpass
+
+        z = bandpass(scan, short_um=None, long_um=cfg.cell_highpass_um).masked_heights()
+    zd = _block_mean(z, f)
     cells, boxes, frac = _cell_grid(zd, cfg.grid, cfg.max_missing)
     tpl = None
     align = _align_module()
@@ -699,7 +717,7 @@ def _prepared(scan: Scan, cfg: CMCConfig) -> _Prepared:
     """:func:`_prepare` cached per scan object (weakly) and configuration, so that a scan
     compared many times (a query, or a candidate of many queries) is prepared once."""
     per_scan = _PREPARED.setdefault(scan, {})
-    key = (cfg.downsample, cfg.grid, cfg.max_missing)
+    key = (cfg.downsample, cfg.grid, cfg.max_missing, cfg.cell_highpass_um)
     if key not in per_scan:
         per_scan[key] = _prepare(scan, cfg)
     return per_scan[key]
@@ -1037,13 +1055,16 @@ def _raw_score(n_cong: int, n_cells: int, corr_cong: np.ndarray) -> float:
     return float(n_cong / n_cells * np.mean(corr_cong))
 
 
-# Calibration of the shipped score: a logistic of the raw score. Measured raw scores: on the
-# 780 Fadul pairs KNM max 0.24, KM min 0.61 (benchmarks/eval_fadul.py); on simulated
-# medium-difficulty sets (bl.simulate.casings(4, 3), seeds 3 and 7) KNM max 0.08, KM min
-# 0.36. The centre sits between the highest non-match and the lowest match of both, leaning
-# to recall (a lead is reviewed by an examiner); the width sets how hard it saturates.
-_CAL_CENTER = 0.33
-_CAL_WIDTH = 0.04
+# Calibration of the shipped score: a logistic of the raw score. Measured raw scores with the
+# default (benchmarks/eval_fadul.py): the 780 Fadul pairs KNM max 0.07, KM min 0.46;
+# simulated sets bl.simulate.casings(6, 4): "medium" seeds 12 / 22 KNM max 0.04 / 0.05, KM
+# min 0.25 / 0.22; "fadul-like" seeds 11 / 21 KNM max 0.03 / 0.06, KM min 0.64 / 0.65. The
+# centre sits between the highest non-match (0.07) and the lowest match (0.22) of all,
+# leaning to recall (a lead is reviewed by an examiner); the width sets how hard it
+# saturates (its variance ratio says nothing about separation: use the count's or the raw
+# score's).
+_CAL_CENTER = 0.14
+_CAL_WIDTH = 0.02
 
 
 def _calibrated(raw: float) -> float:
