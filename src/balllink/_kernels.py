@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def rotate_nearest(img, angle_deg, cy, cx):
     """Nearest-neighbour rotation as CImg (imager) does it; NaN outside the input."""
     ny, nx = img.shape
@@ -106,7 +106,7 @@ def warp_rigid(img, out_ny, out_nx, angle_deg, cy_in, cx_in, cy_out, cx_out, dy,
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _corr_idx(cell, region, ridx, cidx):
     # Pearson correlation of cell with region[ridx][:, cidx] over jointly finite pixels;
     # an index of -1 (or outside the region) stands for a missing row/column.
@@ -157,7 +157,7 @@ def _corr_idx(cell, region, ridx, cidx):
     return sxy / math.sqrt(sxx * syy)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def index_corr(cells, regions, ridx, cidx):
     """Best Pearson correlation per cell over candidate index windows into its region.
 
@@ -181,7 +181,7 @@ def index_corr(cells, regions, ridx, cidx):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def cmcr_regions(rot, geom, max_missing, rbuf, rnan):
     """cmcR's target regions at one rotation: cut, NA-pad, drop, standardize.
 
@@ -234,7 +234,7 @@ def cmcr_regions(rot, geom, max_missing, rbuf, rnan):
     return used
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def gathered_argmax(maps, ridx, cidx, nr, nc):
     """First maximum (row-major) of ``maps[k][ridx[k, :nr[k]]][:, cidx[k, :nc[k]]]``.
 

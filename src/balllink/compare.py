@@ -40,6 +40,7 @@ import math
 import os
 import weakref
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -968,10 +969,14 @@ def _compare_cmcr(a: Scan, b: Scan, cfg: CMCConfig) -> Comparison:
     za, zb = a.masked_heights(), b.masked_heights()
     sp = a.spacing_um[0]
     dirs, raw = [], []
-    for ref, tgt, rs, ts in ((za, zb, a, b), (zb, za, b, a)):
-        thetas, cells, dx, dy, corr, present = _cmcr_direction(ref, tgt, cfg)
-        dec = _decide(thetas, dx, dy, corr, present, cfg)
-        raw.append((thetas, cells, dx, dy, corr, present, dec, rs, ts))
+    # the two directions are independent: the FFTs and the nogil kernels of one run while
+    # the other direction's Python glue holds the GIL
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = [pool.submit(_cmcr_direction, ref, tgt, cfg) for ref, tgt in ((za, zb), (zb, za))]
+        for fut, (rs, ts) in zip(futures, ((a, b), (b, a))):
+            thetas, cells, dx, dy, corr, present = fut.result()
+            dec = _decide(thetas, dx, dy, corr, present, cfg)
+            raw.append((thetas, cells, dx, dy, corr, present, dec, rs, ts))
     d1, d2 = raw[0][6], raw[1][6]
     thetas = raw[0][0]
     if cfg.method == "high" and cfg.combine == "cmcr":
