@@ -24,7 +24,6 @@ __all__ = ["main", "run_bench"]
 log = logging.getLogger(__name__)
 
 SCAN_SUFFIXES = {".x3p", ".npz", ".npy", ".png", ".tif", ".tiff"}
-DEFAULT_DATA = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "fadul"
 
 
 # --------------------------------------------------------------------------- helpers
