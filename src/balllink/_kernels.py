@@ -67,42 +67,9 @@ def warp_rigid(img, out_ny, out_nx, angle_deg, cy_in, cx_in, cy_out, cx_out, dy,
     row 0 on top) of ``skimage.transform.rotate``. A sample is NaN when a neighbour of
     non-zero weight is NaN or outside the input.
     """
-    ny, nx = img.shape
     out = np.empty((out_ny, out_nx), dtype=np.float32)
-    rad = angle_deg * math.pi / 180.0
-    ca = math.cos(rad)
-    sa = math.sin(rad)
     for r in range(out_ny):
-        qy = r - cy_out - dy
-        for c in range(out_nx):
-            qx = c - cx_out - dx
-            ys = cy_in + ca * qy + sa * qx
-            xs = cx_in - sa * qy + ca * qx
-            y0 = math.floor(ys)
-            x0 = math.floor(xs)
-            fy = ys - y0
-            fx = xs - x0
-            acc = 0.0
-            bad = False
-            for j in range(2):
-                wy = fy if j == 1 else 1.0 - fy
-                if wy <= 1e-6:
-                    continue
-                yy = y0 + j
-                for i in range(2):
-                    wx = fx if i == 1 else 1.0 - fx
-                    if wx <= 1e-6:
-                        continue
-                    xx = x0 + i
-                    if xx < 0 or xx >= nx or yy < 0 or yy >= ny:
-                        bad = True
-                    else:
-                        v = img[yy, xx]
-                        if math.isnan(v):
-                            bad = True
-                        else:
-                            acc += wx * wy * v
-            out[r, c] = np.nan if bad else acc
+        _warp_row(img, out[r], r, angle_deg, cy_in, cx_in, cy_out, cx_out, dy, dx)
     return out
 
 
