@@ -8,6 +8,7 @@ from scipy import ndimage
 
 import balllink as bl
 from balllink.features import DESCRIPTOR_DIM, POSE_COLUMNS, embed, embed_many
+from helpers import rotate_scan
 
 
 def _surface(seed=0, n=240, spacing=6.25, annulus=True):
@@ -19,15 +20,6 @@ def _surface(seed=0, n=240, spacing=6.25, annulus=True):
         r = np.hypot(yy, xx)
         z[(r > 0.47 * n) | (r < 0.15 * n)] = np.nan
     return bl.Scan(z.astype(np.float32), spacing_um=spacing)
-
-
-def rotate_scan(scan, deg, shift_px=(0.0, 0.0)):
-    z = scan.masked_heights()
-    ok = np.isfinite(z)
-    zr = ndimage.shift(ndimage.rotate(np.where(ok, z, 0), deg, reshape=True, order=1), shift_px)
-    okr = ndimage.shift(ndimage.rotate(ok.astype(float), deg, reshape=True, order=1), shift_px)
-    zr = np.where(okr > 0.99, zr / np.maximum(okr, 1e-6), np.nan)
-    return scan.replace(heights=zr.astype(np.float32), mask=None)
 
 
 def test_embed_rows_are_poses_plus_unit_descriptors():

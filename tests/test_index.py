@@ -7,19 +7,10 @@ import zipfile
 
 import numpy as np
 import pytest
-from scipy import ndimage
 
 import balllink as bl
 from balllink.features import embed
-
-
-def rotate_scan(scan, deg, shift_px=(0.0, 0.0)):
-    z = scan.masked_heights()
-    ok = np.isfinite(z)
-    zr = ndimage.shift(ndimage.rotate(np.where(ok, z, 0), deg, reshape=True, order=1), shift_px)
-    okr = ndimage.shift(ndimage.rotate(ok.astype(float), deg, reshape=True, order=1), shift_px)
-    zr = np.where(okr > 0.99, zr / np.maximum(okr, 1e-6), np.nan)
-    return scan.replace(heights=zr.astype(np.float32), mask=None)
+from helpers import rotate_scan
 
 
 @pytest.fixture(scope="module")

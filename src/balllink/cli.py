@@ -64,6 +64,27 @@ def _emit(args, obj, text: str | None = None) -> None:
         print(text)
 
 
+def _lead_rows(leads, *, full: bool) -> list[dict]:
+    """Table rows of leads; ``full`` adds the case numbers and the review status."""
+    rows = []
+    for x in leads:
+        row = {
+            "lead": x.id,
+            "a": x.a,
+            "b": x.b,
+            "score": x.score,
+            "cmc": x.cmc_count,
+            "agencies": f"{x.agency_a}/{x.agency_b}",
+        }
+        if full:
+            row["cases"] = f"{x.case_a}/{x.case_b}"
+        row["cross"] = "X" if x.cross_jurisdiction else ""
+        if full:
+            row["status"] = x.status
+        rows.append(row)
+    return rows
+
+
 def _table(rows: list[dict], columns: list[str] | None = None) -> str:
     if not rows:
         return "(none)"
@@ -194,20 +215,7 @@ def _cmd_leads(args) -> int:
             elif fmt == "geojson":
                 out.write(json.dumps(report.leads_geojson(db, leads), indent=2) + "\n")
             else:
-                rows = [
-                    {
-                        "lead": x.id,
-                        "a": x.a,
-                        "b": x.b,
-                        "score": x.score,
-                        "cmc": x.cmc_count,
-                        "agencies": f"{x.agency_a}/{x.agency_b}",
-                        "cases": f"{x.case_a}/{x.case_b}",
-                        "cross": "X" if x.cross_jurisdiction else "",
-                        "status": x.status,
-                    }
-                    for x in leads
-                ]
+                rows = _lead_rows(leads, full=True)
                 out.write(f"{len(leads)} lead(s) at threshold {db.threshold:g}\n")
                 out.write(_table(rows) + "\n")
         finally:
@@ -667,22 +675,7 @@ def _cmd_demo(args) -> int:
     leads = db.leads()
     cross = [x for x in leads if x.cross_jurisdiction]
     say(f"\n{len(leads)} lead(s) at threshold {db.threshold:g}, {len(cross)} cross-jurisdiction")
-    say(
-        _table(
-            [
-                {
-                    "lead": x.id,
-                    "a": x.a,
-                    "b": x.b,
-                    "score": x.score,
-                    "cmc": x.cmc_count,
-                    "agencies": f"{x.agency_a}/{x.agency_b}",
-                    "cross": "X" if x.cross_jurisdiction else "",
-                }
-                for x in leads[:25]
-            ]
-        )
-    )
+    say(_table(_lead_rows(leads[:25], full=False)))
     if len(leads) > 25:
         say(f"... {len(leads) - 25} more (balllink leads --db {dbdir})")
     series = db.series()

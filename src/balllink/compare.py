@@ -50,6 +50,7 @@ import scipy.fft as sfft
 from . import _kernels as K
 from ._scan import Scan
 from .errors import PreprocessError
+from .preprocess import _nan_block_mean
 
 __all__ = ["CMCConfig", "Comparison", "compare", "compare_many"]
 
@@ -625,21 +626,6 @@ def _combine_cmcr(d1: _Decision, d2: _Decision, thetas, corr1, corr2, t_th: floa
 # --------------------------------------------------------------------------- default method
 
 
-def _block_mean(z: np.ndarray, f: int) -> np.ndarray:
-    """NaN-aware block mean by ``f`` (NaN where fewer than half of a block is valid)."""
-    if f == 1:
-        return np.ascontiguousarray(z, dtype=np.float32)
-    ny, nx = (z.shape[0] // f) * f, (z.shape[1] // f) * f
-    b = z[:ny, :nx].reshape(ny // f, f, nx // f, f)
-    ok = np.isfinite(b)
-    n = ok.sum(axis=(1, 3))
-    s = np.where(ok, b, 0).sum(axis=(1, 3), dtype=np.float64)
-    out = np.full(n.shape, np.nan, np.float32)
-    good = n * 2 >= f * f
-    out[good] = (s[good] / n[good]).astype(np.float32)
-    return out
-
-
 @dataclass
 class _Prepared:
     """Per-scan work of the default method, done once and reused by compare_many."""
@@ -691,12 +677,12 @@ def _prepare(scan: Scan, cfg: CMCConfig) -> _Prepared:
     z = scan.masked_heights()
     f = int(cfg.downsample)
     coarse_factor = 4 * f
-    zc = _block_mean(z, coarse_factor)  # the built-in coarse search keeps the long waves
+    zc = _nan_block_mean(z, coarse_factor)  # the built-in coarse search keeps the long waves
     if cfg.cell_highpass_um > 0 and scan.n_valid:
         from .preprocess import bandpass
 
         z = bandpass(scan, short_um=None, long_um=cfg.cell_highpass_um).masked_heights()
-    zd = _block_mean(z, f)
+    zd = _nan_block_mean(z, f)
     cells, boxes, frac = _cell_grid(zd, cfg.grid, cfg.max_missing)
     tpl = None
     align = _align_module()
@@ -791,7 +777,7 @@ def _coarse_poses(pa: _Prepared, pb: _Prepared, cfg: CMCConfig):
     # built-in search: every coarse_step_deg on a 2x coarser grid, then +-2 degrees by 1
     # around the three best angles on the coarse grid
     sp = pa.spacing_um * pa.coarse_factor
-    a2, b2 = _block_mean(pa.coarse, 2), _block_mean(pb.coarse, 2)
+    a2, b2 = _nan_block_mean(pa.coarse, 2), _nan_block_mean(pb.coarse, 2)
     scan1 = _angle_scan(a2, b2, 2 * sp, np.arange(0.0, 360.0, cfg.coarse_step_deg))
     seeds: list[float] = []
     for th, *_ in scan1:

@@ -33,6 +33,7 @@ import numpy as np
 from scipy import ndimage
 
 from ._scan import Scan
+from .preprocess import _nan_block_mean
 
 __all__ = [
     "DESCRIPTOR_DIM",
@@ -67,21 +68,6 @@ _RADII = np.linspace(_RADIUS_PX / _N_RINGS, _RADIUS_PX, _N_RINGS)
 _ANGLES = 2 * np.pi * np.arange(_N_ANGLES) / _N_ANGLES
 _DY = (_RADII[:, None] * np.sin(_ANGLES)[None, :]).ravel()
 _DX = (_RADII[:, None] * np.cos(_ANGLES)[None, :]).ravel()
-
-
-def _block_mean(z: np.ndarray, f: int) -> np.ndarray:
-    """NaN-aware f×f block mean; a block is valid when at least half of it is."""
-    if f <= 1:
-        return np.array(z, dtype=np.float32)
-    ny, nx = (z.shape[0] // f) * f, (z.shape[1] // f) * f
-    blocks = z[:ny, :nx].reshape(ny // f, f, nx // f, f)
-    ok = np.isfinite(blocks)
-    count = ok.sum(axis=(1, 3))
-    total = np.where(ok, blocks, 0).sum(axis=(1, 3), dtype=np.float64)
-    out = np.full(count.shape, np.nan, np.float32)
-    good = count * 2 >= f * f
-    out[good] = total[good] / count[good]
-    return out
 
 
 def _check_scan(prep: Scan) -> None:
@@ -133,7 +119,7 @@ def embed(prep: Scan) -> np.ndarray:
     _check_scan(prep)
     spacing = float(prep.spacing_um[0])
     factor = max(1, round(_WORK_SPACING_UM / spacing))
-    z = _block_mean(prep.masked_heights(), factor)
+    z = _nan_block_mean(prep.masked_heights(), factor)
     work_spacing = spacing * factor
     ok = np.isfinite(z)
     empty = np.zeros((0, POSE_COLUMNS + DESCRIPTOR_DIM), np.float32)

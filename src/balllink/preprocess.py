@@ -209,6 +209,22 @@ def _block_mean(z: np.ndarray, w: np.ndarray, ky: int, kx: int):
     return mean, n / (ky * kx)
 
 
+def _nan_block_mean(z: np.ndarray, f: int) -> np.ndarray:
+    """NaN-aware f×f block mean of a float array (NaN where fewer than half of a block is
+    valid); ``f <= 1`` returns the array itself as C-contiguous float32."""
+    if f <= 1:
+        return np.ascontiguousarray(z, dtype=np.float32)
+    ny, nx = (z.shape[0] // f) * f, (z.shape[1] // f) * f
+    blocks = z[:ny, :nx].reshape(ny // f, f, nx // f, f)
+    ok = np.isfinite(blocks)
+    count = ok.sum(axis=(1, 3))
+    total = np.where(ok, blocks, 0).sum(axis=(1, 3), dtype=np.float64)
+    out = np.full(count.shape, np.nan, np.float32)
+    good = count * 2 >= f * f
+    out[good] = total[good] / count[good]
+    return out
+
+
 # --------------------------------------------------------------------------- breech face
 
 
