@@ -6,8 +6,10 @@ the lab's habit of scanning casings in a similar orientation. The query's own ca
 excluded from its ranking. Figures: recall@10 of same-gun casings (mean over queries) and
 the share of queries whose first candidate is a same-gun casing.
 
-Simulated (when ``bl.simulate`` is available): recall@K, K = 10, 50, 200, of same-firearm
-casings for the shipped descriptor/index, each query being a stored casing (excluded).
+Simulated: recall@K, K = 10, 50, 200, of same-firearm casings among 1e4 or 1e5 casings
+simulated in full ("fadul-like", 272×272 px at 12.5 µm, 4 firings per firearm; made once in
+parallel and cached by ``simcache.py``), each query a stored casing (itself excluded), for
+``CasingIndex()`` (exact; up to 2e4 casings) and ``CasingIndex.compressed(n)``.
 
 Descriptors tried:
   radial_psd     global radially averaged power spectrum (rotation invariant)
@@ -18,8 +20,8 @@ Descriptors tried:
 
 Usage::
 
-    .venv/bin/python benchmarks/eval_retrieval.py [--fadul DIR] [--sim 10000 100000]
-        [--sim-shape 128] [--sim-spacing 25]
+    .venv/bin/python benchmarks/eval_retrieval.py [--fadul DIR] [--no-fadul]
+        [--sim 10000 100000] [--sim-index default compressed] [--jobs 2]
 
 Writes ``benchmarks/results/eval_retrieval.json``.
 """
@@ -35,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
+from simcache import DEFAULT_CACHE, simulated_tables
 
 import balllink as bl
 from balllink.features import POSE_COLUMNS, embed
@@ -228,67 +231,63 @@ def eval_fadul(folder: Path, seed: int = 0, max_stored: int = 128) -> dict:
     return out
 
 
-def eval_simulated(
-    n_casings: int, *, shape, spacing, factory, difficulty, seed=0, per_firearm=4
-) -> dict:
-    n_firearms = n_casings // per_firearm
-    kw = {"shape": shape, "spacing_um": spacing} if shape else {}
-    kw["difficulty"] = difficulty
-    t0 = time.perf_counter()
-    rows, fids, cids = [], [], []
-    for scan, truth in bl.simulate.iter_casings(n_firearms, per_firearm, seed=seed, **kw):
-        rows.append(embed(scan))
-        fids.append(int(truth["firearm_id"]))
-        cids.append(int(truth["casing_id"]))
-    t_embed = time.perf_counter() - t0
-    fids = np.asarray(fids)
-    cids = np.asarray(cids, np.int64)
-    index = bl.CasingIndex(factory)
-    t0 = time.perf_counter()
-    index.add(cids, rows)
-    t_add = time.perf_counter() - t0
+def eval_simulated(n_casings: int, *, configs, cache, jobs, n_queries=200, seed=0) -> dict:
+    """recall@K of same-firearm casings among ``n_casings`` simulated ones, per index config.
+
+    The casings come from ``simcache`` ("fadul-like", 272x272 px at 12.5 um, 4 firings per
+    firearm, made once and cached); each query is a stored casing (itself excluded).
+    """
+    tables, fids = simulated_tables(n_casings, cache=cache, jobs=jobs)
+    cids = np.arange(len(tables), dtype=np.int64)
     rng = np.random.default_rng(seed)
-    qsel = rng.choice(len(rows), size=min(500, len(rows)), replace=False)
+    qsel = rng.choice(len(tables), size=min(n_queries, len(tables)), replace=False)
     ks = (10, 50, 200)
-    t0 = time.perf_counter()
-    got, _ = index.search([rows[i] for i in qsel], k=max(ks) + 1)
-    t_search = (time.perf_counter() - t0) / len(qsel)
-    fid_of = dict(zip(cids.tolist(), fids.tolist(), strict=True))
-    rec = {k: [] for k in ks}
-    first = []
-    for qi, i in enumerate(qsel):
-        lst = [c for c in got[qi].tolist() if c != cids[i] and c >= 0][: max(ks)]
-        hit = np.array([fid_of[c] == fids[i] for c in lst], bool)
-        n_mates = int((fids == fids[i]).sum()) - 1
-        if n_mates == 0:
-            continue
-        for k in ks:
-            rec[k].append(hit[:k].sum() / n_mates)
-        first.append(bool(hit[:1].any()))
-    return {
-        "n_casings": len(rows),
-        "shape": shape,
-        "spacing_um": spacing,
-        "difficulty": difficulty,
-        "factory": index.factory_,
-        "keypoints_per_casing": float(np.mean([len(r) for r in rows])),
-        "embed_s_per_scan(sim+embed)": t_embed / len(rows),
-        "add_s": t_add,
-        "search_s_per_query": t_search,
-        **{f"recall@{k}": float(np.mean(v)) for k, v in rec.items()},
-        "first_same_gun": float(np.mean(first)),
-        "n_queries": len(qsel),
-    }
+    out = {}
+    for name in configs:
+        index = bl.CasingIndex() if name == "default" else bl.CasingIndex.compressed(n_casings)
+        t0 = time.perf_counter()
+        index.add(cids, tables)
+        t_add = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        got, _ = index.search([tables[i].astype(np.float32) for i in qsel], k=max(ks) + 1)
+        t_search = (time.perf_counter() - t0) / len(qsel)
+        rec = {k: [] for k in ks}
+        first = []
+        for qi, i in enumerate(qsel):
+            lst = np.array([c for c in got[qi].tolist() if c != i and c >= 0][: max(ks)], int)
+            hit = fids[lst] == fids[i] if len(lst) else np.zeros(0, bool)
+            n_mates = int((fids == fids[i]).sum()) - 1
+            for k in ks:
+                rec[k].append(hit[:k].sum() / n_mates)
+            first.append(bool(hit[:1].any()))
+        out[name] = {
+            "n_casings": len(tables),
+            "index": repr(index),
+            "params": index._params(),
+            "add_s": t_add,
+            "search_s_per_query": t_search,
+            **{f"recall@{k}": float(np.mean(v)) for k, v in rec.items()},
+            "first_same_gun": float(np.mean(first)),
+            "n_queries": len(qsel),
+        }
+        print(f"sim {n_casings} {name}: {json.dumps(out[name])}", flush=True)
+        del index
+    return out
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--fadul", type=Path, default=HERE.parents[1] / "shared/data/fadul")
     ap.add_argument("--sim", type=int, nargs="*", default=[])
-    ap.add_argument("--sim-shape", type=int, default=0, help="0 = simulator default")
-    ap.add_argument("--sim-spacing", type=float, default=0.0)
-    ap.add_argument("--factory", default=None)
-    ap.add_argument("--difficulty", default="fadul-like")
+    ap.add_argument(
+        "--sim-index",
+        nargs="+",
+        default=["default", "compressed"],
+        help="'default' = CasingIndex() (exact; skipped above 2e4 casings), 'compressed'",
+    )
+    ap.add_argument("--sim-queries", type=int, default=200)
+    ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--no-fadul", action="store_true")
     ap.add_argument("--out", default="")
     ap.add_argument("--max-stored", type=int, default=128, help="keypoints kept per casing")
@@ -304,16 +303,10 @@ def main(argv=None) -> int:
                 f"{1e3 * r['s_per_scan']:8.1f}"
             )
     for n in args.sim:
-        shape = (args.sim_shape, args.sim_shape) if args.sim_shape else None
-        r = eval_simulated(
-            n,
-            shape=shape,
-            spacing=args.sim_spacing or None,
-            factory=args.factory,
-            difficulty=args.difficulty,
+        configs = [c for c in args.sim_index if c != "default" or n <= 20_000]
+        results[f"sim_{n}"] = eval_simulated(
+            n, configs=configs, cache=args.cache, jobs=args.jobs, n_queries=args.sim_queries
         )
-        results[f"sim_{n}_{args.difficulty}"] = r
-        print(json.dumps(r))
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / (args.out or "eval_retrieval.json")
     out.write_text(json.dumps(results, indent=1))

@@ -108,7 +108,7 @@ def test_search_accepts_scans_and_descriptor_tables_alike(sims):
     np.testing.assert_array_equal(a[1], b[1])
 
 
-@pytest.mark.parametrize("factory", [None, "HNSW16", "IVF8,Flat"])
+@pytest.mark.parametrize("factory", [None, "HNSW16", "IVF8,Flat", "IVF8_HNSW32,PQ52x4fs"])
 def test_remove(sims, factory):
     s, rows = sims
     index = _flat_index(sims, factory)
@@ -127,7 +127,7 @@ def test_remove(sims, factory):
     assert index.search(rows[4:5], k=1)[0][0, 0] == cid
 
 
-@pytest.mark.parametrize("factory", [None, "HNSW16", "IVF8,PQ8x4"])
+@pytest.mark.parametrize("factory", [None, "HNSW16", "IVF8,PQ8x4", "IVF8_HNSW32,PQ52x4fs"])
 def test_save_load_round_trip_searches_identically(sims, tmp_path, factory):
     s, rows = sims
     index = _flat_index(sims, factory, nprobe=4)
@@ -205,3 +205,45 @@ def test_progress_is_reported_for_adds(sims):
     index.add(np.arange(len(rows)), rows, progress=lambda d, t: seen.append((d, t)))
     assert seen[-1] == (len(rows), len(rows))
     assert all(d <= t for d, t in seen)
+
+
+def test_compressed_configuration_scales_its_lists_and_finds_firearms(sims):
+    small, large = bl.CasingIndex.compressed(10_000), bl.CasingIndex.compressed(10**6)
+    assert small.factory == "IVF512_HNSW32,PQ52x4fs" and small.max_stored == 80
+    assert large.factory == "IVF65536_HNSW32,PQ52x4fs" and large.query_keypoints == 128
+    assert bl.CasingIndex.compressed(1000, nprobe=8).nprobe == 8
+    with pytest.raises(ValueError, match="n_casings"):
+        bl.CasingIndex.compressed(0)
+    s, rows = sims
+    index = bl.CasingIndex.compressed(len(rows), nprobe=64)  # 64 lists: all visited
+    index.add(s.truth["casing_id"], rows)
+    got, scores = index.search(rows, k=3)
+    firearm = s.truth["firearm_id"]
+    # every casing finds itself first and a same-firearm casing second
+    assert np.array_equal(got[:, 0], s.truth["casing_id"])
+    assert np.mean(firearm[got[:, 1]] == firearm) >= 0.9
+    assert scores[:, 0].max() <= 128  # votes come from at most query_keypoints keypoints
+
+
+def test_query_keypoints_caps_the_votes(sims):
+    _, rows = sims
+    index = _flat_index(sims, query_keypoints=5)
+    _, scores = index.search(rows[:4], k=2)
+    assert 2 <= scores[:, 0].min() and scores.max() <= 5
+    with pytest.raises(ValueError, match="query_keypoints"):
+        _flat_index(sims, query_keypoints=0)
+
+
+def test_many_lists_are_trained_by_two_level_kmeans(sims, monkeypatch):
+    import balllink.index as index_mod
+
+    monkeypatch.setattr(index_mod, "_TWO_LEVEL_NLIST", 16)
+    _, rows = sims
+    index = _flat_index(sims, "IVF64,Flat", nprobe=64)
+    ivf = index.index_
+    assert ivf.quantizer.ntotal == 64 and index.index_.is_trained
+    sizes = np.array([ivf.invlists.list_size(i) for i in range(64)])
+    assert sizes.sum() == index.ntotal and (sizes > 0).sum() >= 48  # lists really used
+    # with every list visited the search equals exact search
+    exact = _flat_index(sims)
+    np.testing.assert_array_equal(index.search(rows, k=4)[0], exact.search(rows, k=4)[0])

@@ -82,6 +82,17 @@ def test_casings_equal_first_items_of_stream(small_set):
         )
 
 
+def test_stream_can_start_at_a_firearm(small_set):
+    # a slice made alone (as parallel benchmark workers do) equals the full stream's casings
+    part = list(sim.iter_casings(4, 3, seed=11, difficulty="easy", first_firearm=2, **SMALL))
+    assert [int(row["firearm_id"]) for _, row in part] == [2, 2, 2, 3, 3, 3]
+    for (scan, row), ref, ref_row in zip(part, small_set.scans[6:], small_set.truth[6:]):
+        assert _same(scan.heights, ref.heights)
+        assert row == ref_row
+    with pytest.raises(ValueError, match="first_firearm"):
+        sim.iter_casings(4, 3, seed=11, first_firearm=5)
+
+
 def test_lazy_truth_arrays_match_kept_ones(small_set):
     lazy = sim.casings(4, 3, seed=11, difficulty="easy", keep_truth_arrays=False, **SMALL)
     for k in (0, 5, 11):

@@ -42,6 +42,7 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+from faiss.contrib.clustering import two_level_clustering
 
 from ._scan import Scan
 from .errors import IndexFormatError
@@ -54,6 +55,11 @@ logger = logging.getLogger(__name__)
 _MAGIC = "balllink-casing-index"
 _FORMAT = 1
 _ADD_CHUNK = 200_000
+#: Above this many inverted lists the coarse centroids are trained by two-level k-means
+#: (sqrt(nlist) clusters, then each split): flat k-means over 32k+ centroids takes hours
+#: on 2 cores, two-level about a minute.
+_TWO_LEVEL_NLIST = 4096
+_TRAIN_PER_LIST = 32
 
 
 def _rows_of(item, what: str) -> np.ndarray:
@@ -91,7 +97,9 @@ class CasingIndex:
         HNSW search depth (HNSW factories).
     max_stored : int, optional
         Keep only the strongest ``max_stored`` keypoints of each stored casing (memory and
-        speed against recall); queries always use all of theirs.
+        speed against recall).
+    query_keypoints : int, optional
+        Use only the strongest ``query_keypoints`` keypoints of a query (all by default).
 
     Attributes
     ----------
@@ -125,9 +133,11 @@ class CasingIndex:
         nprobe: int = 32,
         ef_search: int = 64,
         max_stored: int | None = 128,
+        query_keypoints: int | None = None,
     ) -> None:
         self.factory = factory
         self.max_stored = max_stored
+        self.query_keypoints = query_keypoints
         self.neighbors = neighbors
         self.angle_bin_deg = angle_bin_deg
         self.shift_bin_um = shift_bin_um
@@ -135,14 +145,66 @@ class CasingIndex:
         self.ef_search = ef_search
         self._reset()
 
+    @classmethod
+    def compressed(cls, n_casings: int, **kwargs) -> CasingIndex:
+        """The memory-bounded configuration for about ``n_casings`` casings (1e5–1e6).
+
+        ``IVF{nlist}_HNSW32,PQ52x4fs``: an inverted file whose lists hold ~1 500 keypoints
+        each (``nlist`` a power of two, HNSW coarse search, two-level k-means training), 4-bit
+        fast-scan product codes of 26 bytes per keypoint; the 80 strongest keypoints of each
+        stored casing, the 128 strongest of each query, 32 lists visited per query keypoint.
+        About 3.2 KB per casing (26-byte code, 8-byte id and 6-byte pose per keypoint). Measured figures are in
+        ``benchmarks/bench_index.py`` and the module docstring.
+
+        Parameters
+        ----------
+        n_casings : int
+            Expected number of stored casings (sets the number of inverted lists).
+        **kwargs
+            Overrides of the other `CasingIndex` parameters.
+
+        Returns
+        -------
+        CasingIndex
+            Untrained; trained on the first `add` or by `fit`.
+
+        Examples
+        --------
+        >>> import balllink as bl
+        >>> bl.CasingIndex.compressed(1_000_000).factory
+        'IVF65536_HNSW32,PQ52x4fs'
+        """
+        n_casings = int(n_casings)
+        if n_casings < 1:
+            raise ValueError(f"n_casings must be >= 1, got {n_casings}")
+        stored = int(kwargs.pop("max_stored", 80))
+        nlist = 2 ** round(np.log2(max(1.0, n_casings * stored / 1500)))
+        nlist = int(np.clip(nlist, 64, 65536))
+        params = {"nprobe": 32, "query_keypoints": 128} | kwargs
+        return cls(f"IVF{nlist}_HNSW32,PQ52x4fs", max_stored=stored, **params)
+
     # ------------------------------------------------------------------ state
     def _reset(self) -> None:
         self.index_ = None
         self.casing_ids_ = np.zeros(0, np.int64)
         self.starts_ = np.zeros(1, np.int64)
         self.alive_ = np.zeros(0, bool)
-        self.pose_ = np.zeros((0, POSE_COLUMNS), np.float16)
+        self._pose_parts: list[np.ndarray] = []  # concatenated lazily (adds stay O(n))
+        self._pose = np.zeros((0, POSE_COLUMNS), np.float16)
         self._row_of: dict[int, int] = {}
+
+    @property
+    def pose_(self) -> np.ndarray:
+        """Pose (y_um, x_um, angle_rad) of every stored keypoint vector, float16."""
+        if self._pose_parts:
+            self._pose = np.concatenate([self._pose, *self._pose_parts])
+            self._pose_parts = []
+        return self._pose
+
+    @pose_.setter
+    def pose_(self, value: np.ndarray) -> None:
+        self._pose_parts = []
+        self._pose = value
 
     @property
     def factory_(self) -> str:
@@ -157,6 +219,7 @@ class CasingIndex:
             "nprobe": int(self.nprobe),
             "ef_search": int(self.ef_search),
             "max_stored": None if self.max_stored is None else int(self.max_stored),
+            "query_keypoints": None if self.query_keypoints is None else int(self.query_keypoints),
         }
 
     def _check_params(self) -> None:
@@ -166,6 +229,8 @@ class CasingIndex:
             raise ValueError(f"angle_bin_deg must be in (0, 90], got {self.angle_bin_deg}")
         if self.max_stored is not None and int(self.max_stored) < 1:
             raise ValueError(f"max_stored must be >= 1 or None, got {self.max_stored}")
+        if self.query_keypoints is not None and int(self.query_keypoints) < 1:
+            raise ValueError(f"query_keypoints must be >= 1 or None, got {self.query_keypoints}")
         if not self.shift_bin_um > 0:
             raise ValueError(f"shift_bin_um must be > 0, got {self.shift_bin_um}")
 
@@ -189,6 +254,9 @@ class CasingIndex:
         ivf = faiss.try_extract_index_ivf(inner)
         if ivf is not None:
             ivf.nprobe = int(self.nprobe)
+            quantizer = faiss.downcast_index(ivf.quantizer)
+            if hasattr(quantizer, "hnsw"):  # IVF..._HNSW: the coarse search must see nprobe
+                quantizer.hnsw.efSearch = max(int(self.ef_search), 2 * int(self.nprobe))
         base = inner
         if isinstance(base, faiss.IndexPreTransform):
             base = faiss.downcast_index(base.index)
@@ -246,10 +314,23 @@ class CasingIndex:
             self.index_ = self._new_faiss()
         if self.index_.is_trained:
             return
+        ivf = faiss.try_extract_index_ivf(self.index_)
+        big = ivf is not None and ivf.nlist > _TWO_LEVEL_NLIST
+        if big:
+            max_vectors = max(max_vectors, _TRAIN_PER_LIST * int(ivf.nlist))
         if len(vecs) > max_vectors:
             pick = np.random.default_rng(0).choice(len(vecs), max_vectors, replace=False)
             vecs = vecs[np.sort(pick)]
         try:
+            if big and isinstance(faiss.downcast_index(self.index_), faiss.IndexIVF):
+                nlist = int(ivf.nlist)
+                if len(vecs) < nlist:
+                    raise RuntimeError(f"{len(vecs)} training vectors for {nlist} lists")
+                centroids, _ = two_level_clustering(
+                    vecs, round(np.sqrt(nlist)), nlist, clustering_niter=10, seed=1234
+                )
+                ivf.quantizer.train(centroids)
+                ivf.quantizer.add(centroids)  # a trained quantizer with nlist entries
             self.index_.train(vecs)
         except RuntimeError as exc:
             raise ValueError(
@@ -336,7 +417,7 @@ class CasingIndex:
         self.casing_ids_ = np.concatenate([self.casing_ids_, np.asarray(ids, np.int64)])
         self.starts_ = np.concatenate([self.starts_, first + np.cumsum(counts)])
         self.alive_ = np.concatenate([self.alive_, np.ones(len(ids), bool)])
-        self.pose_ = np.concatenate([self.pose_, table[:, :POSE_COLUMNS].astype(np.float16)])
+        self._pose_parts.append(table[:, :POSE_COLUMNS].astype(np.float16))
         for j, cid in enumerate(ids):
             self._row_of[cid] = base + j
 
@@ -410,6 +491,8 @@ class CasingIndex:
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         queries = [_rows_of(q, f"query {i}") for i, q in enumerate(scans_or_descriptors)]
+        if self.query_keypoints is not None:
+            queries = [q[: int(self.query_keypoints)] for q in queries]  # strongest first
         nq = len(queries)
         out_ids = np.full((nq, k), -1, np.int64)
         out_scores = np.zeros((nq, k), np.float32)
@@ -419,28 +502,39 @@ class CasingIndex:
         table = np.concatenate(queries)
         vecs = np.ascontiguousarray(table[:, POSE_COLUMNS:], dtype=np.float32)
         kk = min(int(self.neighbors), self.ntotal)
-        _, labels = self.index_.search(vecs, kk) if len(vecs) else (None, np.zeros((0, kk)))
+        if len(vecs):
+            dist, labels = self.index_.search(vecs, kk)
+        else:
+            dist, labels = np.zeros((0, kk), np.float32), np.zeros((0, kk), np.int64)
         bounds = np.concatenate([[0], np.cumsum([len(q) for q in queries])])
         for qi in range(nq):
-            lab = labels[bounds[qi] : bounds[qi + 1]]
-            rows, votes = self._vote(table[bounds[qi] : bounds[qi + 1], :POSE_COLUMNS], lab)
-            order = np.lexsort((rows, -votes))[:k]
+            sl = slice(bounds[qi], bounds[qi + 1])
+            rows, votes, nearest = self._vote(table[sl, :POSE_COLUMNS], labels[sl], dist[sl])
+            order = np.lexsort((rows, nearest, -votes))[:k]
             out_ids[qi, : len(order)] = self.casing_ids_[rows[order]]
             out_scores[qi, : len(order)] = votes[order]
         return out_ids, out_scores
 
-    def _vote(self, qpose: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Hough vote over (casing, rotation, shift); returns (casing rows, votes)."""
+    def _vote(
+        self, qpose: np.ndarray, labels: np.ndarray, dist: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Hough vote over (casing, rotation, shift).
+
+        Returns the casing rows, their votes (query keypoints in the best pose bin) and the
+        distance of their nearest neighbour hit, which orders casings with equal votes (ties
+        are common at one or two votes; insertion order would favour old casings).
+        """
         kk = labels.shape[1] if labels.ndim == 2 else 0
         qi = np.repeat(np.arange(len(labels), dtype=np.int64), kk)
         vec = labels.ravel().astype(np.int64)
+        d = np.asarray(dist, np.float32).ravel()
         good = vec >= 0
-        qi, vec = qi[good], vec[good]
+        qi, vec, d = qi[good], vec[good], d[good]
         row = np.searchsorted(self.starts_, vec, side="right") - 1
         live = self.alive_[row]
-        qi, vec, row = qi[live], vec[live], row[live]
+        qi, vec, row, d = qi[live], vec[live], row[live], d[live]
         if len(vec) == 0:
-            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+            return np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.float32)
         pose = self.pose_[vec].astype(np.float64)
         q = qpose[qi].astype(np.float64)
         rot = q[:, 2] - pose[:, 2]
@@ -464,7 +558,9 @@ class CasingIndex:
             pair = np.unique(np.stack([key, qi], axis=1), axis=0)[:, 0]
             bins, counts = np.unique(pair, return_counts=True)
             np.maximum.at(best, (bins >> 40) // 64, counts)
-        return rows_u, best.astype(np.float32)
+        nearest = np.full(len(rows_u), np.inf, np.float32)
+        np.minimum.at(nearest, local, d)
+        return rows_u, best.astype(np.float32), nearest
 
     # ------------------------------------------------------------------ files
     def save(self, path: str | os.PathLike) -> None:

@@ -786,6 +786,7 @@ def iter_casings(
     shape: tuple[int, int] | None = None,
     spacing_um: float | None = None,
     keep_truth_arrays: bool = False,
+    first_firearm: int = 0,
 ) -> Iterator[tuple[Scan, np.void]]:
     """Yield simulated casings one by one, never holding more than a few signatures.
 
@@ -793,6 +794,9 @@ def iter_casings(
     (firearm 0 firings 0..per_firearm-1, then firearm 1, ...). The scans are identical to
     ``casings(...)``'s. ``keep_truth_arrays`` defaults to False here: the truth arrays in
     ``meta["simulation"]`` are then regenerated from the seed on first access.
+    ``first_firearm`` starts the stream at that firearm (the earlier ones are not
+    simulated), so a large set can be made in slices by several processes; the casings
+    are those of the full stream.
 
     Examples
     --------
@@ -802,6 +806,8 @@ def iter_casings(
     [0, 1, 2]
     """
     n_firearms, per_firearm = _check_counts(n_firearms, per_firearm)
+    if not 0 <= int(first_firearm) <= n_firearms:
+        raise ValueError(f"first_firearm must be in [0, {n_firearms}], got {first_firearm}")
     gen = _Generator(
         seed=seed,
         raw=raw,
@@ -810,11 +816,11 @@ def iter_casings(
         spacing_um=spacing_um,
         per_firearm=per_firearm,
     )
-    return _stream(gen, n_firearms, per_firearm, bool(keep_truth_arrays))
+    return _stream(gen, n_firearms, per_firearm, bool(keep_truth_arrays), int(first_firearm))
 
 
-def _stream(gen: _Generator, n_firearms: int, per_firearm: int, keep: bool):
-    for firearm in range(n_firearms):
+def _stream(gen: _Generator, n_firearms: int, per_firearm: int, keep: bool, first: int = 0):
+    for firearm in range(first, n_firearms):
         for firing in range(per_firearm):
             scan = gen.casing(firearm, firing, keep_arrays=keep)
             info = scan.meta["simulation"]
