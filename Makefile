@@ -28,7 +28,7 @@ test: lint
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_preprocess.py
 	$(BIN)/python benchmarks/bench_compare.py
-	$(BIN)/python benchmarks/bench_index.py
+	$(BIN)/python benchmarks/bench_index.py --n 10000 --factories Flat compressed
 	$(BIN)/python benchmarks/bench_database.py --sizes 1e3,1e4
 
 clean:

@@ -6,7 +6,7 @@ What is stored (be precise about what is simulated):
   ``bl.simulate.iter_casings(difficulty="fadul-like")``, 272×272 px at 12.5 µm (the full
   3.4 mm Fadul field on the descriptor's working grid), 4 firings per firearm, embedded with
   `bl.embed`. They are made once, in parallel, and cached (``benchmarks/simcache.py``;
-  about 12 ms per casing per core, 20 min for 1e5 on 2 cores).
+  about 12 ms per casing per core: 1e5 took 20 min with 2 processes here).
 * Above that (1e6), the other casings are *recombined distractors*: simulating and
   embedding 9e5 more scans does not fit this machine's time budget. Each distractor holds
   ``max_stored`` keypoints; each keypoint's descriptor is a real simulated descriptor taken
@@ -26,7 +26,7 @@ Per factory: build time (fit + add), bytes per stored casing (saved index file /
 latency p50/p99 (one query casing per call), same-firearm recall@10/50/200, and recall
 against exact search. Exact search is the same `CasingIndex` pipeline with a brute-force
 float32 nearest-neighbour search over the same stored keypoints (``Flat``); without a
-``Flat`` index (1e6: 27 GB) it is computed for ``--exact-queries`` queries by chunked
+``Flat`` index (1e6: 34 GB) it is computed for ``--exact-queries`` queries by chunked
 brute force over the regenerated vectors. Recall vs exact is reported three ways:
 
 * ``vs_exact_evidence``: share of the exact top-10 casings with at least ``EVIDENCE``
@@ -44,7 +44,7 @@ Usage::
         --exact-queries 10
 
 ``compressed`` stands for ``bl.CasingIndex.compressed(n)``. Writes
-``benchmarks/results/bench_index_<n>.json``.
+``benchmarks/results/bench_index_<n>_<factories>.json``.
 """
 
 from __future__ import annotations
@@ -108,14 +108,14 @@ class Distractors:
 
 
 def make_index(factory: str, n: int, args) -> bl.CasingIndex:
+    kw = {
+        "max_stored": args.max_stored,
+        "nprobe": args.nprobe,
+        "query_keypoints": args.query_keypoints or None,
+    }
     if factory == "compressed":
-        return bl.CasingIndex.compressed(n)
-    return bl.CasingIndex(
-        factory,
-        max_stored=args.max_stored,
-        nprobe=args.nprobe,
-        query_keypoints=args.query_keypoints or None,
-    )
+        return bl.CasingIndex.compressed(n, **kw)
+    return bl.CasingIndex(factory, **kw)
 
 
 def build(index, real, distractors, n):
@@ -144,12 +144,17 @@ def exact_top(index, queries, real, distractors, n, k):
     best_d = np.full((len(qd), kk), np.inf, np.float32)
     best_i = np.full((len(qd), kk), -1, np.int64)
 
+    qq = (qd.astype(np.float64) ** 2).sum(axis=1)[:, None]
+    step = max(4 * kk, int(1e8 // max(1, len(qd))))  # ~1 GB of scores at a time
+
     def merge(vecs, offset):
-        for a in range(0, len(vecs), 400_000):
-            part = vecs[a : a + 400_000]
-            sim = qd @ part.T  # unit vectors: nearest in L2 = largest inner product
-            i = np.argpartition(-sim, kk - 1, axis=1)[:, :kk]
-            d = 2 - 2 * np.take_along_axis(sim, i, 1)
+        for a in range(0, len(vecs), step):
+            part = vecs[a : a + step]
+            # squared L2 (float16-cached vectors are not exactly unit length)
+            d2 = (part.astype(np.float64) ** 2).sum(axis=1)[None, :] - 2 * (qd @ part.T)
+            m = min(kk, part.shape[0])
+            i = np.argpartition(d2, m - 1, axis=1)[:, :m]
+            d = (np.take_along_axis(d2, i, 1) + qq).astype(np.float32)
             dd = np.concatenate([best_d, d], axis=1)
             ii = np.concatenate([best_i, i + offset + a], axis=1)
             o = np.argsort(dd, axis=1, kind="stable")[:, :kk]
@@ -179,9 +184,9 @@ def exact_top(index, queries, real, distractors, n, k):
 def firearm_recall(lists, qsel, firearms, n_real):
     rec = {k: [] for k in KS}
     for qi, i in enumerate(qsel):
-        lst = [c for c in lists[qi] if c != i and 0 <= c < n_real]
+        lst = [c for c in lists[qi] if c != i and c >= 0]  # distractors stay in the ranking
         mates = (firearms == firearms[i]).sum() - 1
-        hits = np.array([firearms[c] == firearms[i] for c in lst], bool)
+        hits = np.array([c < n_real and firearms[c] == firearms[i] for c in lst], bool)
         for k in rec:
             rec[k].append(hits[:k].sum() / mates)
     return {k: float(np.mean(v)) for k, v in rec.items()}
@@ -285,7 +290,9 @@ def main(argv=None) -> int:
             inter, strong, vec = [], [], []
             for i in range(m):
                 ids_x, sc_x, lab_x, _ = exact[i]
-                got = set(top[i][:10].tolist())
+                me = qsel[i]  # the query is stored too: it is in both lists, not counted
+                got = set(top[i][:10].tolist()) - {me}
+                sc_x, ids_x = sc_x[ids_x != me], ids_x[ids_x != me]
                 inter.append(
                     len(set(ids_x[ids_x >= 0].tolist()) & got) / max(1, (ids_x >= 0).sum())
                 )
@@ -327,7 +334,8 @@ def main(argv=None) -> int:
             f"{r.get('vs_exact_firearm', float('nan')):7.3f}"
         )
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"bench_index_{args.n}.json"
+    tag = "_".join("".join(c if c.isalnum() else "-" for c in f) for f in args.factories)
+    out = RESULTS / f"bench_index_{args.n}_{tag}.json"
     out.write_text(json.dumps(results, indent=1))
     print(f"wrote {out}")
     return 0

@@ -101,7 +101,7 @@ def embed(prep: Scan) -> np.ndarray:
     Returns
     -------
     ndarray, float32, shape (n_keypoints, 3 + DESCRIPTOR_DIM)
-        One row per keypoint (at most 128, strongest first): ``y_um``, ``x_um`` (relative
+        One row per keypoint (at most 256, strongest first): ``y_um``, ``x_um`` (relative
         to the scan centre), the canonical orientation in radians, then the unit-norm
         rotation-invariant descriptor. Zero rows when the scan has no usable region.
 

@@ -10,25 +10,28 @@ score is the number of distinct query keypoints in its best pose bin (bins of 12
 one rotation and shift, as congruent matching cells do. The ranking is therefore
 invariant to rotation over 360° and to translation, and robust to partial overlap.
 
-Trade-off (measured on this shared 2-core machine under a load of ~8, so absolute times are
-pessimistic; commands in ``benchmarks/bench_index.py`` and ``benchmarks/eval_retrieval.py``):
+Two configurations (measured on this 2-core machine; commands and the JSON they write are
+in ``benchmarks/bench_index.py`` and ``benchmarks/eval_retrieval.py``):
 
-* Retrieval quality. Fadul, 40 queries rotated 0–360° and shifted, query excluded:
-  this design recall@10 = 1.000, same gun first 1.000; without the pose vote (neighbours
-  simply counted per casing) 0.994 / 1.000; global radial power spectrum 0.515 / 0.350;
-  global ring angular spectra 0.477 / 0.250; 36 rotated 64×64 thumbnails per casing
-  0.558 / 0.450. Storing only the strongest 64 keypoints per casing: 0.952 / 0.975.
-* Memory and time (bench_index, 1e4 casings = 200 simulated + 9 800 synthetic distractor
-  tables, 128 keypoints each). ``"Flat"`` (default; exact): 55 KB per casing on disk,
-  7–12 s per query (O(casings); fine for a lab's own few thousand casings).
-  ``"HNSW32"``: 90 KB per casing, 67 ms p50, 0.91 overlap with the exact top 10; builds
-  slowly and cannot free removed vectors (they are masked). ``"IVF1024,PQ13"``
-  (nprobe 64): 3.5 KB per casing, 83 ms p50, same-firearm recall unchanged, every exact
-  candidate with >= 4 agreeing votes kept (the exact top 10 also holds 1–2-vote ties,
-  of which only 60 % recur). ``max_stored=32`` cuts memory 4× (1.2 KB per casing with
-  PQ13) but Fadul recall@10 falls to 0.82 (0.95 at 64).
-* A global vector per casing would be ~100× smaller and faster but retrieves same-gun
-  casings about half as well (figures above).
+* ``CasingIndex()``: ``"Flat"`` (exact float32 nearest neighbours), up to 128 keypoints
+  stored per casing, every query keypoint used. For a lab's own collection (up to a few
+  ten thousand casings): Fadul, 40 queries turned 0–360° and shifted, query excluded,
+  recall@10 = 1.000 and a same-gun casing first for 40/40; simulated 1e4 casings recall@10
+  0.993. Its cost grows with the collection: at 1e5 casings (80 keypoints kept, 128 per
+  query) 34 KB per casing and 6.1 s per query.
+* ``CasingIndex.compressed(n)``: ``"IVF{nlist}_HNSW32,PQ52x4fs"`` (inverted lists of ~1 500
+  keypoints, 4-bit fast-scan product codes), 80 keypoints stored, 128 per query, 32 lists
+  visited. 1e5 fully simulated casings (100 queries): 3.3 KB per casing, 13 ms p50 / 19 ms
+  p99 per query, same-firearm recall@10/50/200 = 0.987/0.990/0.997 where exact search gets
+  0.993/0.997/1.000; 99.8 % of the exact top-10 casings with >= 3 agreeing votes are kept.
+  BENCH_1E6
+
+Tried and dropped: global rotation-invariant vectors (radial power spectrum, ring angular
+spectra, 36 rotated thumbnails: Fadul recall@10 0.48–0.56); a pooled VLAD vector of the
+keypoints as a first stage (Fadul 0.92, but on 5 000 simulated casings only 0.75 of the
+mates in its top 200); fewer stored keypoints (32 per casing: Fadul 0.82, simulated 1e5
+0.72); 13-byte codes (0.93 at 1e5). The vote without pose agreement (neighbours simply
+counted per casing) gives Fadul 0.99 but ranks ties by chance.
 """
 
 from __future__ import annotations
@@ -94,7 +97,8 @@ class CasingIndex:
     nprobe : int
         Inverted lists visited per query keypoint (IVF factories).
     ef_search : int
-        HNSW search depth (HNSW factories).
+        HNSW search depth (HNSW factories; for an ``IVF..._HNSW`` coarse quantizer at least
+        ``2 * nprobe``).
     max_stored : int, optional
         Keep only the strongest ``max_stored`` keypoints of each stored casing (memory and
         speed against recall).
@@ -150,7 +154,8 @@ class CasingIndex:
         """The memory-bounded configuration for about ``n_casings`` casings (1e5–1e6).
 
         ``IVF{nlist}_HNSW32,PQ52x4fs``: an inverted file whose lists hold ~1 500 keypoints
-        each (``nlist`` a power of two, HNSW coarse search, two-level k-means training), 4-bit
+        each (``nlist`` a power of two, HNSW coarse search; above 4 096 lists two-level
+        k-means training), 4-bit
         fast-scan product codes of 26 bytes per keypoint; the 80 strongest keypoints of each
         stored casing, the 128 strongest of each query, 32 lists visited per query keypoint.
         About 3.2 KB per casing (26-byte code, 8-byte id and 6-byte pose per keypoint). Measured figures are in
@@ -177,7 +182,8 @@ class CasingIndex:
         n_casings = int(n_casings)
         if n_casings < 1:
             raise ValueError(f"n_casings must be >= 1, got {n_casings}")
-        stored = int(kwargs.pop("max_stored", 80))
+        stored = kwargs.pop("max_stored", 80)
+        stored = 80 if stored is None else int(stored)
         nlist = 2 ** round(np.log2(max(1.0, n_casings * stored / 1500)))
         nlist = int(np.clip(nlist, 64, 65536))
         params = {"nprobe": 32, "query_keypoints": 128} | kwargs
@@ -219,7 +225,9 @@ class CasingIndex:
             "nprobe": int(self.nprobe),
             "ef_search": int(self.ef_search),
             "max_stored": None if self.max_stored is None else int(self.max_stored),
-            "query_keypoints": None if self.query_keypoints is None else int(self.query_keypoints),
+            "query_keypoints": (
+                None if self.query_keypoints is None else int(self.query_keypoints)
+            ),
         }
 
     def _check_params(self) -> None:
@@ -305,9 +313,17 @@ class CasingIndex:
         """
         self._check_params()
         rows = [_rows_of(item, f"fit item {i}") for i, item in enumerate(scans_or_descriptors)]
-        vecs = np.concatenate([r[:, POSE_COLUMNS:] for r in rows] or [np.zeros((0, 1))])
+        keep = None if self.max_stored is None else int(self.max_stored)  # what add stores
+        vecs = np.concatenate([r[:keep, POSE_COLUMNS:] for r in rows] or [np.zeros((0, 1))])
         self._train(np.ascontiguousarray(vecs, dtype=np.float32), max_vectors=max_vectors)
         return self
+
+    def _train_target(self) -> int:
+        """Training vectors wanted by the (untrained) factory."""
+        if self.index_ is None:
+            self.index_ = self._new_faiss()
+        ivf = faiss.try_extract_index_ivf(self.index_)
+        return 0 if ivf is None else _TRAIN_PER_LIST * int(ivf.nlist)
 
     def _train(self, vecs: np.ndarray, *, max_vectors: int = 500_000) -> None:
         if self.index_ is None:
@@ -316,8 +332,14 @@ class CasingIndex:
             return
         ivf = faiss.try_extract_index_ivf(self.index_)
         big = ivf is not None and ivf.nlist > _TWO_LEVEL_NLIST
-        if big:
-            max_vectors = max(max_vectors, _TRAIN_PER_LIST * int(ivf.nlist))
+        max_vectors = max(max_vectors, self._train_target())
+        if big and not isinstance(faiss.downcast_index(self.index_), faiss.IndexIVF):
+            logger.warning(
+                "%s: a transform precedes the inverted file, so its %d lists are trained by "
+                "flat k-means (slow); prefer a plain IVF factory",
+                self.factory_,
+                ivf.nlist,
+            )
         if len(vecs) > max_vectors:
             pick = np.random.default_rng(0).choice(len(vecs), max_vectors, replace=False)
             vecs = vecs[np.sort(pick)]
@@ -333,6 +355,7 @@ class CasingIndex:
                 ivf.quantizer.add(centroids)  # a trained quantizer with nlist entries
             self.index_.train(vecs)
         except RuntimeError as exc:
+            self.index_ = None  # no half-trained index (a retry would add centroids twice)
             raise ValueError(
                 f"cannot train FAISS index {self.factory_!r} on {len(vecs)} keypoint vectors "
                 f"(about {len(vecs) // 100} casings): {exc}. Call fit() with more casings or "
@@ -385,6 +408,9 @@ class CasingIndex:
         batch_ids: list[int] = []
         batch_rows: list[np.ndarray] = []
         pending = 0
+        chunk = _ADD_CHUNK
+        if self.index_ is None or not self.index_.is_trained:  # trained on the first batch
+            chunk = max(chunk, self._train_target())
         for cid, item in zip(ids, scans_or_descriptors, strict=True):
             rows = _rows_of(item, f"casing {int(cid)}")
             if self.max_stored is not None:
@@ -393,9 +419,9 @@ class CasingIndex:
             batch_rows.append(rows)
             pending += len(rows)
             done += 1
-            if pending >= _ADD_CHUNK:
+            if pending >= chunk:
                 self._add_rows(batch_ids, batch_rows)
-                batch_ids, batch_rows, pending = [], [], 0
+                batch_ids, batch_rows, pending, chunk = [], [], 0, _ADD_CHUNK
                 if progress is not None:
                     progress(done, n)
         if batch_ids:
@@ -644,7 +670,13 @@ class CasingIndex:
             )
         params = dict(meta.get("params", {}))
         factory = params.pop("factory", None)
-        self = cls(factory, **params)
+        try:
+            self = cls(factory, **params)
+            self._check_params()
+        except (TypeError, ValueError) as exc:
+            raise IndexFormatError(
+                f"{path}: index parameters not understood by this balllink ({exc})"
+            ) from None
         try:
             if arrays["faiss"].size:
                 self.index_ = faiss.deserialize_index(arrays["faiss"])
