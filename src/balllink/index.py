@@ -32,6 +32,9 @@ in ``benchmarks/bench_index.py`` and ``benchmarks/eval_retrieval.py``):
   kept (10 queries, brute-force reference), 97 % of exact search's same-firearm
   recall@10. Build: 28 min on 2 cores (training 72 s).
 
+``"HNSW32"`` (same 80/128 keypoints) at 1e5: 56 KB per casing, 23 ms p50, recall@10 0.993,
+16 min to build; it does not fit in 24 GB at 1e6.
+
 Tried and dropped: global rotation-invariant vectors (radial power spectrum, ring angular
 spectra, 36 rotated thumbnails: Fadul recall@10 0.48–0.56); one pooled VLAD vector of the
 keypoints per casing, as a first stage (Fadul 0.92, but among 1e4 simulated casings only
