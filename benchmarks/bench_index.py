@@ -58,7 +58,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from simcache import DEFAULT_CACHE, simulated_tables
+from simcache import DEFAULT_CACHE, firearm_recall, simulated_tables
 
 import balllink as bl
 from balllink.features import DESCRIPTOR_DIM, POSE_COLUMNS
@@ -181,17 +181,6 @@ def exact_top(index, queries, real, distractors, n, k):
     return out
 
 
-def firearm_recall(lists, qsel, firearms, n_real):
-    rec = {k: [] for k in KS}
-    for qi, i in enumerate(qsel):
-        lst = [c for c in lists[qi] if c != i and c >= 0]  # distractors stay in the ranking
-        mates = (firearms == firearms[i]).sum() - 1
-        hits = np.array([c < n_real and firearms[c] == firearms[i] for c in lst], bool)
-        for k in rec:
-            rec[k].append(hits[:k].sum() / mates)
-    return {k: float(np.mean(v)) for k, v in rec.items()}
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=100_000)
@@ -239,7 +228,7 @@ def main(argv=None) -> int:
             lat.append(time.perf_counter() - t)
             top.append(ids[0])
             top_scores.append(scores[0])
-        rec = firearm_recall(top, qsel, firearms, n_real)
+        rec, _ = firearm_recall(top, qsel, firearms, KS, n_real)
         # how competitive the distractors are: non-matching candidates per stored casing
         nonmate_real = nonmate_dis = 0
         for qi, i in enumerate(qsel):
@@ -306,8 +295,8 @@ def main(argv=None) -> int:
                         np.ascontiguousarray(q[:, POSE_COLUMNS:]), lab_x.shape[1]
                     )
                     vec.append(np.mean([len(set(a) & set(b)) / len(a) for a, b in zip(lab, lab_x)]))
-            exact_rec = firearm_recall([e[3] for e in exact], qsel[:m], firearms, n_real)
-            mine = firearm_recall(top[:m], qsel[:m], firearms, n_real)
+            exact_rec, _ = firearm_recall([e[3] for e in exact], qsel[:m], firearms, KS, n_real)
+            mine, _ = firearm_recall(top[:m], qsel[:m], firearms, KS, n_real)
             r["exact_queries"] = m
             r["vs_exact_evidence"] = float(np.mean(strong)) if strong else float("nan")
             r["vs_exact_top10"] = float(np.mean(inter))

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
-from simcache import DEFAULT_CACHE, simulated_tables
+from simcache import DEFAULT_CACHE, firearm_recall, simulated_tables
 
 import balllink as bl
 from balllink.features import POSE_COLUMNS, embed
@@ -286,13 +286,9 @@ def eval_simulated(n_casings: int, *, configs, cache, jobs, n_queries=200, seed=
         pooled = np.stack([vlad(t.astype(np.float32)[:128]) for t in tables])
         sim = np.stack([vlad(tables[i].astype(np.float32)) for i in qsel]) @ pooled.T
         sim[np.arange(len(qsel)), qsel] = -np.inf
-        order = np.argsort(-sim, axis=1)
-        rec = {k: [] for k in (*ks, 1000)}
-        for qi, i in enumerate(qsel):
-            n_mates = int((fids == fids[i]).sum()) - 1
-            for k in rec:
-                rec[k].append((fids[order[qi, :k]] == fids[i]).sum() / n_mates)
-        out["vlad"] = {f"recall@{k}": float(np.mean(v)) for k, v in rec.items()}
+        order = np.argsort(-sim, axis=1)[:, :1000]
+        rec, _ = firearm_recall(order, qsel, fids, (*ks, 1000))
+        out["vlad"] = {f"recall@{k}": v for k, v in rec.items()}
         print(f"sim {n_casings} vlad: {json.dumps(out['vlad'])}", flush=True)
     for name in [c for c in configs if c != "vlad"]:
         index = bl.CasingIndex() if name == "default" else bl.CasingIndex.compressed(n_casings)
@@ -304,23 +300,15 @@ def eval_simulated(n_casings: int, *, configs, cache, jobs, n_queries=200, seed=
         t0 = time.perf_counter()
         got, _ = index.search([tables[i].astype(np.float32) for i in qsel], k=max(ks) + 1)
         t_search = (time.perf_counter() - t0) / len(qsel)
-        rec = {k: [] for k in ks}
-        first = []
-        for qi, i in enumerate(qsel):
-            lst = np.array([c for c in got[qi].tolist() if c != i and c >= 0][: max(ks)], int)
-            hit = fids[lst] == fids[i] if len(lst) else np.zeros(0, bool)
-            n_mates = int((fids == fids[i]).sum()) - 1
-            for k in ks:
-                rec[k].append(hit[:k].sum() / n_mates)
-            first.append(bool(hit[:1].any()))
+        rec, first = firearm_recall(got, qsel, fids, ks)
         out[name] = {
             "n_casings": len(tables),
             "index": repr(index),
             "params": index._params(),
             "add_s": t_add,
             "search_s_per_query": t_search,
-            **{f"recall@{k}": float(np.mean(v)) for k, v in rec.items()},
-            "first_same_gun": float(np.mean(first)),
+            **{f"recall@{k}": v for k, v in rec.items()},
+            "first_same_gun": first,
             "n_queries": len(qsel),
         }
         print(f"sim {n_casings} {name}: {json.dumps(out[name])}", flush=True)

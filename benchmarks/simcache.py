@@ -72,6 +72,25 @@ def _make_shard(args) -> str:
     return str(path)
 
 
+def firearm_recall(lists, qsel, firearms, ks, n_real=None) -> tuple[dict, float]:
+    """Same-firearm recall@K over ranked candidate lists, and the share ranked first.
+
+    ``lists[q]`` ranks casing indices for query casing ``qsel[q]`` (-1 = padding; the query
+    itself is skipped). Indices ``>= n_real`` (distractors) stay in the ranking as misses.
+    """
+    n_real = len(firearms) if n_real is None else n_real
+    rec: dict[int, list] = {k: [] for k in ks}
+    first = []
+    for qi, i in enumerate(qsel):
+        lst = [c for c in np.asarray(lists[qi]).tolist() if c != i and c >= 0]
+        mates = (firearms[:n_real] == firearms[i]).sum() - 1
+        hits = np.array([c < n_real and firearms[c] == firearms[i] for c in lst], bool)
+        for k in ks:
+            rec[k].append(hits[:k].sum() / mates)
+        first.append(bool(hits[:1].any()))
+    return {k: float(np.mean(v)) for k, v in rec.items()}, float(np.mean(first))
+
+
 def simulated_tables(
     n: int,
     *,

@@ -164,11 +164,11 @@ class CasingIndex:
 
         ``IVF{nlist}_HNSW32,PQ52x4fs``: an inverted file whose lists hold ~1 500 keypoints
         each (``nlist`` a power of two, HNSW coarse search; above 4 096 lists two-level
-        k-means training), 4-bit
-        fast-scan product codes of 26 bytes per keypoint; the 80 strongest keypoints of each
-        stored casing, the 128 strongest of each query, 32 lists visited per query keypoint.
-        About 3.2 KB per casing (26-byte code, 8-byte id and 6-byte pose per keypoint). Measured figures are in
-        ``benchmarks/bench_index.py`` and the module docstring.
+        k-means training), 4-bit fast-scan product codes of 26 bytes per keypoint; the 80
+        strongest keypoints of each stored casing, the 128 strongest of each query, 32 lists
+        visited per query keypoint. About 3.3 KB per casing (26-byte code, 8-byte id and
+        6-byte pose per keypoint). Measured figures are in ``benchmarks/bench_index.py`` and
+        the module docstring.
 
         Parameters
         ----------
@@ -335,14 +335,13 @@ class CasingIndex:
         return 0 if ivf is None else _TRAIN_PER_LIST * int(ivf.nlist)
 
     def _train(self, vecs: np.ndarray, *, max_vectors: int = 500_000) -> None:
-        if self.index_ is None:
-            self.index_ = self._new_faiss()
+        max_vectors = max(max_vectors, self._train_target())  # creates index_ if needed
         if self.index_.is_trained:
             return
         ivf = faiss.try_extract_index_ivf(self.index_)
         big = ivf is not None and ivf.nlist > _TWO_LEVEL_NLIST
-        max_vectors = max(max_vectors, self._train_target())
-        if big and not isinstance(faiss.downcast_index(self.index_), faiss.IndexIVF):
+        plain_ivf = isinstance(faiss.downcast_index(self.index_), faiss.IndexIVF)
+        if big and not plain_ivf:
             logger.warning(
                 "%s: a transform precedes the inverted file, so its %d lists are trained by "
                 "flat k-means (slow); prefer a plain IVF factory",
@@ -353,7 +352,7 @@ class CasingIndex:
             pick = np.random.default_rng(0).choice(len(vecs), max_vectors, replace=False)
             vecs = vecs[np.sort(pick)]
         try:
-            if big and isinstance(faiss.downcast_index(self.index_), faiss.IndexIVF):
+            if big and plain_ivf:
                 nlist = int(ivf.nlist)
                 if len(vecs) < nlist:
                     raise RuntimeError(f"{len(vecs)} training vectors for {nlist} lists")
