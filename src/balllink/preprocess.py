@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import logging
 import math
+import weakref
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,12 +39,16 @@ from .errors import PreprocessError
 
 __all__ = [
     "BreechFace",
+    "SurfaceState",
     "bandpass",
     "find_breech_face",
+    "flags_of",
     "level",
+    "prepare_if_needed",
     "preprocess",
     "remove_spikes",
     "resample",
+    "surface_state",
     "trim_edges",
 ]
 
@@ -287,37 +293,143 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.count_nonzero(a & b) / union) if union else 0.0
 
 
-def _looks_prepared(scan: Scan) -> bool:
-    """True when the scan is already cut to its breech face (NaN outside an annulus)."""
-    prep = scan.meta.get("prepared")
-    if isinstance(prep, dict) and prep.get("ok"):
-        return True
-    valid = scan.mask
-    nan_share = 1.0 - valid.mean()
-    if nan_share < 0.05:
-        return False
-    # Already cut scans are leveled and high-passed: once a plane is removed their heights
-    # span a few µm of texture, not a crater tens of µm deep or a casing head off level.
-    coef, (cy, cx, scale) = _fit_surface(scan, "median", 1, 20_000)
-    k = max(1, math.isqrt(max(1, scan.n_valid // 20_000)))
-    iy, ix = np.nonzero(valid[::k, ::k])
-    plane = coef[0] + coef[1] * (iy * k - cy) / scale + coef[2] * (ix * k - cx) / scale
-    rest = scan.heights[::k, ::k][iy, ix] - plane
-    lo, hi = np.percentile(rest, [1.0, 99.0])
-    return bool(hi - lo < 30.0)
+#: A scan whose heights, once a robust plane is removed, span less than this (1st to 99th
+#: percentile, µm) holds no crater, casing head or primer roll-off: it is already cut to its
+#: breech face. Measured: Fadul 5-14 µm, raw DFSC exports inside their own ROI 28-33 µm,
+#: simulated raw casings over the whole field 63-107 µm.
+CUT_MAX_RELIEF_UM = 30.0
+#: An already cut scan is taken as already band-passed (and not filtered again) when its
+#: relief is below this and the quadratic form left after the plane (root mean square of
+#: the order-2 part of a least-squares fit, µm) is below `FILTERED_MAX_FORM_UM`. Measured:
+#: Fadul relief <= 14 µm and form <= 0.77 µm; raw DFSC exports cut to their ROI: relief
+#: >= 28 µm, form >= 1.75 µm; simulated prepared scans: relief <= 6.5 µm, form <= 0.11 µm.
+FILTERED_MAX_RELIEF_UM = 20.0
+FILTERED_MAX_FORM_UM = 1.0
+#: Scans with less usable breech face than this (mm²) after preparation are flagged
+#: ``small_area``; a comparison of such a scan cannot yield a lead (see
+#: `balllink.CMCConfig.min_area_mm2`). A 9 mm breech face holds about 5-7 mm².
+MIN_AREA_MM2 = 2.0
+
+
+@dataclass(frozen=True)
+class SurfaceState:
+    """What the heights say about how far a scan was already processed.
+
+    Attributes
+    ----------
+    relief_um : float
+        1st-99th percentile range of the heights after a plane fit (µm).
+    form_um : float
+        Root mean square of the quadratic part of an order-2 fit (µm): curvature left.
+    valid_mm2 : float
+        Usable area (mm²).
+    cut : bool
+        Already cut to its breech face (``relief_um < CUT_MAX_RELIEF_UM``).
+    filtered : bool
+        Already cut and free of form (band-passed): ``relief_um < FILTERED_MAX_RELIEF_UM``
+        and ``form_um < FILTERED_MAX_FORM_UM``.
+    """
+
+    relief_um: float
+    form_um: float
+    valid_mm2: float
+    cut: bool
+    filtered: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "relief_um": round(self.relief_um, 3),
+            "form_um": round(self.form_um, 3),
+            "valid_mm2": round(self.valid_mm2, 4),
+            "cut": self.cut,
+            "filtered": self.filtered,
+        }
+
+
+def surface_state(scan: Scan, *, work_um: float = 25.0) -> SurfaceState:
+    """Decide from the data whether a scan is already cut and band-passed.
+
+    Never from metadata: a file's claim to be prepared is checked against this. The heights
+    are averaged onto a ``work_um`` grid; a plane and an order-2 surface are fitted by least
+    squares. A scan is *cut* when the plane residual spans less than `CUT_MAX_RELIEF_UM`
+    (no crater, casing head or roll-off left), and *filtered* when it is cut, spans less
+    than `FILTERED_MAX_RELIEF_UM` and the curvature left is below `FILTERED_MAX_FORM_UM`.
+
+    Parameters
+    ----------
+    scan : Scan
+    work_um : float
+        Grid of the test (µm); about 10 ms for a 560 x 560 scan.
+
+    Returns
+    -------
+    SurfaceState
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import balllink as bl
+    >>> from balllink.preprocess import surface_state
+    >>> rng = np.random.default_rng(0)
+    >>> yy, xx = np.mgrid[:200, :200] * 12.5
+    >>> texture = rng.normal(0, 1.0, (200, 200))
+    >>> surface_state(bl.Scan(texture, spacing_um=12.5)).filtered
+    True
+    >>> bowl = texture + 4e-6 * ((yy - 1250) ** 2 + (xx - 1250) ** 2)
+    >>> state = surface_state(bl.Scan(bowl, spacing_um=12.5))
+    >>> state.cut, state.filtered
+    (True, False)
+    """
+    _check_scan(scan, "surface_state")
+    dy, dx = scan.spacing_um
+    ky, kx = max(1, round(work_um / dy)), max(1, round(work_um / dx))
+    z, share = _block_mean(scan.heights, scan.mask, ky, kx)
+    ok = share >= 0.5
+    if np.count_nonzero(ok) < 12:  # too small for a block grid: use every point
+        z, ok, ky, kx = scan.heights, scan.mask, 1, 1
+    iy, ix = np.nonzero(ok)
+    y = iy * (dy * ky / 1000.0)
+    x = ix * (dx * kx / 1000.0)
+    y, x = y - y.mean(), x - x.mean()
+    v = z[iy, ix].astype(np.float64)
+    plane = np.stack([np.ones_like(y), y, x], axis=1)
+    quad = np.concatenate([plane, np.stack([y * y, x * x, x * y], axis=1)], axis=1)
+    r1 = v - plane @ np.linalg.lstsq(plane, v, rcond=None)[0]
+    if len(v) >= 12:
+        r2 = v - quad @ np.linalg.lstsq(quad, v, rcond=None)[0]
+        form = math.sqrt(max(0.0, float(np.mean(r1 * r1) - np.mean(r2 * r2))))
+    else:
+        form = 0.0
+    lo, hi = np.percentile(r1, [1.0, 99.0]) if len(r1) else (0.0, 0.0)
+    relief = float(hi - lo)
+    cut = relief < CUT_MAX_RELIEF_UM
+    filtered = cut and relief < FILTERED_MAX_RELIEF_UM and form < FILTERED_MAX_FORM_UM
+    area = scan.n_valid * dy * dx / 1e6
+    return SurfaceState(relief, form, area, bool(cut), bool(filtered))
 
 
 def _existing_face(scan: Scan, min_area_px: int) -> BreechFace:
+    """The valid region of an already cut scan, kept as it is; circles fitted for the record.
+
+    The circles are geometry to report, never a reason to drop the scan: a firing-pin hole
+    that is off-centre, touches or opens to the outer edge, or missing sectors, make the
+    region far from an annulus. ``quality`` (IoU of the fitted annulus with the region) says
+    how ring-like it is; ``details["note"]`` says what could not be fitted.
+    """
     valid = scan.mask
     if min_area_px > 0:
-        valid = morphology.remove_small_objects(valid, max_size=min_area_px)
+        kept = morphology.remove_small_objects(valid, max_size=min_area_px)
+        valid = kept if kept.any() else valid  # a small scan keeps its one island
     spacing = scan.spacing_um
     pts = _boundary_points(valid, spacing)
     step_um = max(spacing)
     nan = np.nan
     c_out, r_out, c_in, r_in, quality = (nan, nan), nan, (nan, nan), nan, 0.0
+    note = ""
     first = _fit_circle(pts, 2.0 * step_um)
-    if first is not None:
+    if first is None:
+        note = "no circular outline"
+    else:
         c1, r1, _ = first
         d = np.abs(np.hypot(pts[:, 0] - c1[0], pts[:, 1] - c1[1]) - r1)
         rest = pts[d > 2.0 * step_um]
@@ -326,7 +438,14 @@ def _existing_face(scan: Scan, min_area_px: int) -> BreechFace:
         circles.sort(key=lambda c: -c[1])
         c_out, r_out = circles[0]
         c_in, r_in = circles[1] if len(circles) > 1 else (c_out, 0.0)
-        ann = _annulus(scan.shape, spacing, c_out, r_out, c_in, r_in)
+        gap = math.hypot(c_in[0] - c_out[0], c_in[1] - c_out[1])
+        if r_in > 0 and (r_in >= 0.9 * r_out or gap > r_out):
+            # the inner fit collapsed onto the outer outline, or lies outside it
+            note = f"inner circle not found (fit gave {r_in:.0f} µm in an outer {r_out:.0f} µm)"
+            c_in, r_in = (nan, nan), nan
+        elif r_in > 0 and gap + r_in > 0.98 * r_out:
+            note = "the firing-pin hole touches or opens to the outer edge"
+        ann = _annulus(scan.shape, spacing, c_out, r_out, c_in, 0.0 if np.isnan(r_in) else r_in)
         quality = _iou(ann & scan.mask, valid)
     return BreechFace(
         mask=valid,
@@ -336,6 +455,7 @@ def _existing_face(scan: Scan, min_area_px: int) -> BreechFace:
         inner_radius_um=r_in,
         quality=quality if valid.any() else 0.0,
         method="existing",
+        details={"note": note} if note else {},
     )
 
 
@@ -575,7 +695,7 @@ def find_breech_face(
         masked = scan.replace(mask=np.asarray(fm, bool) & scan.mask)
         face = _existing_face(masked, 0)
         return BreechFace(**{**face.__dict__, "method": "file"})
-    if method == "existing" or (method == "auto" and _looks_prepared(scan)):
+    if method == "existing" or (method == "auto" and surface_state(scan).cut):
         area_px = min_area_um2 / (scan.spacing_um[0] * scan.spacing_um[1])
         return _existing_face(scan, int(area_px))
     return _fitted_face(
@@ -922,7 +1042,7 @@ def _crop(scan: Scan, mask: np.ndarray, pad_px: int) -> tuple[Scan, tuple[int, i
     return scan.replace(heights=z, mask=m, meta=meta), (int(y0), int(x0))
 
 
-def preprocess(scan: Scan, *, strict: bool = True, **options: Any) -> Scan:
+def preprocess(scan: Scan, *, strict: bool = False, **options: Any) -> Scan:
     """Turn a scan (raw or already processed) into a comparable breech-face surface.
 
     Runs `find_breech_face`, crops to it, `remove_spikes`, `level`, the low-pass half of
@@ -937,10 +1057,13 @@ def preprocess(scan: Scan, *, strict: bool = True, **options: Any) -> Scan:
     Parameters
     ----------
     scan : Scan
-    strict : bool
-        When no breech face is found: raise `PreprocessError` (True) or return the scan,
-        processed over all its measured points, with ``meta["prepared"]["ok"] = False``
-        and the quality score (False).
+    strict : bool, default False
+        When no breech face is found in a raw scan: raise `PreprocessError` (True, the
+        opt-in refusal) or return the scan processed over all its measured points,
+        flagged ``breech_face_not_found`` with ``meta["prepared"]["ok"] = False`` (False).
+        A scan already cut to its breech face (`surface_state`) or carrying the file's ROI
+        keeps its region whatever its ring geometry: an irregular ring is flagged
+        ``ring_irregular``, never refused.
     **options
         roi : {"auto", "fit", "existing", "file"}
             How to find the breech face (see `find_breech_face`; ``"auto"`` uses the
@@ -963,14 +1086,25 @@ def preprocess(scan: Scan, *, strict: bool = True, **options: Any) -> Scan:
     -------
     Scan
         Heights in µm, NaN outside the breech face, on the ``spacing_um`` grid.
-        ``meta["prepared"]`` holds ``ok``, ``quality``, ``spacing_um``, ``options``,
+        ``meta["prepared"]`` holds ``ok``, ``quality``, ``flags``, ``reason``, ``state``
+        (the `surface_state` of the input), ``filtered``, ``area_mm2``, ``spacing_um``, ``options``,
         ``breech_face`` (circles in input µm) and ``origin_um``: the position, in the input
         scan's µm coordinates, of output pixel (0, 0).
 
     Raises
     ------
     PreprocessError
-        Naming the scan, when no breech face is found and ``strict`` is True.
+        Naming the scan: when nothing usable is left, or when no breech face is found in a
+        raw scan and ``strict`` is True.
+
+    Notes
+    -----
+    ``meta["prepared"]["flags"]`` lists what a user of the scan should know, as
+    ``{"code", "message"}`` dicts: ``breech_face_not_found`` (raw scan, no ring found: all
+    measured points kept), ``ring_irregular`` (already cut region kept though far from an
+    annulus: a hole touching or opening to the edge, missing sectors), ``small_area`` (less
+    than `MIN_AREA_MM2` of breech face: its comparisons cannot yield a lead) and, from
+    `prepare_if_needed`, ``auto_prepared``.
 
     Examples
     --------
@@ -991,23 +1125,42 @@ def preprocess(scan: Scan, *, strict: bool = True, **options: Any) -> Scan:
             f"preprocess: unknown option(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}"
         )
     opts = {**DEFAULTS, **options}
+    refilter = opts["refilter"]
+    if refilter not in ("auto", True, False):
+        raise ValueError(f"refilter must be 'auto', True or False, got {refilter!r}")
     roi = opts["roi"]
     if roi == "auto" and scan.meta.get("file_mask") is not None:
         if np.shape(scan.meta["file_mask"]) == scan.shape:
             roi = "file"
+    state = surface_state(scan)
+    if roi == "auto":
+        roi = "existing" if state.cut else "fit"
     face = find_breech_face(scan, method=roi, margin_um=opts["margin_um"])
-    ok = face.quality >= opts["min_quality"] and bool(face.mask.any())
-    reason = face.details.get("reason") or (
-        f"quality {face.quality:.2f} < min_quality {opts['min_quality']}" if not ok else ""
-    )
-    if not ok:
+    flags: list[dict[str, str]] = []
+    low = face.quality < opts["min_quality"]
+    if face.method == "fit" and (low or not face.mask.any()):
+        reason = face.details.get("reason") or (
+            f"ring fit quality {face.quality:.2f} < min_quality {opts['min_quality']}"
+        )
         msg = f"no breech face found in scan {_who(scan)}: {reason}"
         if strict:
-            raise PreprocessError(msg + " (use strict=False to get it flagged instead)")
-        log.warning(msg)
+            raise PreprocessError(msg + " (strict=True; without it the scan is kept, flagged)")
+        log.warning("%s; processed over all its measured points, flagged", msg)
+        flags.append(_flag("breech_face_not_found", f"{reason}; all measured points kept"))
         mask = scan.mask
     else:
-        mask = face.mask
+        mask = face.mask if face.mask.any() else scan.mask
+        if low or face.details.get("note"):
+            # an already cut scan (or the file's ROI) keeps its region: the ring fit is
+            # geometry, reported, never a reason to drop usable evidence
+            note = face.details.get("note") or "the region is far from an annulus"
+            flags.append(
+                _flag(
+                    "ring_irregular",
+                    f"breech-face region kept as cut ({face.method}); ring fit quality "
+                    f"{face.quality:.2f}: {note}",
+                )
+            )
     meta = scan.with_history("find_breech_face", **face.as_dict())
     work = scan.replace(meta=meta)
     origin = (0, 0)
@@ -1019,13 +1172,11 @@ def preprocess(scan: Scan, *, strict: bool = True, **options: Any) -> Scan:
     if opts["despike"]:
         work = remove_spikes(work, threshold=opts["spike_threshold"])
     work = level(work, method=opts["level_method"], order=opts["level_order"])
-    refilter = opts["refilter"]
-    if refilter not in ("auto", True, False):
-        raise ValueError(f"refilter must be 'auto', True or False, got {refilter!r}")
     if refilter == "auto":
-        # an input already cut to its breech face was band-passed by whoever cut it;
-        # filtering it again would only eat its longest wavelengths and its edges
-        refilter = face.method != "existing"
+        # an input already cut to its breech face and free of form was band-passed by
+        # whoever cut it: filtering it again would only eat its longest wavelengths and
+        # its edges. Cut but with form left (a raw export masked to its ROI): filter.
+        refilter = not (face.method == "existing" and state.filtered)
     short_um = opts["short_um"] if refilter else None
     long_um = opts["long_um"] if refilter else None
     if short_um is not None:
@@ -1043,15 +1194,30 @@ def preprocess(scan: Scan, *, strict: bool = True, **options: Any) -> Scan:
     if opts["trim_um"] and changed:
         work = trim_edges(work, width_um=opts["trim_um"])
     if work.n_valid == 0:
-        msg = f"scan {_who(scan)}: nothing left after preprocessing"
-        if strict:
-            raise PreprocessError(msg)
-        ok, reason = False, msg
+        raise PreprocessError(
+            f"scan {_who(scan)}: nothing usable left after preprocessing "
+            f"({scan.n_valid} measured points in, {face.method} breech face)"
+        )
+    area_mm2 = work.n_valid * work.spacing_um[0] * work.spacing_um[1] / 1e6
+    if area_mm2 < MIN_AREA_MM2:
+        flags.append(
+            _flag(
+                "small_area",
+                f"{area_mm2:.2f} mm² of usable breech face, less than {MIN_AREA_MM2:g} mm²: "
+                "its comparisons cannot yield a lead",
+            )
+        )
+    for f in flags:
+        log.info("%s: flagged %s: %s", _who(scan), f["code"], f["message"])
     dy, dx = scan.spacing_um
     prepared = {
-        "ok": ok,
+        "ok": not any(f["code"] == "breech_face_not_found" for f in flags),
         "quality": round(float(face.quality), 4),
-        "reason": reason,
+        "reason": "; ".join(f["message"] for f in flags),
+        "flags": flags,
+        "state": state.as_dict(),
+        "filtered": bool(refilter),
+        "area_mm2": round(area_mm2, 4),
         "spacing_um": work.spacing_um,
         "origin_um": (origin[0] * dy, origin[1] * dx),
         "options": {k: opts[k] for k in DEFAULTS},
@@ -1060,3 +1226,103 @@ def preprocess(scan: Scan, *, strict: bool = True, **options: Any) -> Scan:
     meta = dict(work.meta)
     meta["prepared"] = prepared
     return work.replace(meta=meta)
+
+
+def _flag(code: str, message: str) -> dict[str, str]:
+    return {"code": code, "message": message}
+
+
+def flags_of(scan: Scan) -> list[dict[str, str]]:
+    """The flags `preprocess` gave a scan (``meta["prepared"]["flags"]``); [] when none.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import balllink as bl
+    >>> from balllink.preprocess import flags_of
+    >>> z = np.random.default_rng(0).normal(size=(64, 64))
+    >>> [f["code"] for f in flags_of(bl.preprocess(bl.Scan(z, spacing_um=6.25)))]
+    ['small_area']
+    """
+    prepared = scan.meta.get("prepared")
+    flags = prepared.get("flags") if isinstance(prepared, dict) else None
+    return [dict(f) for f in flags] if isinstance(flags, list) else []
+
+
+_CHECKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _claims_prepared(scan: Scan) -> bool:
+    prepared = scan.meta.get("prepared")
+    if isinstance(prepared, dict) and prepared.get("ok"):
+        spacing = prepared.get("spacing_um")
+        try:
+            return spacing is None or np.allclose(spacing, scan.spacing_um, rtol=1e-6)
+        except (TypeError, ValueError):
+            return False
+    sim = scan.meta.get("simulation")
+    return isinstance(sim, Mapping) and sim.get("raw") is False
+
+
+def prepare_if_needed(scan: Scan, **options: Any) -> Scan:
+    """Return ``scan`` when it is already prepared, else ``preprocess(scan, **options)``.
+
+    A scan counts as prepared when it says so (``meta["prepared"]["ok"]`` from
+    `preprocess` at its present spacing, or a prepared-like simulated scan) *and* its data
+    agree: square pixels and `surface_state` finds it cut and free of form. A claim alone
+    (e.g. read back from a file) is not trusted. Anything else goes through the default
+    chain (`preprocess`, non-strict), logged and flagged ``auto_prepared``. The decision is
+    cached per scan object, so a scan compared many times is checked and prepared once.
+
+    Used by `balllink.compare`, `balllink.compare_many`, `balllink.embed`,
+    `balllink.CasingIndex` and the lead database, so results do not depend on whether the
+    caller remembered to prepare.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import balllink as bl
+    >>> from balllink.preprocess import prepare_if_needed, flags_of
+    >>> z = np.random.default_rng(0).normal(size=(320, 320))
+    >>> prep = prepare_if_needed(bl.Scan(z, spacing_um=6.25))
+    >>> "auto_prepared" in [f["code"] for f in flags_of(prep)]
+    True
+    >>> prepare_if_needed(prep) is prep
+    True
+    """
+    if not isinstance(scan, Scan):
+        raise TypeError(f"prepare_if_needed: expected a balllink.Scan, got {type(scan).__name__}")
+    key = tuple(sorted(options.items()))
+    try:
+        cached = _CHECKED.get(scan, {}).get(key)
+    except TypeError:  # unhashable option values: no cache
+        cached, key = None, None
+    if cached is not None:
+        return cached
+    dy, dx = scan.spacing_um
+    square = abs(dy - dx) <= 1e-6 * max(dy, dx)
+    if _claims_prepared(scan) and square and scan.n_valid and surface_state(scan).filtered:
+        out = scan
+    else:
+        why = (
+            "claims to be prepared but its data disagree"
+            if _claims_prepared(scan)
+            else ("not prepared")
+        )
+        log.info(
+            "%s: %s; preparing it with the default chain (balllink.preprocess)", _who(scan), why
+        )
+        out = preprocess(scan, **options)
+        prepared = dict(out.meta["prepared"])
+        prepared["flags"] = [
+            *prepared["flags"],
+            _flag("auto_prepared", f"{why}: prepared with the default chain on use"),
+        ]
+        meta = dict(out.meta)
+        meta["prepared"] = prepared
+        out = out.replace(meta=meta)
+    if key is not None:
+        _CHECKED.setdefault(scan, {})[key] = out
+        if out is not scan:
+            _CHECKED.setdefault(out, {})[key] = out
+    return out

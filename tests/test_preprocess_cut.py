@@ -1,0 +1,127 @@
+"""Already-cut scans of every geometry are kept; raw scans are flagged, not refused; a claim
+to be prepared is checked against the data (issue: every lab's scans)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+import balllink as bl
+from balllink.preprocess import MIN_AREA_MM2, flags_of, prepare_if_needed, surface_state
+
+
+def _texture(n, seed, spacing=6.25):
+    """Band-limited texture like a prepared breech face (about 1.5 µm RMS, 20-400 µm)."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n, n))
+    z = ndi.gaussian_filter(z, 20.0 / spacing / 2) - ndi.gaussian_filter(z, 400.0 / spacing / 4)
+    return (1.5 * z / z.std()).astype(np.float32)
+
+
+def _cut_ring(kind, n=560, spacing=6.25, seed=0):
+    """An already cut breech face (NaN outside) whose firing-pin hole is ``kind``."""
+    yy, xx = np.mgrid[:n, :n] * spacing
+    c = (n - 1) * spacing / 2
+    r_out = 0.45 * n * spacing
+    hole = {
+        "centred": (0.0, 0.0, 0.35),
+        "offcentre": (0.3, 0.1, 0.3),
+        "touching": (0.0, 0.55, 0.45),  # hole edge reaches the outer edge
+        "open": (0.0, 0.7, 0.45),  # hole crosses the outer edge: a horseshoe
+    }
+    oy, ox, ratio = hole.get(kind, (0.0, 0.0, 0.35))
+    r_o = np.hypot(yy - c, xx - c)
+    r_h = np.hypot(yy - c - oy * r_out, xx - c - ox * r_out)
+    valid = (r_o <= r_out) & (r_h >= ratio * r_out)
+    if kind == "sector":
+        angle = np.degrees(np.arctan2(yy - c, xx - c)) % 360
+        valid &= ~((angle > 30) & (angle < 130))
+    z = np.where(valid, _texture(n, seed, spacing), np.nan)
+    return bl.Scan(z, spacing_um=spacing, source=f"cut-{kind}.x3p")
+
+
+@pytest.mark.parametrize("kind", ["centred", "offcentre", "touching", "open", "sector"])
+def test_already_cut_scans_are_kept_whatever_their_ring(kind):
+    scan = _cut_ring(kind)
+    state = surface_state(scan)
+    assert state.cut and state.filtered
+    prep = bl.preprocess(scan)  # never raises for a usable scan
+    info = prep.meta["prepared"]
+    assert info["ok"] and info["breech_face"]["method"] == "existing"
+    assert info["filtered"] is False  # band-passed already: not filtered again
+    assert prep.n_valid >= 0.97 * scan.n_valid
+    bf = info["breech_face"]
+    # the inner circle never collapses onto the outer one
+    assert not bf["inner_radius_um"] >= 0.9 * bf["outer_radius_um"]
+    assert bl.preprocess(scan, strict=True).n_valid == prep.n_valid  # strict too
+
+
+def test_open_hole_is_reported_as_irregular_not_refused():
+    prep = bl.preprocess(_cut_ring("open"))
+    codes = [f["code"] for f in flags_of(prep)]
+    assert codes == ["ring_irregular"]
+    bf = prep.meta["prepared"]["breech_face"]
+    assert "opens to the outer edge" in bf["note"]
+    assert bf["inner_radius_um"] == pytest.approx(0.45 * 0.45 * 560 * 6.25, rel=0.05)
+
+
+def test_cut_raw_export_with_form_is_filtered():
+    """A raw export masked to its ROI is cut (no crater, no head) but keeps its form: it must
+    be band-passed, or form and waviness correlate between casings."""
+    base = _cut_ring("centred")
+    n = base.shape[0]
+    yy, xx = (np.mgrid[:n, :n] - (n - 1) / 2) * 6.25
+    bowl = 6.0 * (yy**2 + xx**2) / (0.45 * n * 6.25) ** 2 + 0.01 * xx  # 6 µm sag, tilt
+    raw_cut = base.replace(heights=base.heights + bowl.astype(np.float32))
+    state = surface_state(raw_cut)
+    assert state.cut and not state.filtered and state.form_um > 1.0
+    prep = bl.preprocess(raw_cut)
+    assert prep.meta["prepared"]["filtered"] is True
+    assert surface_state(prep).form_um < 0.3
+
+
+def test_small_crop_is_flagged_small_area():
+    scan = _cut_ring("centred")
+    crop = scan.replace(heights=scan.heights[40:200, 200:360], mask=None)
+    prep = bl.preprocess(crop)
+    assert "small_area" in [f["code"] for f in flags_of(prep)]
+    assert prep.meta["prepared"]["area_mm2"] < MIN_AREA_MM2
+
+
+def test_claim_to_be_prepared_is_checked_not_trusted():
+    base = _cut_ring("centred")
+    n = base.shape[0]
+    yy, xx = (np.mgrid[:n, :n] - (n - 1) / 2) * 6.25
+    forged = base.replace(
+        heights=base.heights + (8e-6 * (yy**2 + xx**2)).astype(np.float32),
+        meta={"prepared": {"ok": True, "spacing_um": (6.25, 6.25)}},
+    )
+    out = prepare_if_needed(forged)
+    assert out is not forged and "auto_prepared" in [f["code"] for f in flags_of(out)]
+    assert surface_state(out).filtered
+    again = prepare_if_needed(out)
+    assert again is out  # prepared now, and said so truthfully: kept as is
+    assert prepare_if_needed(forged) is out  # the decision is cached per scan object
+
+
+@pytest.mark.realdata
+def test_every_fadul_scan_passes_with_defaults(fadul_dir):
+    for path in sorted(fadul_dir.glob("*.x3p")):
+        scan = bl.read_scan(path)
+        prep = bl.preprocess(scan)  # 0 refusals
+        info = prep.meta["prepared"]
+        assert info["ok"] and info["breech_face"]["method"] == "existing", path.name
+        assert info["filtered"] is False, path.name
+        assert prep.n_valid >= 0.95 * scan.n_valid, path.name
+
+
+@pytest.mark.realdata
+def test_raw_dfsc_inside_its_roi_is_cut_but_not_filtered(raw_dfsc_dir):
+    for path in sorted(raw_dfsc_dir.glob("*.x3p")):
+        scan = bl.read_scan(path)
+        state = surface_state(scan)
+        assert not state.filtered, (path.name, state)
+        prep = prepare_if_needed(scan)
+        assert prep.meta["prepared"]["filtered"] is True
+        assert surface_state(prep).filtered
