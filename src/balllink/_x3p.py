@@ -5,18 +5,25 @@ exports and hostile files do:
 
 * the zip is opened by us first: the declared uncompressed sizes are checked against
   `MAX_UNCOMPRESSED_BYTES` before anything is decompressed, and every read is capped at the
-  declared size (a zip bomb or a truncated archive is refused within milliseconds);
+  declared size (a zip bomb or a truncated archive is refused within milliseconds); the
+  content may sit in a folder of the zip, beside ``__MACOSX/``, ``._*`` and ``.DS_Store`` junk;
 * ``main.xml`` is parsed with defusedxml with DTDs forbidden (no DOCTYPE, no entity expansion,
   no external entity);
 * the declared grid is checked against the data file before x3pio reads it (empty grid, data
   shorter or longer than the grid, a grid larger than the limit);
 * the checksums are verified here, so that a mismatch is reported (``meta["checksum"]``) and a
   warning given instead of an exception;
-* a ``Revision`` that x3pio refuses (``ISO5436-2000``) is repaired in ``main.xml``, and the
-  container rebuilt in memory for x3pio;
-* increments written in micrometres instead of metres are detected by magnitude;
-* the region of interest ``bindata/mask.png`` of x3ptools / CSAFE files is decoded into a bool
-  grid (see `decode_mask`).
+* deviations of ``main.xml`` are repaired before x3pio reads it (each one recorded in the
+  quirks): the root element ``<ISO5436>`` of older x3ptools, a ``Revision`` x3pio refuses
+  (``ISO5436-2000``, ``ISO5436–2000`` with an en dash...), an empty ``<Offset/>``, elements
+  out of place in ``<Axes>`` (``<Origin>``); integer data types of incremental X/Y axes are
+  ignored (noted);
+* ``+Inf``, ``-Inf`` and huge sentinels (``|z| >= 1e15``, such as ±3.4e38 or 1e30) are
+  invalid points (NaN), before the units are judged; increments written in micrometres instead
+  of metres are detected by magnitude; a negative lateral increment is turned positive by
+  reversing that axis of the array;
+* ``bindata/mask.png`` is decoded by `balllink._x3p_mask` (annotation or region-of-interest
+  mask, see there).
 """
 
 from __future__ import annotations
@@ -44,15 +51,21 @@ from defusedxml.common import (
     EntitiesForbidden,
     ExternalReferenceForbidden,
 )
-from PIL import Image
 
+from ._x3p_mask import (
+    add_annotation_mask,
+    encode_annotations,
+    encode_roi_png,
+    find_mask_member,
+    parse_colour,
+    read_masks,
+)
 from .errors import ScanFormatError
 
 __all__ = [
     "MAX_UNCOMPRESSED_BYTES",
     "ChecksumWarning",
     "X3pContent",
-    "decode_mask",
     "read_x3p",
     "x3p_bytes",
 ]
@@ -71,20 +84,20 @@ LATERAL_UM_THRESHOLD = 1e-3
 #: A robust height range (0.5 to 99.5 percentile) at or above this is taken as micrometres
 #: (1 cm of relief in metres is not a primer surface; 0.01 µm over a whole scan is not either).
 Z_UM_THRESHOLD = 1e-2
+#: A stored height at least this large (in the file's unit, metres or micrometres) is an
+#: invalid-point sentinel such as 3.4e38 (float32 maximum) or 1e30, not a measurement.
+SENTINEL_MAGNITUDE = 1e15
 
 #: VendorSpecificIDs of the files balllink adds to the X3P files it writes (Amd 1:2020 places
 #: them at ``balllink\\meta.json`` and ``balllink\\mask.png`` in the container).
 META_URI = "http://balllink/meta.json"
 MASK_URI = "http://balllink/mask.png"
-#: Colour that x3ptools gives to a mask that nobody annotated: background.
-X3PTOOLS_BACKGROUND = (0xCD, 0x7F, 0x32)
-#: Words in the name of a mask annotation that mark it as the usable region.
-_ROI_WORDS = re.compile(r"breech|\bbf\b|\broi\b|usable|valid|region of interest", re.IGNORECASE)
 
 _JUNK = re.compile(r"(^|/)(__macosx/|\._[^/]*$|\.ds_store$|thumbs\.db$|desktop\.ini$)", re.I)
 _MD5 = re.compile(r"^[0-9a-fA-F]{32}$")
 _Z_ITEMSIZE = {"I": 2, "L": 4, "F": 4, "D": 8}
 _Z_TYPE_NAME = {"I": "int16", "L": "int32", "F": "float32", "D": "float64"}
+_AXES_CHILDREN = ("CX", "CY", "CZ", "Rotation")
 _REVISION_2000 = x3pio.Revision.ISO5436_2000.value
 _REVISION_AMD1 = x3pio.Revision.ISO25178_72_2017_DAM1.value
 
@@ -95,7 +108,7 @@ class ChecksumWarning(UserWarning):
 
 @dataclass
 class X3pContent:
-    """What `read_x3p` found: heights in µm (float32), spacing, ROI, metadata, quirks."""
+    """What `read_x3p` found: heights in µm (float32), spacing, ROI, annotations, meta, quirks."""
 
     heights_um: np.ndarray
     spacing_um: tuple[float, float]
@@ -103,6 +116,7 @@ class X3pContent:
     meta: dict[str, Any]
     quirks: list[str] = field(default_factory=list)
     checksum: str = "ok"
+    annotations: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 class _Failure:
@@ -264,200 +278,66 @@ def _find_main(members: dict[str, zipfile.ZipInfo], fail: _Failure) -> tuple[str
         quirks.append(f"main.xml is named {lower['main.xml']!r}")
         members["main.xml"] = members.pop(lower["main.xml"])
         return "", quirks
-    nested = [n for n in members if n.lower().endswith("/main.xml") and n.count("/") == 1]
+    nested = [n for n in members if n.lower().endswith("/main.xml")]
     if len(nested) == 1:
         prefix = nested[0][: -len("main.xml")]
         quirks.append(f"content packed in the folder {prefix!r} instead of the zip root")
+        if not nested[0].endswith("/main.xml"):
+            members[prefix + "main.xml"] = members.pop(nested[0])
         return prefix, quirks
     listing = ", ".join(sorted(members)[:8]) or "nothing"
+    if nested:
+        raise fail(f"the zip holds {len(nested)} main.xml files ({listing}); which is the scan?")
     raise fail(f"the zip holds no main.xml, so it is not an X3P file (it holds {listing})")
 
 
-# ---------------------------------------------------------------------------------------------
-# Mask (region of interest) images
-# ---------------------------------------------------------------------------------------------
-
-
-def _hex(rgb: tuple[int, ...]) -> str:
-    return "#" + "".join(f"{int(c):02x}" for c in rgb)
-
-
-def _parse_colour(text: str | None) -> tuple[int, int, int] | None:
-    if not text:
-        return None
-    match = re.fullmatch(r"#?([0-9a-fA-F]{6})([0-9a-fA-F]{2})?", text.strip())
-    if not match:
-        return None
-    value = match.group(1)
-    return (int(value[0:2], 16), int(value[2:4], 16), int(value[4:6], 16))
-
-
-def decode_mask(
-    png: bytes,
-    shape: tuple[int, int],
-    *,
-    background: tuple[int, int, int] | None = None,
-    roi_colours: list[tuple[int, int, int]] | None = None,
-    label: str = "mask.png",
-) -> tuple[np.ndarray | None, dict[str, Any], list[str]]:
-    """Turn a colour mask image into the bool region of interest on a ``shape`` grid.
-
-    The image is a colour raster as x3ptools writes it: row ``i`` lies over data row ``i``
-    (checked on the raw DFSC scans, where this orientation puts the ROI on the smooth breech
-    face). Which colours are usable is decided in this order:
-
-    1. ``roi_colours`` (annotations of ``main.xml`` naming the breech face, or the colour
-       balllink wrote): usable = pixels of those colours;
-    2. ``background`` (``Record3/Mask/Background`` of ``main.xml``): usable = every opaque
-       pixel of another colour;
-    3. otherwise transparent pixels (alpha 0) are background; the x3ptools default colour
-       ``#cd7f32`` is background if present; else the colour that dominates the border of the
-       image (a breech face never fills the corners of a scan) is background. A mask of a single
-       opaque colour marks the whole grid.
-
-    Returns ``(roi or None, description, quirks)``; ``None`` when the image cannot be used.
-    """
-    quirks: list[str] = []
-    rows, cols = shape
-    try:
-        image = Image.open(io.BytesIO(png))
-        width, height = image.size
-        if width * height == 0:
-            raise ValueError("the image is empty")
-        if width * height > 64 * rows * cols or width * height > (1 << 28):
-            raise ValueError(f"{width}x{height} pixels is far larger than the grid")
-        image.load()
-        if image.mode in ("I", "F") or image.mode.startswith("I;16"):
-            # A 16-bit or float mask: non-zero marks, as in a two-colour image.
-            image = Image.fromarray(np.where(np.asarray(image) != 0, 255, 0).astype(np.uint8))
-        image = image.convert("RGBA")
-    except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as error:
-        message = f"{label} cannot be decoded ({error}); no ROI read"
-        warnings.warn(message, UserWarning, stacklevel=4)
-        return None, {}, [message]
-
-    if (height, width) != (rows, cols):
-        if abs((height / rows) / (width / cols) - 1) < 0.01:
-            quirks.append(
-                f"{label} is {height}x{width}, the grid {rows}x{cols}; resampled (nearest)"
-            )
-            image = image.resize((cols, rows), Image.Resampling.NEAREST)
-        else:
-            message = f"{label} is {height}x{width} but the grid is {rows}x{cols}; ROI ignored"
-            warnings.warn(message, UserWarning, stacklevel=4)
-            return None, {"size": [height, width]}, [message]
-
-    rgba = np.asarray(image)
-    codes = (
-        rgba[..., 0].astype(np.uint32) << 16
-        | rgba[..., 1].astype(np.uint32) << 8
-        | rgba[..., 2].astype(np.uint32)
-    )
-    opaque = rgba[..., 3] != 0
-    values, counts = np.unique(codes[opaque], return_counts=True)
-    described: dict[str, Any] = {
-        "colours": {_hex(_rgb(int(v))): int(c) for v, c in zip(values, counts)},
-        "transparent": int((~opaque).sum()),
-    }
-    roi, rule = None, ""
-    if roi_colours:
-        roi = np.isin(codes, [_code(c) for c in roi_colours]) & opaque
-        rule = "annotated ROI colour(s) " + ", ".join(_hex(c) for c in roi_colours)
-        if not roi.any():
-            quirks.append(f"{label}: no pixel has the annotated ROI colour; colour rules used")
-            roi = None
-    if roi is None:
-        roi, rule = _roi_by_colour(codes, opaque, values, background)
-    described["rule"] = rule
-    return np.ascontiguousarray(roi), described, quirks
-
-
-def _code(rgb: tuple[int, int, int]) -> int:
-    return (rgb[0] << 16) | (rgb[1] << 8) | rgb[2]
-
-
-def _rgb(code: int) -> tuple[int, int, int]:
-    return ((code >> 16) & 255, (code >> 8) & 255, code & 255)
-
-
-def _roi_by_colour(
-    codes: np.ndarray,
-    opaque: np.ndarray,
-    values: np.ndarray,
-    background: tuple[int, int, int] | None,
-) -> tuple[np.ndarray, str]:
-    """Rules 2 and 3 of `decode_mask`: the ROI is every opaque colour but the background."""
-    if background is not None:
-        bg = _code(background)
-        rule = f"every opaque colour but the background {_hex(background)} named in main.xml"
-    elif values.size == 0:
-        return np.zeros(codes.shape, dtype=bool), "fully transparent image: nothing usable"
-    elif values.size == 1:
-        if opaque.all():
-            return opaque.copy(), "single colour: the whole grid is usable"
-        return opaque.copy(), "single opaque colour on transparency: the opaque pixels"
-    elif _code(X3PTOOLS_BACKGROUND) in values:
-        bg = _code(X3PTOOLS_BACKGROUND)
-        rule = f"every colour but the x3ptools default background {_hex(X3PTOOLS_BACKGROUND)}"
-    else:
-        edge = np.zeros(codes.shape, dtype=bool)
-        edge[[0, -1], :] = True
-        edge[:, [0, -1]] = True
-        border = codes[edge & opaque]
-        if border.size == 0:
-            border = codes[opaque]
-        border_values, border_counts = np.unique(border, return_counts=True)
-        bg = int(border_values[np.argmax(border_counts)])
-        rule = f"every colour but {_hex(_rgb(bg))}, which dominates the image border"
-    return (codes != bg) & opaque, rule
-
-
 def _mask_hints(
-    root: ET.Element, stored: dict[str, Any]
-) -> tuple[tuple[int, int, int] | None, list[tuple[int, int, int]]]:
-    """Background and ROI colours named in main.xml (x3ptools) or in balllink's meta.json."""
+    root: ET.Element,
+) -> tuple[tuple[int, int, int] | None, list[tuple[tuple[int, int, int] | None, str]]]:
+    """``Record3/Mask`` of main.xml (x3ptools): the background colour and the annotations."""
     mask = _child(root, "Record3/Mask")
-    background = _parse_colour(_text(mask, "Background")) if mask is not None else None
-    roi: list[tuple[int, int, int]] = []
-    annotations = _child(mask, "Annotations") if mask is not None else None
+    if mask is None:
+        return None, []
+    background = parse_colour(_text(mask, "Background"))
+    names = []
+    annotations = _child(mask, "Annotations")
     for annotation in annotations if annotations is not None else ():
-        colour = _parse_colour(annotation.get("color") or annotation.get("colour"))
-        if colour is not None and _ROI_WORDS.search(annotation.text or ""):
-            roi.append(colour)
-    own = stored.get("mask", {}) if isinstance(stored.get("mask"), dict) else {}
-    if not roi and isinstance(own.get("roi"), list):
-        roi = [c for c in (_parse_colour(str(t)) for t in own["roi"]) if c is not None]
-    return background, roi
-
-
-def _find_mask_member(members: dict[str, zipfile.ZipInfo], prefix: str) -> str | None:
-    names = [n for n in members if n.startswith(prefix)]
-    for name in names:
-        if name[len(prefix) :].lower() == "bindata/mask.png":
-            return name
-    by_base = [n for n in names if n.lower().rsplit("/", 1)[-1] == "mask.png"]
-    if len(by_base) == 1:
-        return by_base[0]
-    pngs = [n for n in names if n.lower().endswith(".png")]
-    return pngs[0] if len(pngs) == 1 else None
+        if _local(annotation.tag) != "Annotation":
+            continue
+        colour_text = annotation.get("color") or annotation.get("colour") or ""
+        names.append((parse_colour(colour_text), (annotation.text or "").strip()))
+    return background, names
 
 
 # ---------------------------------------------------------------------------------------------
-# Reading
+# Repairs of main.xml
 # ---------------------------------------------------------------------------------------------
+
+
+def _repair_root(root: ET.Element, quirks: list[str], fail: _Failure) -> bool:
+    """Accept ``<ISO5436>`` (older x3ptools) as ``<ISO5436_2>``; return whether renamed."""
+    name = _local(root.tag)
+    if name == "ISO5436_2":
+        return False
+    if re.fullmatch(r"iso[ _-]?5436([ _-]?2)?", name, re.IGNORECASE):
+        namespace = root.tag[: -len(name)] if str(root.tag).startswith("{") else ""
+        root.tag = namespace + "ISO5436_2"
+        quirks.append(f"main.xml root element <{name}> read as <ISO5436_2>")
+        return True
+    raise fail(f"main.xml has the root element <{name}>, not <ISO5436_2>")
 
 
 def _repair_revision(root: ET.Element, quirks: list[str]) -> bool:
-    """Make the Revision one that x3pio reads; return whether main.xml was changed."""
+    """Make the Revision one of the standard's two texts; return whether it was changed.
+
+    Any other spelling is noted, also one x3pio would read (an en dash, "ISO5436 – 2000").
+    """
     element = _child(root, "Record1/Revision")
     if element is None:
         return False
     text = (element.text or "").strip()
-    try:
-        x3pio.Revision.resolve(text)
+    if text in (_REVISION_2000, _REVISION_AMD1):
         return False
-    except x3pio.X3pError:
-        pass
     squeezed = re.sub(r"[\s_\-\u2010-\u2015\u2212]", "", text).lower()
     if "25178" in squeezed:
         new = _REVISION_AMD1
@@ -465,11 +345,42 @@ def _repair_revision(root: ET.Element, quirks: list[str]) -> bool:
         new = _REVISION_2000
         if not ("5436" in squeezed and "2000" in squeezed):
             warnings.warn(
-                f"unknown X3P revision {text!r}, read as {new!r}", UserWarning, stacklevel=4
+                f"unknown X3P revision {text!r}, read as {new!r}", UserWarning, stacklevel=5
             )
     element.text = new
     quirks.append(f"revision {text!r} read as {new!r}")
     return True
+
+
+def _repair_axes(root: ET.Element, quirks: list[str]) -> bool:
+    """Empty offsets, foreign elements in <Axes>; return whether main.xml was changed."""
+    axes = _child(root, "Record1/Axes")
+    if axes is None:
+        return False
+    changed = False
+    for element in list(axes):
+        name = _local(element.tag)
+        if name not in _AXES_CHILDREN:
+            axes.remove(element)
+            text = (element.text or "").strip()
+            shown = f"<{name}>{text[:40]}</{name}>" if text else f"<{name}>"
+            quirks.append(f"non-standard element {shown} in Record1/Axes ignored")
+            changed = True
+    for name in ("CX", "CY", "CZ"):
+        axis = _child(axes, name)
+        offset = _child(axis, "Offset")
+        if offset is not None and not (offset.text or "").strip():
+            offset.text = "0"
+            quirks.append(f"{name} has an empty <Offset>; read as 0")
+            changed = True
+        kind = (_text(axis, "AxisType") or "I").upper()
+        data_type = (_text(axis, "DataType") or "").upper()
+        if name != "CZ" and kind == "I" and data_type in ("I", "L"):
+            quirks.append(
+                f"{name} is incremental but declares the integer DataType {data_type!r}; "
+                "ignored (an incremental axis stores no values)"
+            )
+    return changed
 
 
 def _checksum_status(
@@ -505,14 +416,34 @@ def _checksum_status(
     return status, mismatched, missing
 
 
-def read_x3p(path: Path, *, limit: int | None = None) -> X3pContent:
-    """Read an X3P file into heights in µm, spacing, ROI and metadata.
+# ---------------------------------------------------------------------------------------------
+# Reading
+# ---------------------------------------------------------------------------------------------
 
-    Raises `ScanFormatError` naming ``path`` for every kind of damage; see the module text.
-    """
-    limit = MAX_UNCOMPRESSED_BYTES if limit is None else limit
-    fail = _Failure(str(path))
-    quirks: list[str] = []
+
+@dataclass
+class _Container:
+    """The checked content of a container, main.xml repaired, ready for x3pio."""
+
+    root: ET.Element
+    main: bytes
+    revision: str | None  # as written, before repair
+    origin: str | None  # <Origin> found in <Axes> (removed for x3pio)
+    changed: bool
+    feature: str
+    z_type: str
+    grid: str
+    prefix: str
+    payloads: dict[str, bytes]
+    extra: dict[str, bytes]
+    mask_member: str | None
+    infinite: tuple[int, int]  # stored +Inf and -Inf values (x3pio makes them NaN)
+    status: str
+    mismatched: list[str]
+    missing: list[str]
+
+
+def _open_container(path: Path, limit: int, fail: _Failure, quirks: list[str]) -> _Container:
     with open(path, "rb") as stream, _open_zip(stream, fail) as archive:
         members = _index(archive, fail, limit)
         prefix, found = _find_main(members, fail)
@@ -521,9 +452,7 @@ def read_x3p(path: Path, *, limit: int | None = None) -> X3pContent:
         main = _read_member(archive, main_info, fail, cap=MAX_XML_BYTES)
         root = _parse_xml(main, fail)
 
-        root_name = _local(root.tag)
-        if root_name != "ISO5436_2":
-            raise fail(f"main.xml has the root element <{root_name}>, not <ISO5436_2>")
+        renamed = _repair_root(root, quirks, fail)
         if not str(root.tag).startswith("{"):
             quirks.append("main.xml root element has no namespace")
         feature = (_text(root, "Record1/FeatureType") or "").upper()
@@ -562,6 +491,7 @@ def read_x3p(path: Path, *, limit: int | None = None) -> X3pContent:
 
         payloads: dict[str, bytes] = {}
         links: dict[str, tuple[str, str | None]] = {}
+        infinite = [0, 0]  # +Inf, -Inf stored
         link = _child(root, "Record3/DataLink")
         if link is not None:
             data_name = _member_name(_text(link, "PointDataLink"))
@@ -579,6 +509,9 @@ def read_x3p(path: Path, *, limit: int | None = None) -> X3pContent:
                 )
             payloads[data_name] = _read_member(archive, info, fail)
             links[data_name] = (data_name, _text(link, "MD5ChecksumPointData"))
+            if z_type in ("F", "D"):  # x3pio turns them into NaN without a word: count here
+                stored = np.frombuffer(payloads[data_name], "<f4" if z_type == "F" else "<f8")
+                infinite = [int(np.isposinf(stored).sum()), int(np.isneginf(stored).sum())]
             valid_text = _text(link, "ValidPointsLink")
             if valid_text:
                 valid_name = _member_name(valid_text)
@@ -596,7 +529,12 @@ def read_x3p(path: Path, *, limit: int | None = None) -> X3pContent:
             data_list = _child(root, "Record3/DataList")
             if data_list is None:
                 raise fail("main.xml has neither a DataLink nor a DataList: no data")
-            n_datums = sum(1 for e in data_list if _local(e.tag) == "Datum")
+            datums = [(e.text or "").strip() for e in data_list if _local(e.tag) == "Datum"]
+            n_datums = len(datums)
+            infinite = [
+                sum(1 for d in datums if re.fullmatch(rf"{sign}inf(inity)?", d, re.I))
+                for sign in (r"\+?", "-")
+            ]
             if n_datums != count:
                 which = "shorter" if n_datums < count else "longer"
                 raise fail(
@@ -617,50 +555,72 @@ def read_x3p(path: Path, *, limit: int | None = None) -> X3pContent:
             if local == "main.xml" or local in payloads:
                 continue
             extra[local] = _read_member(archive, info, fail)
-        mask_member = _find_mask_member(members, prefix)
+        mask_member = find_mask_member(list(members), prefix)
 
-    revision_as_written = _text(root, "Record1/Revision")
-    changed = _repair_revision(root, quirks)
-    main_for_x3pio = ET.tostring(root, encoding="utf-8", xml_declaration=True) if changed else main
+    revision = _text(root, "Record1/Revision")
+    origin = _text(root, "Record1/Axes/Origin")  # x3ptools writes "NW"; not trusted
+    changed = _repair_revision(root, quirks) | _repair_axes(root, quirks) | renamed
+    return _Container(
+        root=root,
+        main=main,
+        revision=revision,
+        origin=origin,
+        changed=changed,
+        feature=feature,
+        z_type=z_type,
+        grid=grid,
+        prefix=prefix,
+        payloads=payloads,
+        extra=extra,
+        mask_member=mask_member[len(prefix) :] if mask_member else None,
+        infinite=(infinite[0], infinite[1]),
+        status=status,
+        mismatched=mismatched,
+        missing=missing,
+    )
+
+
+def _parse(container: _Container, fail: _Failure) -> x3pio.Surface:
+    """x3pio on the container rebuilt in memory (repaired main.xml, junk and folders gone)."""
+    main = container.main
+    if container.changed:
+        main = ET.tostring(container.root, encoding="utf-8", xml_declaration=True)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as rebuilt:
-        rebuilt.writestr("main.xml", main_for_x3pio)
-        for name, content in {**payloads, **extra}.items():
+        rebuilt.writestr("main.xml", main)
+        for name, content in {**container.payloads, **container.extra}.items():
             rebuilt.writestr(name, content)
     try:
         parsed = x3pio.X3pFile.loads(buffer.getvalue(), verify=False)
     except x3pio.X3pError as error:
         raise fail(f"x3pio cannot read it: {error}") from None
-    del buffer
     if not isinstance(parsed, x3pio.Surface):
         kind = type(parsed).__name__.lower()
-        raise fail(f"holds a {kind} (FeatureType {feature}), not a surface on a grid")
+        raise fail(f"holds a {kind} (FeatureType {container.feature}), not a surface on a grid")
+    return parsed
 
-    if mismatched:
-        warnings.warn(
-            f"{path}: the MD5 checksum of {', '.join(mismatched)} does not match; the file was "
-            "changed or damaged after it was written. Read anyway.",
-            ChecksumWarning,
-            stacklevel=3,
+
+def _invalid_points(z: np.ndarray, infinite: tuple[int, int], quirks: list[str]) -> None:
+    """+Inf, -Inf and huge sentinels are invalid points: NaN in place, each kind noted."""
+    for label, count in zip(("+Inf", "-Inf"), infinite):
+        if count:
+            quirks.append(f"{count} point(s) hold {label}: invalid-point marker, read as NaN")
+    with np.errstate(invalid="ignore"):
+        huge = np.isfinite(z) & (np.abs(z) >= SENTINEL_MAGNITUDE)
+    count = int(np.count_nonzero(huge))
+    if count:
+        shown = ", ".join(f"{v:g}" for v in np.unique(z[huge])[:3])
+        quirks.append(
+            f"{count} point(s) hold the sentinel {shown} (|z| >= {SENTINEL_MAGNITUDE:g}): "
+            "invalid-point marker, read as NaN"
         )
-    elif missing:
-        warnings.warn(
-            f"{path}: no MD5 checksum for {', '.join(missing)}; integrity not verified.",
-            ChecksumWarning,
-            stacklevel=3,
-        )
+    z[~np.isfinite(z) | huge] = np.nan
 
-    layers = parsed.layers
-    if len(layers) > 1:
-        quirks.append(f"{len(layers)} layers; the first is read")
-    z = np.asarray(layers[0].z, dtype=np.float64)
-    finite = np.isfinite(z)
-    if not finite.any():
-        raise fail(f"the grid {grid} holds no finite height value")
 
-    # Files balllink wrote follow the standard (metres): no guessing for them.
-    own_file = META_URI in parsed.extensions
-    header = parsed.header
+def _to_micrometres(
+    z: np.ndarray, header: x3pio.Header, own_file: bool, quirks: list[str]
+) -> tuple[tuple[float, float], np.ndarray]:
+    """Spacing ``(dy, dx)`` and heights in µm; units judged by magnitude except in own files."""
     spacing = []
     lateral_in_um = False
     for axis_name, axis in (("y", header.y), ("x", header.x)):
@@ -673,7 +633,7 @@ def read_x3p(path: Path, *, limit: int | None = None) -> X3pContent:
             spacing.append(increment * 1e6)
     factor = 1e6
     if not own_file:
-        values = z[finite]
+        values = z[np.isfinite(z)]
         step = max(1, values.size // 200_000)
         low, high = np.percentile(values[::step], [0.5, 99.5])
         z_range = float(high - low)
@@ -683,28 +643,38 @@ def read_x3p(path: Path, *, limit: int | None = None) -> X3pContent:
     with np.errstate(over="ignore", invalid="ignore"):
         heights = (z * factor).astype(np.float32)
     heights[~np.isfinite(heights)] = np.nan
+    dy, dx = (float(f"{s:.12g}") for s in spacing)
+    return (dy, dx), heights
 
-    # --- metadata ------------------------------------------------------------------------------
-    stored: dict[str, Any] = {}
-    extensions = parsed.extensions
-    if META_URI in extensions:
-        try:
-            payload = json.loads((extensions[META_URI] or b"").decode("utf-8"))
-            stored = payload if isinstance(payload, dict) else {}
-        except (ValueError, UnicodeDecodeError, x3pio.X3pError) as error:
-            quirks.append(f"balllink meta.json unreadable ({error}); ignored")
 
+def _own_meta(extensions: Any, quirks: list[str]) -> dict[str, Any]:
+    if META_URI not in extensions:
+        return {}
+    try:
+        payload = json.loads((extensions[META_URI] or b"").decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, x3pio.X3pError) as error:
+        quirks.append(f"balllink meta.json unreadable ({error}); ignored")
+        return {}
+    return payload if isinstance(payload, dict) else {}
+
+
+def _metadata(
+    parsed: x3pio.Surface, container: _Container, stored: dict[str, Any]
+) -> dict[str, Any]:
     metadata = parsed.metadata
-    record2 = _child(root, "Record2")
+    header = parsed.header
+    record2 = _child(container.root, "Record2")
     instrument = None
     x3p_meta: dict[str, Any] = {
-        "revision": revision_as_written,
-        "z_data_type": _Z_TYPE_NAME[z_type],
+        "revision": container.revision,
+        "z_data_type": _Z_TYPE_NAME[container.z_type],
         "increments": [float(header.x.increment), float(header.y.increment)],
         "z_increment": float(header.z.increment),
-        "layers": len(layers),
-        "extensions": list(extensions),
+        "layers": len(parsed.layers),
+        "extensions": list(parsed.extensions),
     }
+    if container.origin is not None:
+        x3p_meta["origin"] = container.origin
     if metadata is not None:
         parts = metadata.instrument
         instrument = " ".join(p for p in (parts.manufacturer, parts.model) if p) or None
@@ -729,24 +699,110 @@ def read_x3p(path: Path, *, limit: int | None = None) -> X3pContent:
     if isinstance(own_meta, dict):
         meta.update(own_meta)
     meta["x3p"] = x3p_meta
+    return meta
 
-    # --- region of interest ---------------------------------------------------------------
-    file_mask = None
-    if mask_member is not None:
-        background, roi_colours = _mask_hints(root, stored)
-        png = extra.get(mask_member[len(prefix) :], b"")
-        file_mask, described, mask_quirks = decode_mask(
-            png,
-            heights.shape,
-            background=background,
-            roi_colours=roi_colours,
-            label=mask_member,
+
+def _masks(
+    container: _Container,
+    parsed: x3pio.Surface,
+    stored: dict[str, Any],
+    shape: tuple[int, int],
+    quirks: list[str],
+    x3p_meta: dict[str, Any],
+) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
+    """The region of interest (None unless one is stored) and the named annotations."""
+    own_png = None
+    if MASK_URI in parsed.extensions:
+        try:
+            own_png = parsed.extensions[MASK_URI] or b""
+        except x3pio.X3pError:
+            own_png = b""
+    own = stored.get("mask") if isinstance(stored.get("mask"), dict) else {}
+    background, names = _mask_hints(container.root)
+    member = container.mask_member
+    read = read_masks(
+        shape,
+        own_png=own_png,
+        own_colours=own.get("roi") if isinstance(own.get("roi"), list) else None,
+        png=None if member is None else container.extra.get(member, b""),
+        label=container.prefix + (member or ""),
+        background=background,
+        names=names,
+    )
+    quirks += read.quirks
+    x3p_meta.update(read.described)
+    return read.roi, read.annotations
+
+
+def _positive_axes(
+    header: x3pio.Header,
+    heights: np.ndarray,
+    roi: np.ndarray | None,
+    annotations: dict[str, np.ndarray],
+    quirks: list[str],
+) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray]]:
+    """Reverse the rows (CY) or columns (CX) stored with a negative increment."""
+    for name, axis, what, axis_index in (
+        ("CY", header.y, "rows", 0),
+        ("CX", header.x, "columns", 1),
+    ):
+        increment = float(axis.increment)
+        if increment >= 0:
+            continue
+        quirks.append(
+            f"{name} increment {increment:g} is negative (data stored in reverse); the {what} "
+            "are reversed so that the increment is positive"
         )
-        quirks += mask_quirks
-        x3p_meta["mask"] = {"member": mask_member, **described}
+        heights = np.ascontiguousarray(np.flip(heights, axis_index))
+        roi = None if roi is None else np.ascontiguousarray(np.flip(roi, axis_index))
+        annotations = {
+            k: np.ascontiguousarray(np.flip(v, axis_index)) for k, v in annotations.items()
+        }
+    return heights, roi, annotations
 
-    dy, dx = (float(f"{s:.12g}") for s in spacing)
-    return X3pContent(heights, (dy, dx), file_mask, meta, quirks, status)
+
+def read_x3p(path: Path, *, limit: int | None = None) -> X3pContent:
+    """Read an X3P file into heights in µm, spacing, ROI, annotations and metadata.
+
+    Raises `ScanFormatError` naming ``path`` for every kind of damage; see the module text.
+    """
+    limit = MAX_UNCOMPRESSED_BYTES if limit is None else limit
+    fail = _Failure(str(path))
+    quirks: list[str] = []
+    container = _open_container(path, limit, fail, quirks)
+    parsed = _parse(container, fail)
+    if container.mismatched:
+        warnings.warn(
+            f"{path}: the MD5 checksum of {', '.join(container.mismatched)} does not match; the "
+            "file was changed or damaged after it was written. Read anyway.",
+            ChecksumWarning,
+            stacklevel=3,
+        )
+    elif container.missing:
+        warnings.warn(
+            f"{path}: no MD5 checksum for {', '.join(container.missing)}; integrity not verified.",
+            ChecksumWarning,
+            stacklevel=3,
+        )
+
+    layers = parsed.layers
+    if len(layers) > 1:
+        quirks.append(f"{len(layers)} layers; the first is read")
+    z = np.asarray(layers[0].z, dtype=np.float64)
+    if not z.flags.writeable:
+        z = z.copy()
+    _invalid_points(z, container.infinite, quirks)
+    if not np.isfinite(z).any():
+        raise fail(f"the grid {container.grid} holds no finite height value")
+    # Files balllink wrote follow the standard (metres): no guessing for them.
+    own_file = META_URI in parsed.extensions
+    spacing, heights = _to_micrometres(z, parsed.header, own_file, quirks)
+    del z
+    stored = _own_meta(parsed.extensions, quirks)
+    meta = _metadata(parsed, container, stored)
+    roi, annotations = _masks(container, parsed, stored, heights.shape, quirks, meta["x3p"])
+    heights, roi, annotations = _positive_axes(parsed.header, heights, roi, annotations, quirks)
+    return X3pContent(heights, spacing, roi, meta, quirks, container.status, annotations)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -755,7 +811,16 @@ def read_x3p(path: Path, *, limit: int | None = None) -> X3pContent:
 
 #: Keys of ``meta`` that the reader derives from the file; not stored in meta.json.
 READER_KEYS = frozenset(
-    {"format", "quirks", "checksum", "file_mask", "mask_applied", "source_sha256", "x3p"}
+    {
+        "format",
+        "quirks",
+        "checksum",
+        "file_mask",
+        "mask_applied",
+        "annotations",
+        "source_sha256",
+        "x3p",
+    }
 )
 
 
@@ -823,22 +888,22 @@ def _metadata_for(meta: dict[str, Any]) -> x3pio.Metadata:
     )
 
 
-def encode_mask_png(mask: np.ndarray) -> bytes:
-    """The ROI as an 8-bit greyscale PNG: 255 (white) usable, 0 (black) background."""
-    buffer = io.BytesIO()
-    Image.fromarray(np.where(mask, 255, 0).astype(np.uint8)).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
 def x3p_bytes(
     heights_um: np.ndarray,
     spacing_um: tuple[float, float],
     mask: np.ndarray | None,
     meta: dict[str, Any],
     label: str,
+    annotations: dict[str, np.ndarray] | None = None,
 ) -> bytes:
-    """Encode a scan as X3P bytes (see `balllink.io.write_scan` for the layout)."""
+    """Encode a scan as X3P bytes (see `balllink.io.write_scan` for the layout).
+
+    Raises ValueError for annotations that cannot be written (see `encode_annotations`).
+    """
     dy, dx = spacing_um
+    mask_png = mask_xml = None
+    if annotations:  # checked before anything is written
+        mask_png, mask_xml = encode_annotations(annotations, heights_um.shape, label=label)
     kept = {}
     for key, value in meta.items():
         if key in READER_KEYS:
@@ -859,9 +924,12 @@ def x3p_bytes(
             metadata=_metadata_for(meta),
         )
         if mask is not None:
-            surface.extensions[MASK_URI] = encode_mask_png(mask)
+            surface.extensions[MASK_URI] = encode_roi_png(mask)
             payload["mask"] = {"roi": ["#ffffff"], "background": "#000000"}
         surface.extensions[META_URI] = json.dumps(payload, allow_nan=True).encode("utf-8")
-        return surface.dumps()
+        data = surface.dumps()
     except x3pio.X3pError as error:
         raise ScanFormatError(f"{label}: cannot write X3P: {error}") from None
+    if mask_png is not None and mask_xml is not None:
+        data = add_annotation_mask(data, mask_png, mask_xml)
+    return data

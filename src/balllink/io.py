@@ -7,16 +7,25 @@ Formats (chosen by suffix; a file with another suffix is recognised by its first
 
 ``.x3p``
     ISO 25178-72 through x3pio, hardened against hostile files and tolerant of the deviations
-    real exports have (see `balllink._x3p`): revisions such as ``ISO5436-2000``, a root element
-    without namespace, increments or heights written in micrometres instead of metres (decided by
-    magnitude and recorded in ``meta["quirks"]``), a missing or wrong checksum (a
-    `ChecksumWarning`, ``meta["checksum"]``), float32, float64 and integer data with a Z
-    increment, and the region of interest ``bindata/mask.png`` of x3ptools/CSAFE files.
+    real exports have (see `balllink._x3p`; each repair is recorded in ``meta["quirks"]``): the
+    root element ``<ISO5436>`` of older x3ptools; revisions such as ``ISO5436-2000`` or
+    ``ISO5436–2000``; content in a folder of the zip beside ``__MACOSX/`` and ``.DS_Store``
+    junk; an empty ``<Offset/>``; an ``<Origin>`` inside ``<Axes>``; integer data types on
+    incremental X/Y axes; ``+Inf``, ``-Inf`` and huge sentinels (``|z| >= 1e15``) as invalid
+    points (NaN); increments or heights written in micrometres instead of metres (decided by
+    magnitude); a negative lateral increment (that axis of the array is reversed, so row ``i`` is
+    at ``y = i * dy`` and column ``j`` at ``x = j * dx``); a missing or wrong checksum (a
+    `ChecksumWarning`, ``meta["checksum"]``). Data in ``bindata/*.bin`` (float32, float64 and
+    integer with a Z increment) or in ``main.xml`` (``DataList``, an empty ``Datum`` is NaN),
+    with or without ``bindata/valid.bin`` (bit ``k % 8`` of byte ``k // 8``, least significant
+    first, 1 = valid, as openGPS and x3pio read it). Point clouds and irregular (absolute) X/Y
+    axes are refused. The mask image ``bindata/mask.png`` is read as described below.
 ``.npy``
     A 2-D array of heights in micrometres; ``spacing_um`` must be given.
 ``.npz``
     Arrays ``heights`` (µm, 2-D) and ``spacing_um`` (``(dy, dx)`` or one value), optional
-    ``mask`` (bool, True = usable: the file's region of interest) and ``meta_json`` (a JSON
+    ``mask`` (bool, True = usable: the file's region of interest), ``annotations`` (bool,
+    ``(n, rows, cols)``) with ``annotation_names`` (``n`` strings), and ``meta_json`` (a JSON
     object merged into ``meta``). `write_scan` writes this layout.
 ``.png``, ``.tif``, ``.tiff``
     8- or 16-bit (or float TIFF) intensity images, such as photographs of a breech face.
@@ -24,19 +33,42 @@ Formats (chosen by suffix; a file with another suffix is recognised by its first
     colour images are reduced to luminance (ITU-R BT.601 weights) and pixels with alpha 0 are
     NaN. ``spacing_um`` must be given; ``meta["format"]`` is ``"image"``.
 
-Region of interest. A mask stored in the file (``mask.png`` in X3P, ``mask`` in .npz) is
-always returned as ``meta["file_mask"]`` (bool, the grid's shape). With ``apply_mask=True``
-(default) the heights outside it are set to NaN, so ``scan.mask`` (the finite points) is the
-ROI; with ``apply_mask=False`` the heights keep their values and ``scan.mask`` is the finite
-points only.
+Masks: two conventions.
+    ``bindata/mask.png`` of an X3P file is either an *annotation mask* (x3ptools, FiX3P:
+    ``Record3/Mask`` names a ``<Background>`` colour, default ``#cd7f32``, and
+    ``<Annotations>``, such as ``<Annotation color="#ff0000">break-off</Annotation>``) or a
+    *region-of-interest mask* (no ``<Background>``, no annotation names, two colours: white on
+    black is usable, as in the CSAFE raw TopMatch exports). Annotations are marks drawn on the
+    surface, mostly regions to leave out, never the usable area: they are returned in
+    ``meta["annotations"]`` as ``{name: bool array of the grid's shape}`` (a colour without a
+    name is called ``"unnamed #rrggbb"``) and do not mask the heights, unless the caller asks
+    (``exclude=[names]`` sets those regions to NaN, ``keep=[names]`` keeps only those) or an
+    annotation's name says it *is* the usable region ("breech face", "ROI", "usable", "valid").
+
+Region of interest. A region-of-interest mask (the black/white convention, an annotation naming
+the usable region, balllink's own mask of an X3P file it wrote, ``mask`` in .npz) is returned as
+``meta["file_mask"]`` (bool, the grid's shape; otherwise None, so that `preprocess` does not
+take annotations for the ROI). With ``apply_mask=True`` (default) the heights outside it are
+set to NaN, so ``scan.mask`` (the finite points) is the ROI; with ``apply_mask=False`` the
+heights keep their values and ``scan.mask`` is the finite points only.
+
+Handedness. ``meta["handedness"]`` is ``None`` (unknown), ``"viewed"`` (the array shown with row
+0 on top shows the casing head as seen looking at it) or ``"mirrored"``. X3P does not say
+whether row 0 is the top or the bottom, and exporters differ, so it is None unless the caller
+says (``read_scan(path, handedness="viewed")``) or balllink wrote the file (X3P ``meta.json``,
+.npz ``meta_json``: `write_scan` stores ``meta["handedness"]``). Nothing else is trusted: not
+an ``<Origin>`` element, not the instrument; a stored value other than the three is read as
+None with a quirk.
 
 ``meta`` keys always present: ``format`` (``"x3p"``, ``"npy"``, ``"npz"`` or ``"image"``),
 ``instrument``, ``date`` (ISO 8601 text as written in the file), ``creator``, ``comment``,
-``quirks`` (list of str), ``checksum`` (``"ok"``, ``"mismatch"`` or ``"missing"``; formats
-without checksums say ``"missing"`` without a warning), ``file_mask``, ``mask_applied``,
+``quirks`` (list of str: what was repaired or guessed), ``checksum`` (``"ok"``, ``"mismatch"``
+or ``"missing"``; formats without checksums say ``"missing"`` without a warning),
+``file_mask``, ``mask_applied``, ``annotations`` (dict, empty when none), ``handedness``,
 ``source_sha256`` (SHA-256 of the file bytes, for duplicate detection). X3P files add
 ``meta["x3p"]`` (revision, data type, increments as written, instrument serial/version,
-calibration date, probing system, vendor extension IDs, mask decoding).
+calibration date, probing system, vendor extension IDs, an ``<Origin>`` found, mask decoding).
+``read_scan(..., keep=..., exclude=...)`` adds ``meta["annotation_filter"]``.
 
 Every damaged, hostile or empty file raises `ScanFormatError` naming the file and the problem,
 after reading at most `MAX_UNCOMPRESSED_BYTES` (see `balllink._x3p`).
@@ -52,6 +84,7 @@ import logging
 import os
 import tempfile
 import zipfile
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,6 +99,7 @@ from ._x3p import ChecksumWarning
 from .errors import ScanFormatError
 
 __all__ = [
+    "HANDEDNESS",
     "MAX_FILE_BYTES",
     "SUPPORTED_SUFFIXES",
     "ChecksumWarning",
@@ -83,6 +117,10 @@ _SUPPORTED_TEXT = (
 #: Largest file `read_scan` opens (bytes).
 MAX_FILE_BYTES = 2 << 30
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+#: Values of ``meta["handedness"]`` besides None (unknown); see the module documentation.
+HANDEDNESS = ("viewed", "mirrored")
+#: Default of ``read_scan(handedness=...)``: what balllink's own metadata in the file says.
+_FROM_FILE = "file"
 
 
 @dataclass
@@ -94,6 +132,7 @@ class _Read:
     quirks: list[str] = field(default_factory=list)
     checksum: str = "missing"
     format: str = ""
+    annotations: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def _fail(path: Path, what: str) -> ScanFormatError:
@@ -209,7 +248,13 @@ def _read_npz(path: Path, limit: int) -> _Read:
                 + (", ".join(sorted(arrays)) or "nothing"),
             )
         loaded: dict[str, np.ndarray] = {}
-        for key, kinds in (("heights", "biuf"), ("spacing_um", "iuf"), ("mask", "biu")):
+        for key, kinds in (
+            ("heights", "biuf"),
+            ("spacing_um", "iuf"),
+            ("mask", "biu"),
+            ("annotations", "biu"),
+            ("annotation_names", "U"),
+        ):
             if key in arrays:
                 raw = _x3p._read_member(archive, arrays[key], fail)
                 loaded[key] = _load_npy(io.BytesIO(raw), len(raw), f"'{key}'", path, kinds=kinds)
@@ -235,7 +280,26 @@ def _read_npz(path: Path, limit: int) -> _Read:
         file_mask = loaded["mask"].astype(bool)
         if file_mask.shape != heights.shape:
             raise _fail(path, f"'mask' has shape {file_mask.shape}, 'heights' has {heights.shape}")
-    return _Read(heights, spacing, file_mask, stored, quirks, format="npz")
+    annotations = _npz_annotations(loaded, heights.shape, path)
+    return _Read(heights, spacing, file_mask, stored, quirks, format="npz", annotations=annotations)
+
+
+def _npz_annotations(
+    loaded: dict[str, np.ndarray], shape: tuple[int, ...], path: Path
+) -> dict[str, np.ndarray]:
+    if "annotations" not in loaded and "annotation_names" not in loaded:
+        return {}
+    regions = loaded.get("annotations", np.zeros((0, *shape), bool))
+    names = [str(n) for n in loaded.get("annotation_names", np.zeros(0, "U1")).reshape(-1)]
+    if regions.ndim != 3 or regions.shape[1:] != shape or regions.shape[0] != len(names):
+        raise _fail(
+            path,
+            f"'annotations' has shape {regions.shape} for {len(names)} 'annotation_names'; "
+            f"expected ({len(names)}, {shape[0]}, {shape[1]})",
+        )
+    if len(set(names)) != len(names):
+        raise _fail(path, f"'annotation_names' repeats a name: {names}")
+    return {name: np.ascontiguousarray(r, dtype=bool) for name, r in zip(names, regions)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -344,6 +408,9 @@ def read_scan(
     *,
     apply_mask: bool = True,
     spacing_um: float | tuple[float, float] | None = None,
+    exclude: str | Iterable[str] | None = None,
+    keep: str | Iterable[str] | None = None,
+    handedness: str | None = _FROM_FILE,
 ) -> Scan:
     """Read a scan file into a `Scan` (heights float32 µm, spacing µm per pixel).
 
@@ -353,19 +420,38 @@ def read_scan(
         An ``.x3p``, ``.npy``, ``.npz``, ``.png`` or ``.tif``/``.tiff`` file (another suffix
         is recognised by content). See the module documentation for each format.
     apply_mask : bool, default True
-        Set the heights outside the region of interest stored in the file (X3P
-        ``bindata/mask.png``, npz ``mask``) to NaN. With False they keep their values; the ROI
-        is in ``meta["file_mask"]`` either way.
+        Set the heights outside the region of interest stored in the file to NaN. With False
+        they keep their values; the ROI is in ``meta["file_mask"]`` either way. A region of
+        interest is: a black/white X3P ``bindata/mask.png`` without ``<Background>`` (white =
+        usable, as CSAFE's raw TopMatch exports), an annotation whose name says it is the usable
+        region ("breech face", "ROI", "usable", "valid"), the mask balllink wrote, or the npz
+        ``mask``. An *annotation mask* (x3ptools/FiX3P: ``Record3/Mask`` with a
+        ``<Background>`` colour, default ``#cd7f32``, and named ``<Annotations>``) is not one:
+        its regions are marks drawn on the surface ("break-off", "no striae"...), reported in
+        ``meta["annotations"]`` and left in the heights (``meta["file_mask"]`` is None).
     spacing_um : float or (dy, dx), optional
         Lateral spacing in µm per pixel. Required for ``.npy`` and images, which carry none;
         for other formats it replaces the file's spacing (recorded in ``meta["quirks"]``).
+    exclude : str or list of str, optional
+        Names of annotations (keys of ``meta["annotations"]``) whose regions are set to NaN,
+        whatever ``apply_mask`` says.
+    keep : str or list of str, optional
+        Names of annotations whose regions are the only ones kept (the rest is set to NaN);
+        applied before ``exclude``.
+    handedness : {"viewed", "mirrored", None}, optional
+        What the caller knows of the orientation of the array; replaces what the file says
+        (a difference is recorded in the quirks). ``None`` means unknown. By default
+        (``"file"``) only balllink's own metadata in the file (X3P ``meta.json``, npz
+        ``meta_json``, written by `write_scan`) is trusted; nothing else is, since X3P does
+        not pin down whether row 0 is the top or the bottom.
 
     Returns
     -------
     Scan
         ``meta`` holds ``format``, ``instrument``, ``date``, ``creator``, ``comment``,
-        ``quirks``, ``checksum``, ``file_mask``, ``mask_applied``, ``source_sha256`` and
-        whatever else the file carries.
+        ``quirks``, ``checksum``, ``file_mask``, ``mask_applied``, ``annotations``,
+        ``handedness``, ``source_sha256`` and whatever else the file carries (see the module
+        documentation).
 
     Raises
     ------
@@ -374,6 +460,9 @@ def read_scan(
     ScanFormatError
         If the file is unsupported, damaged, hostile (zip bomb, DTD/entities), empty, holds
         no finite height, or lacks a required spacing; the message names the file.
+    ValueError
+        If ``exclude`` or ``keep`` name an annotation the file does not have (the message
+        lists the ones it has), or ``handedness`` is not one of the values above.
 
     Warns
     -----
@@ -388,10 +477,15 @@ def read_scan(
     >>> folder = pathlib.Path(tempfile.mkdtemp())
     >>> np.save(folder / "z.npy", np.arange(12.0).reshape(3, 4))
     >>> scan = bl.read_scan(folder / "z.npy", spacing_um=6.25)
-    >>> scan.shape, scan.spacing_um, scan.meta["format"]
-    ((3, 4), (6.25, 6.25), 'npy')
+    >>> scan.shape, scan.spacing_um, scan.meta["format"], scan.meta["handedness"]
+    ((3, 4), (6.25, 6.25), 'npy', None)
     """
     path = Path(os.fspath(path))
+    if handedness != _FROM_FILE and handedness is not None and handedness not in HANDEDNESS:
+        raise ValueError(
+            f"handedness must be 'viewed', 'mirrored' or None (unknown), got {handedness!r} "
+            f"(reading {path})"
+        )
     if not path.exists():
         raise FileNotFoundError(errno.ENOENT, "scan file not found", str(path))
     if path.is_dir():
@@ -417,6 +511,7 @@ def read_scan(
             content.quirks,
             content.checksum,
             "x3p",
+            content.annotations,
         )
     elif kind == "npy":
         read = _read_npy(path, limit)
@@ -424,7 +519,25 @@ def read_scan(
         read = _read_npz(path, limit)
     else:
         read = _read_image(path, limit)
-    return _finish(path, read, apply_mask=apply_mask, spacing_um=spacing_um)
+    return _finish(
+        path,
+        read,
+        apply_mask=apply_mask,
+        spacing_um=spacing_um,
+        selection=(_names(keep, "keep", path), _names(exclude, "exclude", path)),
+        handedness=handedness,
+    )
+
+
+def _names(value: str | Iterable[str] | None, what: str, path: Path) -> list[str] | None:
+    if value is None:
+        return None
+    names = [value] if isinstance(value, str) else list(value)
+    if not all(isinstance(name, str) for name in names):
+        raise ValueError(f"{what} must be annotation names (str), got {value!r} (reading {path})")
+    if what == "keep" and not names:
+        raise ValueError(f"keep=[] would keep nothing; name an annotation (reading {path})")
+    return names
 
 
 def _spacing_pair(value: Any, path: Path) -> tuple[float, float]:
@@ -443,7 +556,49 @@ def _spacing_pair(value: Any, path: Path) -> tuple[float, float]:
     return pair
 
 
-def _finish(path: Path, read: _Read, *, apply_mask: bool, spacing_um: Any) -> Scan:
+def _region(
+    path: Path, annotations: dict[str, np.ndarray], names: list[str], what: str
+) -> np.ndarray:
+    """The union of the named annotation regions; ValueError listing the names the file has."""
+    unknown = [name for name in names if name not in annotations]
+    if unknown:
+        have = ", ".join(repr(name) for name in annotations) or "none"
+        raise ValueError(
+            f"{path}: {what}={unknown!r} names annotation(s) the file does not have; "
+            f"its annotations: {have}"
+        )
+    return np.logical_or.reduce([np.asarray(annotations[name], bool) for name in names])
+
+
+def _handedness(
+    path: Path, requested: str | None, stored: dict[str, Any], quirks: list[str]
+) -> str | None:
+    """The handedness: the caller's, else balllink's own metadata, else None (unknown)."""
+    in_file = stored.get("handedness")
+    if in_file is not None and in_file not in HANDEDNESS:
+        quirks.append(
+            f"handedness {in_file!r} stored in the file is not 'viewed', 'mirrored' or null; "
+            "read as unknown (None)"
+        )
+        in_file = None
+    if requested == _FROM_FILE:
+        return in_file
+    if "handedness" in stored and requested != in_file:
+        quirks.append(
+            f"handedness {requested!r} given by the caller replaces the file's {in_file!r}"
+        )
+    return requested
+
+
+def _finish(
+    path: Path,
+    read: _Read,
+    *,
+    apply_mask: bool,
+    spacing_um: Any,
+    selection: tuple[list[str] | None, list[str] | None] = (None, None),
+    handedness: str | None = _FROM_FILE,
+) -> Scan:
     quirks = list(read.quirks)
     if spacing_um is not None:
         spacing = _spacing_pair(spacing_um, path)
@@ -479,6 +634,13 @@ def _finish(path: Path, read: _Read, *, apply_mask: bool, spacing_um: Any) -> Sc
                 "the region of interest stored in the file leaves no finite height; "
                 "read it with apply_mask=False to see the data",
             )
+    keep, exclude = selection
+    if keep is not None:
+        heights[~_region(path, read.annotations, keep, "keep")] = np.nan
+    if exclude:
+        heights[_region(path, read.annotations, exclude, "exclude")] = np.nan
+    if (keep is not None or exclude) and not np.isfinite(heights).any():
+        raise _fail(path, f"keep={keep!r}, exclude={exclude!r} leave no finite height")
 
     meta: dict[str, Any] = {
         "format": read.format,
@@ -488,11 +650,15 @@ def _finish(path: Path, read: _Read, *, apply_mask: bool, spacing_um: Any) -> Sc
         "comment": None,
     }
     meta.update({k: v for k, v in read.meta.items() if k not in _x3p.READER_KEYS or k == "x3p"})
+    if keep is not None or exclude:
+        meta["annotation_filter"] = {"keep": keep, "exclude": exclude or []}
     meta.update(
         quirks=quirks,
         checksum=read.checksum,
         file_mask=file_mask,
         mask_applied=applied,
+        annotations=dict(read.annotations),
+        handedness=_handedness(path, handedness, read.meta, quirks),
         source_sha256=_sha256(path),
     )
     for quirk in quirks:
@@ -511,7 +677,44 @@ def _atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
-def write_scan(scan: Scan, path: str | os.PathLike[str]) -> None:
+def _annotations_to_write(
+    scan: Scan, annotations: Mapping[str, np.ndarray] | None, path: Path
+) -> dict[str, np.ndarray]:
+    if annotations is None:  # what the reader found, while it still fits the grid
+        found = scan.meta.get("annotations")
+        if not isinstance(found, Mapping) or not all(
+            np.shape(region) == scan.shape for region in found.values()
+        ):
+            if found:
+                logger.debug("write_scan %s: meta['annotations'] do not fit; not written", path)
+            return {}
+        annotations = found
+    if not isinstance(annotations, Mapping):
+        raise TypeError(
+            f"annotations must be a dict {{name: bool array}}, got {type(annotations).__name__}"
+        )
+    out = {}
+    for name, region in annotations.items():
+        if not isinstance(name, str) or not name.strip() or name != name.strip():
+            raise ValueError(
+                f"{path}: annotation names must be non-empty text without surrounding spaces, "
+                f"got {name!r}"
+            )
+        region = np.asarray(region)
+        if region.shape != scan.shape:
+            raise ValueError(
+                f"{path}: annotation {name!r} has shape {region.shape}, the scan {scan.shape}"
+            )
+        out[name] = region.astype(bool)
+    return out
+
+
+def write_scan(
+    scan: Scan,
+    path: str | os.PathLike[str],
+    *,
+    annotations: Mapping[str, np.ndarray] | None = None,
+) -> None:
     """Write a scan as X3P (``.x3p``) or as ``.npz``; `read_scan` reads it back.
 
     X3P layout (ISO 25178-72 Amd 1:2020, written by x3pio, valid checksums): heights as
@@ -521,11 +724,16 @@ def write_scan(scan: Scan, path: str | os.PathLike[str]) -> None:
     the instrument details of ``meta["x3p"]``; the probing type is ``Software`` unless known).
     Two vendor files (``VendorSpecificID`` ``http://balllink/...``): ``meta.json`` holds every
     JSON-serialisable entry of ``meta`` (arrays are left out, tuples become lists) and is merged
-    back on reading; ``mask.png`` holds ``scan.mask`` (white = usable, black = not) when it is
-    stricter than the finite heights, and is read back as the file's region of interest.
+    back on reading (``meta["handedness"]`` among them); ``mask.png`` holds ``scan.mask``
+    (white = usable, black = not) when it is stricter than the finite heights, and is read back
+    as the file's region of interest. Annotations are written as x3ptools does:
+    ``bindata/mask.png`` (RGB, ``#cd7f32`` where nothing is annotated, one colour per
+    annotation) and ``Record3/Mask`` with ``<Background>#cd7f32</Background>`` and
+    ``<Annotations><Annotation color="#rrggbb">name</Annotation>...</Annotations>``.
 
     ``.npz`` layout: ``heights`` (float32 µm), ``spacing_um`` (dy, dx), ``mask`` when stricter
-    than the finite heights, ``meta_json``.
+    than the finite heights, ``annotations`` (bool, ``(n, rows, cols)``) and
+    ``annotation_names`` when there are annotations, ``meta_json``.
 
     The file is written to a temporary name and moved into place.
 
@@ -535,11 +743,20 @@ def write_scan(scan: Scan, path: str | os.PathLike[str]) -> None:
         The scan to write.
     path : str or path-like
         Destination ending in ``.x3p`` or ``.npz``.
+    annotations : dict of str to bool ndarray, optional
+        Named regions of the grid's shape, marks on the surface (not the usable region; see
+        `read_scan`). By default ``scan.meta["annotations"]`` (what `read_scan` found) when
+        they still fit the grid; ``{}`` writes none. In X3P a pixel has one colour, so the
+        regions must not overlap.
 
     Raises
     ------
     ScanFormatError
         For another suffix, or metadata X3P cannot hold; the message names the file.
+    ValueError
+        For annotations that cannot be written (another shape, overlapping regions, a name
+        that is not text) or a ``meta["handedness"]`` other than ``"viewed"``,
+        ``"mirrored"`` or None.
 
     Examples
     --------
@@ -554,14 +771,30 @@ def write_scan(scan: Scan, path: str | os.PathLike[str]) -> None:
     ((6.25, 6.25), 'lab', 'ok')
     >>> bool(np.array_equal(back.heights, scan.heights))
     True
+    >>> blob = np.zeros((3, 4), bool)
+    >>> blob[0, :2] = True
+    >>> bl.write_scan(scan, folder / "b.x3p", annotations={"break-off": blob})
+    >>> list(bl.read_scan(folder / "b.x3p").meta["annotations"])
+    ['break-off']
+    >>> bl.read_scan(folder / "b.x3p", exclude=["break-off"]).n_valid
+    10
     """
     if not isinstance(scan, Scan):
         raise TypeError(f"write_scan needs a balllink Scan, got {type(scan).__name__}")
     path = Path(os.fspath(path))
     suffix = path.suffix.lower()
+    handedness = scan.meta.get("handedness")
+    if handedness is not None and handedness not in HANDEDNESS:
+        raise ValueError(
+            f"{path}: meta['handedness'] must be 'viewed', 'mirrored' or None (unknown), "
+            f"got {handedness!r}"
+        )
+    regions = _annotations_to_write(scan, annotations, path)
     mask = None if np.array_equal(scan.mask, np.isfinite(scan.heights)) else scan.mask
     if suffix == ".x3p":
-        data = _x3p.x3p_bytes(scan.heights, scan.spacing_um, mask, scan.meta, str(path))
+        data = _x3p.x3p_bytes(
+            scan.heights, scan.spacing_um, mask, scan.meta, str(path), annotations=regions
+        )
     elif suffix == ".npz":
         kept = {}
         for key, value in scan.meta.items():
@@ -576,6 +809,9 @@ def write_scan(scan: Scan, path: str | os.PathLike[str]) -> None:
         }
         if mask is not None:
             arrays["mask"] = np.asarray(mask, dtype=bool)
+        if regions:
+            arrays["annotations"] = np.stack(list(regions.values()))
+            arrays["annotation_names"] = np.asarray(list(regions), dtype=str)
         buffer = io.BytesIO()
         np.savez_compressed(buffer, **arrays)
         data = buffer.getvalue()
