@@ -26,10 +26,29 @@ right. A feature at ``q = (y, x)`` µm from the image centre in ``S`` appears at
 ``(y, x)``. Two firings ``a``, ``b`` of one firearm are related by `relative_pose`:
 ``scan_b = shift(rotate(scan_a, θb - θa), t_b - R(θb - θa) t_a)``.
 
+*Handedness.* A simulated scan is stored as the casing is viewed (``meta["handedness"] ==
+"viewed"``). An export with the other handedness (`mirror`, ``casings(mirrored=...)``) is
+``np.flipud`` of the viewed array (``meta["handedness"] == "mirrored"``, truth
+``mirrored=True``): row ``i`` becomes row ``ny - 1 - i``, about the same image centre.
+Its ``rotation_deg`` / ``shift_um`` still give the pose of the casing as viewed; the other
+truth entries (centres, masks, ...) describe the stored array. `relative_pose` gives the
+pose of ``b`` brought to ``a``'s handedness (``np.flipud(b)`` when exactly one of the two
+is mirrored, as `balllink.compare` reports with ``Comparison.mirrored``) relative to ``a``
+as stored: the viewed pose ``(θ, dy, dx)`` when ``a`` is viewed, ``(-θ, -dy, dx)`` when
+``a`` is mirrored (flipping conjugates a rotation into its inverse).
+
+*Cut.* ``geometry="varied"`` keeps every firing's surface and changes only which pixels
+are kept: the breech-face outline and firing-pin hole vary per casing like real exports
+(off-centre, touching or open holes, missing sectors, elliptical or clipped outlines; see
+`casings`). `crop` cuts small windows, `annotations` makes FiX3P-like annotation masks.
+
 Nothing here is random without a seed: the firearm signature comes from
 ``np.random.default_rng([seed, firearm_id])``, its manufacturing-batch component from
 ``np.random.default_rng([seed, 7919, batch_size, batch_id])`` and firing ``k`` from
 ``np.random.default_rng([seed, firearm_id, k])``, so any casing can be regenerated alone.
+The varied cut, the mirrored choice, `cut_geometries`, `crop` and `annotations` draw from
+separate streams ``np.random.default_rng([seed, a, b, 104729, kind])`` (kind 1-5), so the
+options never change the surfaces of the default ones.
 """
 
 from __future__ import annotations
@@ -39,7 +58,7 @@ import functools
 import logging
 import math
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,14 +67,36 @@ import scipy.fft
 from scipy import ndimage as ndi
 
 from ._scan import Scan
+from ._simulate_geometry import (
+    ANNOTATION_NAMES,
+    CUT_KINDS,
+    STREAM_CUT,
+    STREAM_CUTS,
+    STREAM_MIRROR,
+    Cut,
+    annotations,
+    annulus_cut,
+    crop,
+    draw_cut,
+    flip_truth,
+    mirror,
+    stream,
+)
 
 __all__ = [
+    "ANNOTATION_NAMES",
+    "CUT_KINDS",
     "DIFFICULTIES",
+    "GEOMETRIES",
     "TRUTH_DTYPE",
     "Difficulty",
     "SimulatedSet",
+    "annotations",
     "casings",
+    "crop",
+    "cut_geometries",
     "iter_casings",
+    "mirror",
     "relative_pose",
 ]
 
@@ -69,8 +110,13 @@ TRUTH_DTYPE = np.dtype(
         ("rotation_deg", np.float64),
         ("shift_y_um", np.float64),
         ("shift_x_um", np.float64),
+        ("mirrored", np.bool_),
     ]
 )
+
+#: Breech-face geometries of `casings`: ``"annulus"`` (default: a circle minus a nearly
+#: centred circle) and ``"varied"`` (a new cut per casing, kinds `CUT_KINDS`).
+GEOMETRIES = ("annulus", "varied")
 
 _BATCH_TAG = 7919  # separates the batch random streams from the firearm streams
 _RMS_UM = 1.5  # RMS height of the breech-face surface, µm (Fadul after band-pass: 1.3-1.8)
@@ -354,33 +400,60 @@ def _rotation(theta_deg: float) -> np.ndarray:
     return np.array([[c, -s], [s, c]])
 
 
+def _field(truth: Any, name: str) -> Any:
+    """``truth[name]`` of a truth row or mapping, None when it has no such entry."""
+    try:
+        return truth[name]
+    except (KeyError, ValueError, IndexError):
+        return None
+
+
+def _pose(truth: Any) -> tuple[float, np.ndarray, bool]:
+    if _field(truth, "shift_y_um") is not None:
+        t = np.array([truth["shift_y_um"], truth["shift_x_um"]], dtype=float)
+    else:
+        t = np.asarray(truth["shift_um"], dtype=float)
+    return float(truth["rotation_deg"]), t, bool(_field(truth, "mirrored") or False)
+
+
 def relative_pose(truth_a: Any, truth_b: Any) -> tuple[float, float, float]:
     """Pose of casing ``b`` relative to casing ``a`` of the same firearm.
 
     Parameters
     ----------
-    truth_a, truth_b : truth rows (or mappings with ``rotation_deg``, ``shift_y_um``,
-        ``shift_x_um``), e.g. ``sims.truth[i]``.
+    truth_a, truth_b : truth rows, e.g. ``sims.truth[i]``, or mappings such as
+        ``scan.meta["simulation"]`` (``rotation_deg``, and ``shift_y_um`` / ``shift_x_um``
+        or ``shift_um``; ``mirrored`` is False when absent). The two scans must have one
+        shape (two crops of one size relate exactly; see `crop`).
 
     Returns
     -------
     rotation_deg, dy_um, dx_um : float
-        ``scan_b ≈ shift(rotate(scan_a, rotation_deg), (dy_um, dx_um) / spacing)`` with
-        skimage's ``rotate`` (counter-clockwise as displayed, about the image centre) and
-        scipy's ``shift``; ``rotation_deg`` in [0, 360).
+        ``b' ≈ shift(rotate(a, rotation_deg), (dy_um, dx_um) / spacing)`` with skimage's
+        ``rotate`` (counter-clockwise as displayed, about the image centre) and scipy's
+        ``shift``; ``rotation_deg`` in [0, 360). ``a`` is the stored array of ``a`` and
+        ``b'`` that of ``b`` brought to ``a``'s handedness: ``np.flipud(b)`` when exactly
+        one of them is mirrored, else ``b`` itself. With ``(θ, dy, dx)`` the pose between
+        the two casings as viewed, this is ``(θ, dy, dx)`` when ``a`` is viewed and
+        ``(-θ mod 360, -dy, dx)`` when ``a`` is mirrored.
 
     Examples
     --------
     >>> import numpy as np
-    >>> t = np.array([(0, 0, 10.0, 0.0, 0.0), (1, 0, 100.0, 5.0, -5.0)], dtype=TRUTH_DTYPE)
+    >>> t = np.zeros(2, dtype=TRUTH_DTYPE)
+    >>> t["rotation_deg"], t["shift_y_um"], t["shift_x_um"] = [10.0, 100.0], [0, 5.0], [0, -5.0]
     >>> tuple(round(v, 6) for v in relative_pose(t[0], t[1]))
     (90.0, 5.0, -5.0)
+    >>> t["mirrored"] = [True, False]  # a stored flipped: compare it with flipud(b)
+    >>> tuple(round(v, 6) for v in relative_pose(t[0], t[1]))
+    (270.0, -5.0, -5.0)
     """
-    ra, rb = float(truth_a["rotation_deg"]), float(truth_b["rotation_deg"])
-    ta = np.array([truth_a["shift_y_um"], truth_a["shift_x_um"]], dtype=float)
-    tb = np.array([truth_b["shift_y_um"], truth_b["shift_x_um"]], dtype=float)
+    ra, ta, mirrored_a = _pose(truth_a)
+    rb, tb, _ = _pose(truth_b)
     delta = (rb - ra) % 360.0
     t = tb - _rotation(delta) @ ta
+    if mirrored_a:
+        return float(-delta % 360.0), float(-t[0]), float(t[1])
     return float(delta), float(t[0]), float(t[1])
 
 
@@ -397,6 +470,27 @@ class _Signature:
     batch_id: int
 
 
+@dataclass
+class _Firing:
+    """What one firing leaves on the whole grid, before the breech face is cut out."""
+
+    firearm_id: int
+    firing: int
+    signature: _Signature
+    rotation_deg: float
+    shift_um: tuple[float, float]
+    contact: float
+    dropout: float
+    surface: np.ndarray  # µm, the marks on the whole grid (no noise)
+    noise: np.ndarray  # µm, white measurement noise
+    lost: np.ndarray  # bool, dropout blobs
+    annulus: np.ndarray  # bool, the default breech face
+    cut: Cut  # the default breech face as a Cut
+    rng: np.random.Generator  # the firing's stream, where the raw artefacts continue
+    r_o: np.ndarray  # distance to the primer centre, µm
+    r_h: np.ndarray  # distance to the hole centre, µm
+
+
 class _Generator:
     """Everything fixed for one simulated set; produces casing after casing."""
 
@@ -409,9 +503,13 @@ class _Generator:
         shape: tuple[int, int] | None,
         spacing_um: float | tuple[float, float] | None,
         per_firearm: int,
+        geometry: str = "annulus",
+        mirrored: float = 0.0,
     ) -> None:
         self.seed = _check_seed(seed)
         self.raw = bool(raw)
+        self.geometry = _check_geometry(geometry, self.raw)
+        self.mirrored = _check_share(mirrored)
         self.difficulty_name, self.difficulty = _difficulty(difficulty)
         self.per_firearm = per_firearm
         self.spacing = _check_spacing(
@@ -497,6 +595,20 @@ class _Generator:
     # firing -------------------------------------------------------------------------
 
     def casing(self, firearm_id: int, firing: int, *, keep_arrays: bool) -> Scan:
+        fired = self._fire(firearm_id, firing)
+        cut = fired.cut
+        if self.geometry == "varied":
+            rng = stream(self.seed, firearm_id, firing, STREAM_CUT)
+            cut = draw_cut(rng, self.shape, self.spacing)
+        flip = False
+        if self.mirrored > 0.0:
+            flip = bool(
+                stream(self.seed, firearm_id, firing, STREAM_MIRROR).random() < self.mirrored
+            )
+        return self._scan(fired, cut, mirrored=flip, keep_arrays=keep_arrays)
+
+    def _fire(self, firearm_id: int, firing: int) -> _Firing:
+        """The surface a firing leaves, on the whole grid, before any cut."""
         d = self.difficulty
         sp = self.spacing
         ny, nx = self.shape
@@ -558,35 +670,78 @@ class _Generator:
             lost = np.zeros(self.shape, dtype=bool)
         noise = rng.standard_normal(self.shape, dtype=np.float32) * np.float32(d.noise_um)
 
-        usable = annulus & ~lost
-        clean = np.where(annulus, surface, np.float32(np.nan)).astype(np.float32)
-        geometry = {
-            "primer_center_um": (float(c_out[0]), float(c_out[1])),
-            "primer_radius_um": float(r_out),
-            "hole_center_um": (float(c_hole[0]), float(c_hole[1])),
-            "hole_radius_um": float(r_hole),
-        }
-        if self.raw:
-            heights = self._raw_heights(rng, surface + noise, annulus, lost, r_o, r_h, geometry)
-        else:
-            heights = np.where(usable, surface + noise, np.float32(np.nan)).astype(np.float32)
+        return _Firing(
+            firearm_id=int(firearm_id),
+            firing=int(firing),
+            signature=sig,
+            rotation_deg=theta,
+            shift_um=(float(shift[0]), float(shift[1])),
+            contact=contact,
+            dropout=dropout,
+            surface=surface,
+            noise=noise,
+            lost=lost,
+            annulus=annulus,
+            cut=annulus_cut(c_out, r_out, c_hole, r_hole),
+            rng=rng,
+            r_o=r_o,
+            r_h=r_h,
+        )
 
-        casing_id = firearm_id * self.per_firearm + firing
+    def _scan(
+        self,
+        fired: _Firing,
+        cut: Cut,
+        *,
+        mirrored: bool,
+        keep_arrays: bool,
+        extra: dict[str, Any] | None = None,
+    ) -> Scan:
+        """Cut a firing's surface, export it (viewed or mirrored) with its truth."""
+        sp = self.spacing
+        sig = fired.signature
+        region = fired.annulus if cut is fired.cut else cut.mask(self.shape, sp)
+        usable = region & ~fired.lost
+        clean = np.where(region, fired.surface, np.float32(np.nan)).astype(np.float32)
+        geometry = cut.info(self.shape, sp)
+        if self.raw:
+            heights = self._raw_heights(
+                fired.rng,
+                fired.surface + fired.noise,
+                fired.annulus,
+                fired.lost,
+                fired.r_o,
+                fired.r_h,
+                geometry,
+            )
+        else:
+            heights = np.where(usable, fired.surface + fired.noise, np.float32(np.nan)).astype(
+                np.float32
+            )
+
+        casing_id = fired.firearm_id * self.per_firearm + fired.firing
         info = {
             "casing_id": int(casing_id),
-            "firearm_id": int(firearm_id),
-            "firing_index": int(firing),
+            "firearm_id": fired.firearm_id,
+            "firing_index": fired.firing,
             "batch_id": int(sig.batch_id),
             "style": sig.style,
-            "rotation_deg": theta,
-            "shift_um": (float(shift[0]), float(shift[1])),
-            "contact_fraction": contact,
-            "dropout_fraction": dropout,
+            "rotation_deg": fired.rotation_deg,
+            "shift_um": fired.shift_um,
+            "contact_fraction": fired.contact,
+            "dropout_fraction": fired.dropout,
             "difficulty": self.difficulty_name,
             "seed": self.seed,
             "raw": self.raw,
+            "mirrored": False,
             **geometry,
+            **(extra or {}),
         }
+        if mirrored:
+            info = flip_truth(info, self.shape, sp)
+            heights, usable, clean = (
+                np.ascontiguousarray(x[::-1]) for x in (heights, usable, clean)
+            )
         if keep_arrays:
             usable.setflags(write=False)
             clean.setflags(write=False)
@@ -596,9 +751,10 @@ class _Generator:
         meta = {
             "generator": "balllink.simulate",
             "format": "simulated",
+            "handedness": "mirrored" if mirrored else "viewed",
             "simulation": truth,
         }
-        source = f"sim-seed{self.seed}-firearm{firearm_id}-firing{firing}"
+        source = f"sim-seed{self.seed}-firearm{fired.firearm_id}-firing{fired.firing}"
         return Scan(heights, spacing_um=(sp, sp), meta=meta, source=source)
 
     def _raw_heights(self, rng, surface, annulus, lost, r_o, r_h, geometry) -> np.ndarray:
@@ -737,6 +893,29 @@ def _check_shape(shape: Any) -> tuple[int, int]:
     return ny, nx
 
 
+def _check_geometry(geometry: Any, raw: bool) -> str:
+    if geometry not in GEOMETRIES:
+        raise ValueError(f"geometry must be one of {GEOMETRIES}, got {geometry!r}")
+    if raw and geometry != "annulus":
+        raise ValueError(
+            f"geometry={geometry!r} makes already-cut (prepared) scans; use raw=False, or "
+            "geometry='annulus' for raw scans"
+        )
+    return str(geometry)
+
+
+def _check_share(mirrored: Any) -> float:
+    try:
+        share = float(mirrored)
+    except (TypeError, ValueError):
+        share = math.nan
+    if isinstance(mirrored, bool) or not 0.0 <= share <= 1.0:
+        raise ValueError(
+            f"mirrored must be the share of casings exported mirrored, in [0, 1], got {mirrored!r}"
+        )
+    return share
+
+
 def _check_counts(n_firearms: Any, per_firearm: Any) -> tuple[int, int]:
     for name, v in (("n_firearms", n_firearms), ("per_firearm", per_firearm)):
         if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1:
@@ -757,9 +936,11 @@ class SimulatedSet:
         One scan per casing, in ``casing_id`` order (firearm by firearm).
     truth : structured ndarray, dtype `TRUTH_DTYPE`
         ``casing_id``, ``firearm_id``, ``rotation_deg`` (in [0, 360)), ``shift_y_um``,
-        ``shift_x_um``; row ``i`` describes ``scans[i]``.
+        ``shift_x_um`` (the pose as viewed), ``mirrored`` (stored flipped up-down); row
+        ``i`` describes ``scans[i]``.
     params : dict
-        The arguments that made the set (seed, raw, difficulty, shape, spacing_um).
+        The arguments that made the set (seed, raw, difficulty, shape, spacing_um,
+        geometry, mirrored).
     """
 
     scans: list[Scan]
@@ -787,6 +968,8 @@ def iter_casings(
     spacing_um: float | None = None,
     keep_truth_arrays: bool = False,
     first_firearm: int = 0,
+    geometry: str = "annulus",
+    mirrored: float = 0.0,
 ) -> Iterator[tuple[Scan, np.void]]:
     """Yield simulated casings one by one, never holding more than a few signatures.
 
@@ -815,6 +998,8 @@ def iter_casings(
         shape=shape,
         spacing_um=spacing_um,
         per_firearm=per_firearm,
+        geometry=geometry,
+        mirrored=mirrored,
     )
     return _stream(gen, n_firearms, per_firearm, bool(keep_truth_arrays), int(first_firearm))
 
@@ -826,7 +1011,8 @@ def _stream(gen: _Generator, n_firearms: int, per_firearm: int, keep: bool, firs
             info = scan.meta["simulation"]
             dy, dx = info["shift_um"]
             row = np.array(
-                [(info["casing_id"], firearm, info["rotation_deg"], dy, dx)], dtype=TRUTH_DTYPE
+                [(info["casing_id"], firearm, info["rotation_deg"], dy, dx, info["mirrored"])],
+                dtype=TRUTH_DTYPE,
             )[0]
             yield scan, row
 
@@ -842,6 +1028,8 @@ def casings(
     spacing_um: float | None = None,
     keep_truth_arrays: bool = True,
     progress: Callable[[int, int], Any] | None = None,
+    geometry: str = "annulus",
+    mirrored: float = 0.0,
 ) -> SimulatedSet:
     """Simulate ``n_firearms * per_firearm`` fired casings with their ground truth.
 
@@ -880,6 +1068,22 @@ def casings(
         for large sets.
     progress : callable, optional
         ``progress(done, total)`` after each casing.
+    geometry : {"annulus", "varied"}
+        "annulus" (default): a circle of radius 0.47 field minus a firing-pin hole of
+        0.70-0.78 of it, 6-22 % of the radius off-centre. "varied" (prepared scans only):
+        the same surfaces (the heights equal the "annulus" set's wherever both are kept),
+        cut out like real exports, a new cut per casing (`CUT_KINDS`): an elliptical
+        outline (axis ratio 0.9-1) of mean radius 0.40 field ±15 %, a hole of 0.2-0.6 of
+        it, and one of ``"centred"`` (hole within 8 % of the radius of the centre),
+        ``"offcentre"`` (12-40 %), ``"touching"`` (the hole's edge within -0.5..1 px of the
+        outline), ``"open"`` (the hole crosses the outline by 20-60 % of its radius: one
+        NaN region with the outside, a C-shaped face), ``"sector"`` (a missing wedge of
+        20-120° about the outline centre), ``"clipped"`` (the outline crosses the image
+        border by 4-15 % of its radius).
+    mirrored : float in [0, 1]
+        Share of casings exported mirrored (``np.flipud``, see the module docstring),
+        each chosen on its own stream: casing ``(f, k)`` is mirrored when its uniform
+        draw is below the share (so a larger share mirrors a superset).
 
     Returns
     -------
@@ -889,13 +1093,19 @@ def casings(
         ``casing_id``, ``firearm_id``, ``firing_index``, ``batch_id``, ``style`` (class
         marks), ``rotation_deg``, ``shift_um = (dy, dx)`` (pose convention in the module
         docstring), ``contact_fraction``, ``dropout_fraction``, ``difficulty``, ``seed``,
-        ``raw``, the breech-face circles ``primer_center_um``, ``primer_radius_um``,
-        ``hole_center_um``, ``hole_radius_um`` ((y, x) µm from pixel (0, 0)), raw-only
+        ``raw``, ``mirrored``, the cut: ``cut`` (``"annulus"`` or a `CUT_KINDS` kind), the
+        outline ``primer_center_um``, ``primer_radius_um`` (mean), ``primer_axes_um``
+        (semi-axes), ``primer_angle_deg`` (of the first axis, counter-clockwise as
+        displayed from +x), the hole ``hole_center_um``, ``hole_radius_um`` ((y, x) µm
+        from pixel (0, 0)), ``sector_deg`` (None or ``(start, width)`` of the missing
+        wedge, same angle convention), ``rim_gap_um`` (hole edge to outline, negative
+        when the hole opens), ``clipped`` (outline crosses the image border); raw-only
         ``tilt_um_per_mm``, ``crater_depth_um``, ``n_spikes``, and two arrays on the scan
-        grid: ``breech_face_mask`` (bool: inside the annulus and measured, i.e. the true
+        grid: ``breech_face_mask`` (bool: inside the cut and measured, i.e. the true
         usable breech face) and ``clean_surface`` (float32 µm: the noise-free band-limited
         surface this casing carries, i.e. the reproduced signature plus the casing's own
-        texture, without tilt, curvature, crater, noise, spikes; NaN outside the annulus).
+        texture, without tilt, curvature, crater, noise, spikes; NaN outside the cut).
+        ``meta["handedness"]`` is ``"viewed"`` or ``"mirrored"``.
 
     How difficulty is built
     -----------------------
@@ -912,10 +1122,14 @@ def casings(
     (4, [0, 0, 1, 1])
     >>> sims.scans[0].meta["simulation"]["clean_surface"].shape
     (64, 64)
+    >>> odd = casings(2, 2, seed=0, shape=(64, 64), spacing_um=25.0, geometry="varied",
+    ...               mirrored=0.5)
+    >>> [s.meta["simulation"]["cut"] for s in odd.scans], odd.truth["mirrored"].tolist()
+    (['offcentre', 'open', 'offcentre', 'sector'], [False, False, False, True])
     """
     n_firearms, per_firearm = _check_counts(n_firearms, per_firearm)
     total = n_firearms * per_firearm
-    stream = iter_casings(
+    items = iter_casings(
         n_firearms,
         per_firearm,
         seed=seed,
@@ -924,10 +1138,12 @@ def casings(
         shape=shape,
         spacing_um=spacing_um,
         keep_truth_arrays=keep_truth_arrays,
+        geometry=geometry,
+        mirrored=mirrored,
     )
     scans: list[Scan] = []
     truth = np.empty(total, dtype=TRUTH_DTYPE)
-    for k, (scan, row) in enumerate(stream):
+    for k, (scan, row) in enumerate(items):
         scans.append(scan)
         truth[k] = row
         if progress is not None:
@@ -941,6 +1157,80 @@ def casings(
         "difficulty": first.meta["simulation"]["difficulty"],
         "shape": first.shape,
         "spacing_um": first.spacing_um[0],
+        "geometry": str(geometry),
+        "mirrored": float(mirrored),
     }
     logger.debug("simulated %d casings: %s", total, params)
     return SimulatedSet(scans=scans, truth=truth, params=params)
+
+
+def cut_geometries(
+    n: int,
+    *,
+    seed: int,
+    shape: tuple[int, int] = (560, 560),
+    spacing_um: float = _PREPARED_SPACING_UM,
+    difficulty: str | float | Difficulty = "fadul-like",
+    kinds: Sequence[str] | None = None,
+) -> Iterator[Scan]:
+    """Yield ``n`` prepared-like scans of one firing, each cut out differently.
+
+    For preprocessing tests that need many breech-face geometries cheaply: the surface of
+    firearm 0, firing 0 of ``casings(..., seed=seed, difficulty=difficulty)`` is made
+    once; scan ``i`` keeps it inside a cut drawn as for ``geometry="varied"`` from its
+    own stream (a few milliseconds each at 560 x 560).
+
+    Parameters
+    ----------
+    n : int >= 1
+    seed : int >= 0
+    shape : (int, int)
+        Grid, pixels (default 560 x 560, like the Fadul exports).
+    spacing_um : float
+        Pixel size, µm (default 6.25).
+    difficulty : str, float or Difficulty
+        As for `casings` (default "fadul-like").
+    kinds : sequence of str, optional
+        Restrict the cuts to these `CUT_KINDS` (drawn with their relative weights).
+
+    Yields
+    ------
+    Scan
+        As from `casings` with ``geometry="varied"``, with ``meta["simulation"]
+        ["cut_index"] = i`` and the truth arrays kept.
+
+    Examples
+    --------
+    >>> from collections import Counter
+    >>> scans = cut_geometries(60, seed=0, shape=(64, 64), spacing_um=50.0)
+    >>> kinds = Counter(s.meta["simulation"]["cut"] for s in scans)
+    >>> sorted(kinds) == sorted(CUT_KINDS)
+    True
+    >>> opened = next(cut_geometries(1, seed=0, shape=(64, 64), kinds=["open"]))
+    >>> opened.meta["simulation"]["cut"], opened.meta["simulation"]["rim_gap_um"] < 0
+    ('open', True)
+    """
+    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
+        raise ValueError(f"n must be a positive integer, got {n!r}")
+    if kinds is not None:
+        kinds = tuple(kinds)
+        unknown = sorted(set(kinds) - set(CUT_KINDS))
+        if unknown or not kinds:
+            raise ValueError(f"kinds must be taken from {list(CUT_KINDS)}, got {list(kinds)!r}")
+    gen = _Generator(
+        seed=seed,
+        raw=False,
+        difficulty=difficulty,
+        shape=shape,
+        spacing_um=spacing_um,
+        per_firearm=1,
+        geometry="varied",
+    )
+    return _cut_stream(gen, int(n), kinds)
+
+
+def _cut_stream(gen: _Generator, n: int, kinds: tuple[str, ...] | None) -> Iterator[Scan]:
+    fired = gen._fire(0, 0)
+    for i in range(n):
+        cut = draw_cut(stream(gen.seed, i, 0, STREAM_CUTS), gen.shape, gen.spacing, kinds)
+        yield gen._scan(fired, cut, mirrored=False, keep_arrays=True, extra={"cut_index": i})
