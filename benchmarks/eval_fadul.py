@@ -11,6 +11,7 @@ the 30 reference pairs of ``../shared/reference/cmcr_fadul_pairs.csv`` and repor
 agreement with cmcR 0.1.11.
 
     .venv/bin/python benchmarks/eval_fadul.py [--data DIR] [--cmcr] [--limit N]
+    .venv/bin/python benchmarks/eval_fadul.py --mirror alternate [--handedness same]
     .venv/bin/python benchmarks/eval_fadul.py --sim fadul-like:11 --sim medium:12 [--config old]
 """
 
@@ -24,6 +25,7 @@ import json
 import math
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -48,9 +50,27 @@ def load(data: Path):
     return names, truth, scans
 
 
+def mirror_alternate(names, scans):
+    """Every second scan (in name order) exported as its mirror image: rows reversed,
+    handedness unknown, as another exporter would write it."""
+    out = dict(scans)
+    for n in names[1::2]:
+        s = scans[n]
+        out[n] = s.replace(
+            heights=np.flipud(s.heights),
+            mask=np.flipud(s.mask),
+            meta={**s.meta, "handedness": None},
+        )
+    return out
+
+
 def eval_default(names, truth, scans, cfg, limit=None):
     t0 = time.perf_counter()
-    prep = {n: C._prepare(scans[n], cfg) for n in names}
+    prepared = {n: C.prepare_if_needed(scans[n]) for n in names}
+    for n in names:  # the per-scan work of the comparison, cached on the scan objects
+        C._prepared(prepared[n], cfg)
+        if cfg.handedness != "same":
+            C._prepared(C.mirror_scan(prepared[n]), cfg)
     t_prep = time.perf_counter() - t0
     pairs = list(itertools.combinations(names, 2))
     if limit:
@@ -61,7 +81,7 @@ def eval_default(names, truth, scans, cfg, limit=None):
     rows = []
     t1 = time.perf_counter()
     for a, b in pairs:
-        c = C._compare_default(prep[a], prep[b], cfg)
+        c = bl.compare(prepared[a], prepared[b], config=cfg)
         d1, d2 = c.directions
         rows.append(
             {
@@ -79,6 +99,7 @@ def eval_default(names, truth, scans, cfg, limit=None):
                 "congruent": [bool(x) for x in c.cells["congruent"]],
                 "rotation_deg": c.rotation_deg,
                 "translation_um": list(c.translation_um),
+                "mirrored": c.mirrored,
             }
         )
     t_cmp = time.perf_counter() - t1
@@ -279,6 +300,18 @@ def main() -> None:
         help="evaluate this simulated set (6 firearms x 4) instead of Fadul",
     )
     ap.add_argument(
+        "--mirror",
+        choices=("none", "alternate"),
+        default="none",
+        help="'alternate': every second Fadul scan flipped up-down (a mirrored export)",
+    )
+    ap.add_argument(
+        "--handedness",
+        choices=("auto", "same"),
+        default="auto",
+        help="'same': no handedness search (the comparison before mirrored exports)",
+    )
+    ap.add_argument(
         "--config",
         choices=("default", "old"),
         default="default",
@@ -287,6 +320,12 @@ def main() -> None:
     args = ap.parse_args()  # fmt: skip
     RESULTS.mkdir(parents=True, exist_ok=True)
     cfg = bl.CMCConfig() if args.config == "default" else OLD_DEFAULT
+    cfg = replace(cfg, handedness=args.handedness)
+    tag = (
+        ""
+        if (args.mirror, args.handedness) == ("none", "auto")
+        else (f"_{args.mirror}_{args.handedness}")
+    )
     if args.replot:
         res = json.loads((RESULTS / "eval_fadul.json").read_text())
         summ = res["default"]
@@ -306,13 +345,22 @@ def main() -> None:
         (RESULTS / name).write_text(json.dumps(out, indent=1, default=float))
         return
     names, truth, scans = load(args.data)
+    if args.mirror == "alternate":
+        scans = mirror_alternate(names, scans)
     rows, t_prep, t_cmp = eval_default(names, truth, scans, cfg, args.limit)
     summ = summarize(rows, cfg.lead_threshold)
     summ["separation"] = separation(rows, cfg.lead_threshold)
     summ["seconds_prepare_40"] = t_prep
     summ["seconds_compare_all"] = t_cmp
     summ["ms_per_pair"] = 1000 * t_cmp / len(rows)
-    print(f"default method on {len(rows)} Fadul pairs ({summ['n_km']} KM / {summ['n_knm']} KNM)")
+    n_mirrored = sum(r["mirrored"] for r in rows)
+    summ["mirror"], summ["handedness"] = args.mirror, args.handedness
+    summ["pairs_compared_mirrored"] = n_mirrored
+    print(
+        f"default method on {len(rows)} Fadul pairs ({summ['n_km']} KM / {summ['n_knm']} KNM), "
+        f"scans mirrored: {args.mirror}, handedness search: {args.handedness}; "
+        f"{n_mirrored} pairs compared mirrored"
+    )
     print(f"{'':14}{'min':>9}{'median':>9}{'max':>9}")
     for g in ("km", "knm"):
         print(f"{g.upper():14}" + "".join(f"{summ[g][k]:9.3f}" for k in ("min", "median", "max")))
@@ -339,7 +387,11 @@ def main() -> None:
             f"leave-one-firearm-out calibration: AUC {oof['auc']:.4f}, FP "
             f"{oof['false_positives']} FN {oof['false_negatives']} at 0.5"
         )
-    png = DOCS_PNG if not args.limit and args.config == "default" else RESULTS / "fadul_scores.png"
+    png = (
+        DOCS_PNG
+        if not args.limit and args.config == "default" and not tag
+        else RESULTS / f"fadul_scores{tag}.png"
+    )
     histogram(rows, cfg.lead_threshold, png, _title(summ))
     print(f"histogram: {png}")
     result = {"default": summ, "pairs": rows}
@@ -351,7 +403,7 @@ def main() -> None:
             f"cmcr(): {r['within_2']:.0%} of {r['n']} pairs within 2 of cmcR, calls at C>=6 "
             f"agree on {r['calls_agree']}/{r['n']}, {r['mean_seconds']:.2f} s/pair"
         )
-    (RESULTS / "eval_fadul.json").write_text(json.dumps(result, indent=1, default=float))
+    (RESULTS / f"eval_fadul{tag}.json").write_text(json.dumps(result, indent=1, default=float))
 
 
 if __name__ == "__main__":

@@ -156,7 +156,10 @@ def test_bad_input_is_refused_naming_the_scan():
     a = bl.Scan(z, spacing_um=6.25, source="/x/alpha.x3p")
     oblong = bl.Scan(z, spacing_um=(6.25, 3.0), source="/x/beta.x3p")
     with pytest.raises(bl.PreprocessError, match=r"beta\.x3p.*non-square"):
-        bl.compare(oblong, oblong.replace(source="/x/gamma.x3p"))
+        bl.compare(oblong, oblong.replace(source="/x/gamma.x3p"), prepare=False)
+    # prepared by default: anisotropic pixels are resampled to the square 6.25 µm grid
+    cmp = bl.compare(oblong, oblong.replace(source="/x/gamma.x3p"))
+    assert cmp.auto_prepared == (True, True) and not cmp.lead
     with pytest.raises(TypeError, match="Scan"):
         bl.compare(a, z)
 
@@ -167,8 +170,8 @@ def test_too_few_valid_cells_gives_reason_not_exception(config):
     z[40:44, 40:44] = np.arange(16, dtype=np.float32).reshape(4, 4)
     a = bl.Scan(z, spacing_um=6.25, source="tiny.x3p")
     cmp = bl.compare(a, a, config=config)
-    assert cmp.cmc_count == 0 and not cmp.lead
-    assert "too few valid cells" in cmp.reason
+    assert cmp.cmc_count == 0 and not cmp.lead and cmp.score == 0
+    assert "too few valid cells" in cmp.reason or "too little evidence" in cmp.reason
 
 
 def test_to_pandas_or_clear_import_error():

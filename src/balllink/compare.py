@@ -50,9 +50,9 @@ import scipy.fft as sfft
 from . import _kernels as K
 from ._scan import Scan
 from .errors import PreprocessError
-from .preprocess import _nan_block_mean
+from .preprocess import MIN_AREA_MM2, _nan_block_mean, prepare_if_needed
 
-__all__ = ["CMCConfig", "Comparison", "compare", "compare_many"]
+__all__ = ["CMCConfig", "Comparison", "compare", "compare_many", "mirror_scan"]
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +128,24 @@ class CMCConfig:
         non-matching cells chance correlations). ``CMCConfig.cmcr()`` leaves scans as given.
     lead_threshold : float
         ``score`` at or above which a pair is a lead.
+    handedness : {"auto", "both", "same"}
+        Mirror images. X3P does not pin down whether row 0 is the top or the bottom, so
+        two exports of one casing can be mirror images of each other. ``"auto"``: when
+        both scans' ``meta["handedness"]`` are known, compare ``b`` as it is (they agree)
+        or mirrored (they differ); otherwise consider both: the coarse search runs for
+        ``b`` and for its mirror image (``np.flipud``), the better reflection is kept (both
+        are rescored by one direction of the cell search when their coarse scores are
+        close) and the cell search runs once. ``"both"``: always consider both, ignoring
+        metadata. ``"same"``: never mirror (a collection known to be consistent).
+        ``Comparison.mirrored`` says which was used. The cmcR mode only mirrors when the
+        metadata say the two differ.
+    min_area_mm2 : float
+        Minimum evidence: a scan with less valid surface than this (mm²) cannot yield a
+        lead (its ``score`` is 0, ``reason`` says why); default
+        `balllink.preprocess.MIN_AREA_MM2`.
+    min_cells : int
+        Minimum evidence: fewer compared cells than this in either direction cannot yield
+        a lead (``score`` 0, ``reason`` says why).
     """
 
     grid: tuple[int, int] = (8, 8)
@@ -149,6 +167,9 @@ class CMCConfig:
     coarse_step_deg: float = 4.0
     cell_highpass_um: float = 200.0
     lead_threshold: float = 0.5
+    handedness: str = "auto"
+    min_area_mm2: float = MIN_AREA_MM2
+    min_cells: int = 12
 
     def __post_init__(self) -> None:
         problems = []
@@ -178,6 +199,12 @@ class CMCConfig:
             problems.append(f"downsample must be a positive int, got {self.downsample}")
         if not self.cell_highpass_um >= 0:
             problems.append(f"cell_highpass_um must be >= 0 (0: off), got {self.cell_highpass_um}")
+        if self.handedness not in ("auto", "both", "same"):
+            problems.append(f"handedness must be 'auto', 'both' or 'same', got {self.handedness!r}")
+        if not self.min_area_mm2 >= 0:
+            problems.append(f"min_area_mm2 must be >= 0, got {self.min_area_mm2}")
+        if int(self.min_cells) != self.min_cells or self.min_cells < 0:
+            problems.append(f"min_cells must be an int >= 0, got {self.min_cells}")
         if self.combine == "cmcr" and self.method != "high":
             problems.append('combine="cmcr" needs method="high" (cmcR combines High CMCs)')
         if problems:
@@ -267,6 +294,12 @@ class Comparison:
     raw_score : float
         The uncalibrated score: congruent share of the compared cells times their mean
         correlation (default method), or the count (cmcR mode).
+    mirrored : bool
+        True when ``b`` was compared as its mirror image (``np.flipud`` of its heights):
+        the pose then places the mirrored ``b`` on ``a``. See `CMCConfig.handedness`.
+    auto_prepared : (bool, bool)
+        Whether ``a`` / ``b`` were not prepared and went through `balllink.preprocess`
+        (the default chain) inside the comparison.
     """
 
     cmc_count: int
@@ -279,6 +312,8 @@ class Comparison:
     reason: str = ""
     config: CMCConfig = field(default_factory=CMCConfig, repr=False)
     raw_score: float = math.nan
+    mirrored: bool = False
+    auto_prepared: tuple[bool, bool] = (False, False)
 
     def to_pandas(self):
         """The ``cells`` table as a pandas DataFrame (needs pandas)."""
@@ -951,7 +986,7 @@ def _cells_table(
     return out[present.any(axis=0)]
 
 
-def _compare_cmcr(a: Scan, b: Scan, cfg: CMCConfig) -> Comparison:
+def _compare_cmcr(a: Scan, b: Scan, cfg: CMCConfig, mirrored: bool = False) -> Comparison:
     za, zb = a.masked_heights(), b.masked_heights()
     sp = a.spacing_um[0]
     dirs, raw = [], []
@@ -1025,6 +1060,7 @@ def _compare_cmcr(a: Scan, b: Scan, cfg: CMCConfig) -> Comparison:
         reason,
         cfg,
         raw_score=float(count),
+        mirrored=mirrored,
     )
 
 
@@ -1097,47 +1133,69 @@ def _fit_rigid(p_b: np.ndarray, q_a: np.ndarray):
     return math.degrees(th), float(d[0]), float(d[1])
 
 
-def _compare_default(pa: _Prepared, pb: _Prepared, cfg: CMCConfig) -> Comparison:
-    sp = pa.spacing_um * cfg.downsample
+def _no_result(pa: _Prepared, pb: _Prepared, cfg: CMCConfig, reason: str, mirrored=False):
     empty = np.zeros(0, CELL_DTYPE)
-    for p, nm in ((pa, "a"), (pb, "b")):
-        if p.cells.shape[0] < 3:
-            d = DirectionResult(pa.name, pb.name, 0, 0, False, math.nan, 0, empty)
-            return Comparison(
-                0,
-                0.0,
-                math.nan,
-                (math.nan, math.nan),
-                False,
-                (d, d),
-                empty,
-                f"too few valid cells in scan {nm} ({p.name}): {p.cells.shape[0]} cells with "
-                f"at most {cfg.max_missing:.0%} missing (need 3)",
-                cfg,
-            )
-    if cfg.search == "global":
-        poses = _coarse_poses(pa, pb, cfg)
-    else:
-        poses = [(0.0, 0.0, 0.0, 0.0)]
-    if not poses:
-        d = DirectionResult(pa.name, pb.name, 0, 0, False, math.nan, 0, empty)
-        return Comparison(
-            0,
-            0.0,
-            math.nan,
-            (math.nan, math.nan),
-            False,
-            (d, d),
-            empty,
-            "no overlap found between the scans at any rotation",
-            cfg,
-        )
+    d = DirectionResult(pa.name, pb.name, 0, 0, False, math.nan, 0, empty)
+    return Comparison(
+        0, 0.0, math.nan, (math.nan, math.nan), False, (d, d), empty, reason, cfg,
+        mirrored=mirrored,
+    )  # fmt: skip
+
+
+def _best_pose(pa: _Prepared, pb: _Prepared, poses, cfg: CMCConfig):
+    """The coarse pose whose cells (direction a in b) agree best: (key, pose, result)."""
     best = None
     for pose in poses:
         r = _direction_decision(pa, pb, pose, cfg)
         key = (int(r[6].sum()), np.nanmean(np.where(r[6], r[3], np.nan)) if r[6].any() else 0)
         if best is None or key > best[0]:
             best = (key, pose, r)
+    return best
+
+
+#: Coarse scores (masked NCC at 50 µm) of the two reflections closer than this are both
+#: rescored by one direction of the cell search (see `CMCConfig.handedness`).
+_MIRROR_MARGIN = 0.05
+
+
+def _compare_default(
+    pa: _Prepared, pb: _Prepared, cfg: CMCConfig, pb_mirror: _Prepared | None = None,
+    *, force_mirror: bool = False,
+) -> Comparison:  # fmt: skip
+    """The default method. ``pb_mirror`` (the mirror image of b, prepared) is considered as
+    well when given; ``force_mirror`` compares the mirror image only."""
+    sp = pa.spacing_um * cfg.downsample
+    if force_mirror and pb_mirror is not None:
+        pb, pb_mirror = pb_mirror, None
+    mirrored = force_mirror
+    for p, nm in ((pa, "a"), (pb, "b")):
+        if p.cells.shape[0] < 3:
+            return _no_result(
+                pa, pb, cfg,
+                f"too few valid cells in scan {nm} ({p.name}): {p.cells.shape[0]} cells with "
+                f"at most {cfg.max_missing:.0%} missing (need 3)",
+                mirrored,
+            )  # fmt: skip
+    if cfg.search == "global":
+        poses = _coarse_poses(pa, pb, cfg)
+    else:
+        poses = [(0.0, 0.0, 0.0, 0.0)]
+    best = _best_pose(pa, pb, poses, cfg) if poses else None
+    if pb_mirror is not None and cfg.search == "global":
+        poses_m = _coarse_poses(pa, pb_mirror, cfg)
+        top = max((p[3] for p in poses), default=-math.inf)
+        top_m = max((p[3] for p in poses_m), default=-math.inf)
+        if poses_m and (not poses or top_m > top + _MIRROR_MARGIN):
+            best, pb, mirrored = _best_pose(pa, pb_mirror, poses_m, cfg), pb_mirror, True
+        elif poses_m and top_m >= top - _MIRROR_MARGIN:
+            # too close to call at the coarse stage: one direction of cells decides
+            best_m = _best_pose(pa, pb_mirror, poses_m, cfg)
+            if best_m[0] > best[0]:
+                best, pb, mirrored = best_m, pb_mirror, True
+    if best is None:
+        return _no_result(
+            pa, pb, cfg, "no overlap found between the scans at any rotation", mirrored
+        )
     _, pose, r1 = best
     inv = _invert_pose(*pose[:3])
     r2 = _direction_decision(pb, pa, inv, cfg)
@@ -1201,52 +1259,179 @@ def _compare_default(pa: _Prepared, pb: _Prepared, cfg: CMCConfig) -> Comparison
         reason,
         cfg,
         raw_score=raw_score,
+        mirrored=mirrored,
     )
 
 
+_MIRRORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_HANDS = {"viewed": "mirrored", "mirrored": "viewed"}
+
+
+def mirror_scan(scan: Scan) -> Scan:
+    """The mirror image of a scan (rows reversed, ``np.flipud``), cached per scan object.
+
+    ``meta["handedness"]`` is swapped (``"viewed"`` <-> ``"mirrored"``; unknown stays
+    unknown) and the step recorded in ``meta["history"]``.
+
+    Examples
+    --------
+    >>> import numpy as np, balllink as bl
+    >>> from balllink.compare import mirror_scan
+    >>> s = bl.Scan(np.arange(6.0).reshape(3, 2), spacing_um=6.25, meta={"handedness": "viewed"})
+    >>> m = mirror_scan(s)
+    >>> m.heights[0].tolist(), m.meta["handedness"], mirror_scan(s) is m
+    ([4.0, 5.0], 'mirrored', True)
+    """
+    hit = _MIRRORS.get(scan)
+    if hit is None:
+        meta = scan.with_history("mirror", axis="rows")
+        hand = scan.meta.get("handedness")
+        meta["handedness"] = _HANDS.get(hand) if isinstance(hand, str) else None
+        hit = scan.replace(heights=np.flipud(scan.heights), mask=np.flipud(scan.mask), meta=meta)
+        _MIRRORS[scan] = hit
+    return hit
+
+
+def _mirror_plan(a: Scan, b: Scan, cfg: CMCConfig) -> str:
+    """ "same" (compare b as it is), "mirror" (its mirror image) or "search" (both)."""
+    if cfg.handedness == "same":
+        return "same"
+    if cfg.handedness == "both":
+        return "search"
+    ha, hb = a.meta.get("handedness"), b.meta.get("handedness")
+    if ha in _HANDS and hb in _HANDS:
+        return "same" if ha == hb else "mirror"
+    return "search"
+
+
+def _area_mm2(scan: Scan) -> float:
+    return scan.n_valid * scan.spacing_um[0] * scan.spacing_um[1] / 1e6
+
+
+def _with_evidence(res: Comparison, a: Scan, b: Scan, cfg: CMCConfig, auto) -> Comparison:
+    """Minimum evidence: too small a surface or too few cells cannot make a lead."""
+    short = []
+    for s in (a, b) if a is not b else (a,):
+        area = _area_mm2(s)
+        if area < cfg.min_area_mm2:
+            short.append(
+                f"scan {s.name} has {area:.2f} mm² of valid surface (< {cfg.min_area_mm2:g})"
+            )
+    cells = [d.n_cells for d in res.directions]
+    if res.directions and min(cells) < cfg.min_cells and not res.reason.startswith("too few"):
+        short.append(f"{min(cells)} cells compared in one direction (< {cfg.min_cells})")
+    if not short:
+        return replace(res, auto_prepared=auto)
+    reason = "too little evidence for a lead: " + "; ".join(short)
+    if res.reason:
+        reason += f" ({res.reason})"
+    return replace(res, score=0.0, lead=False, reason=reason, auto_prepared=auto)
+
+
+def _ready(scan: Scan, prepare: bool) -> Scan:
+    return prepare_if_needed(scan) if prepare else scan
+
+
+def _centre_offset(given: Scan, used: Scan) -> np.ndarray:
+    """Where the array centre of ``used`` (``given`` prepared and cropped) lies relative to
+    the array centre of ``given``, in µm."""
+    if used is given:
+        return np.zeros(2)
+    origin = np.asarray(used.meta.get("prepared", {}).get("origin_um", (0.0, 0.0)), float)
+    c_used = origin + (np.asarray(used.shape) - 1) / 2 * np.asarray(used.spacing_um)
+    return c_used - (np.asarray(given.shape) - 1) / 2 * np.asarray(given.spacing_um)
+
+
+def _in_given_frames(res: Comparison, a, a_used, b, b_used) -> Comparison:
+    """Express the pose between the scans the caller gave, not their prepared crops:
+    q_a = R q_b + d in prepared frames becomes q_a' = R q_b' + (d + off_a - R off_b)."""
+    if (a_used is a and b_used is b) or math.isnan(res.rotation_deg):
+        return res
+    off_a, off_b = _centre_offset(a, a_used), _centre_offset(b, b_used)
+    if res.mirrored:  # the mirror image of b flips rows about its own centre
+        off_b = off_b * np.array([-1.0, 1.0])
+    t = math.radians(res.rotation_deg)
+    rot = np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]])
+    d = np.asarray(res.translation_um, float) + off_a - rot @ off_b
+    return replace(res, translation_um=(float(d[0]), float(d[1])))
+
+
+def _compare_ready(a: Scan, b: Scan, cfg: CMCConfig, pa: _Prepared | None = None):
+    """Compare two checked, prepared scans of one spacing (handedness handled here)."""
+    plan = _mirror_plan(a, b, cfg)
+    if cfg.ccf == "cmcr":
+        return _compare_cmcr(a, mirror_scan(b) if plan == "mirror" else b, cfg, plan == "mirror")
+    pa = pa if pa is not None else _prepared(a, cfg)
+    pb = _prepared(b, cfg)
+    pbm = _prepared(mirror_scan(b), cfg) if plan != "same" else None
+    return _compare_default(pa, pb, cfg, pbm, force_mirror=plan == "mirror")
+
+
 def compare(
-    a: Scan, b: Scan, *, method: str | None = None, config: CMCConfig | None = None
+    a: Scan,
+    b: Scan,
+    *,
+    method: str | None = None,
+    config: CMCConfig | None = None,
+    prepare: bool = True,
 ) -> Comparison:
-    """Compare two prepared scans with congruent matching cells, in both directions.
+    """Compare two scans with congruent matching cells, in both directions.
 
     Parameters
     ----------
     a, b : Scan
-        Prepared scans (leveled, band-passed, NaN outside the breech face) of one spacing.
+        Scans of one casing each. Scans that are not prepared (leveled, band-passed, NaN
+        outside the breech face) are prepared first with the default chain
+        (`balllink.preprocess.prepare_if_needed`: a claim to be prepared is checked against
+        the data), logged and recorded in ``Comparison.auto_prepared``.
     method : {None, "default", "cmcr", "high", "original"}, optional
         Shortcut for a configuration: ``"cmcr"`` is ``CMCConfig.cmcr()``; ``"high"`` /
         ``"original"`` switch the decision rule of ``config``.
     config : CMCConfig, optional
-        Every parameter; ``CMCConfig()`` (full 360 degrees) by default.
+        Every parameter; ``CMCConfig()`` (full 360 degrees, both handedness when unknown)
+        by default.
+    prepare : bool, default True
+        False compares the scans exactly as given (for experts who prepared them their
+        own way).
 
     Returns
     -------
     Comparison
-        ``cmc_count``, ``score``, ``rotation_deg`` / ``translation_um`` (pose of ``b``
-        relative to ``a``, see the module docstring), ``lead``, ``directions``, ``cells``,
-        ``reason``.
+        ``cmc_count``, ``score``, ``rotation_deg`` / ``translation_um`` (pose of ``b``, or
+        of its mirror image when ``mirrored``, relative to ``a``, between the array
+        centres of the scans as given, see the module docstring; the ``cells`` table is in
+        the frames of the prepared scans), ``lead``, ``directions``, ``cells``, ``reason``, ``mirrored``,
+        ``auto_prepared``. Too little evidence (`CMCConfig.min_area_mm2`,
+        `CMCConfig.min_cells`) gives ``score`` 0 and no lead, with the reason.
 
     Raises
     ------
     balllink.PreprocessError
         When the scans differ in spacing and cannot be resampled to the coarser one, or have
-        non-square pixels (the message names the scans).
+        non-square pixels, or hold nothing usable (the message names the scans).
 
     Examples
     --------
     >>> import numpy as np, balllink as bl
+    >>> from scipy import ndimage as ndi
     >>> rng = np.random.default_rng(0)
-    >>> z = rng.standard_normal((96, 96)).astype("float32")
+    >>> z = ndi.gaussian_filter(rng.standard_normal((300, 300)), 2).astype("float32")
     >>> a = bl.Scan(z, spacing_um=6.25)
-    >>> cmp = bl.compare(a, a, config=bl.CMCConfig(downsample=1, search="window"))
-    >>> cmp.cmc_count > 100, round(cmp.rotation_deg, 1)
-    (True, 0.0)
+    >>> cmp = bl.compare(a, a)
+    >>> cmp.lead, cmp.cmc_count > 60, round(cmp.rotation_deg) % 360, cmp.mirrored
+    (True, True, 0, False)
+    >>> bl.compare(a, bl.Scan(np.flipud(z), spacing_um=6.25)).mirrored
+    True
     """
     cfg = _resolve_config(method, config)
-    a, b = _check_pair(a, b)
-    if cfg.ccf == "cmcr":
-        return _compare_cmcr(a, b, cfg)
-    return _compare_default(_prepared(a, cfg), _prepared(b, cfg), cfg)
+    for name, s in (("a", a), ("b", b)):
+        if not isinstance(s, Scan):
+            raise TypeError(f"compare: {name} must be a balllink.Scan, got {type(s).__name__}")
+    a1, b1 = _ready(a, prepare), _ready(b, prepare)
+    auto = (a1 is not a, b1 is not b)
+    a2, b2 = _check_pair(a1, b1)
+    res = _with_evidence(_compare_ready(a2, b2, cfg), a2, b2, cfg, auto)
+    return _in_given_frames(res, a, a1, b, b1)
 
 
 def compare_many(
@@ -1255,13 +1440,16 @@ def compare_many(
     *,
     config: CMCConfig | None = None,
     progress: Callable[[int, int], None] | None = None,
+    prepare: bool = True,
 ) -> list[Comparison]:
     """Compare one query with many candidates, reusing the per-scan work.
 
     The query's cells, pyramids and alignment template (with its rotated stack) are
-    computed once, and each candidate's once; both are cached per ``Scan`` object (weakly:
-    dropped with the scan), so a database comparing one candidate with many queries
-    prepares it once. The Numba kernels and FFTs use both cores.
+    computed once, and each candidate's once (its mirror image's too, when handedness is
+    searched); both are cached per ``Scan`` object (weakly: dropped with the scan), so a
+    database comparing one candidate with many queries prepares it once. The Numba
+    kernels and FFTs use both cores. Scans that are not prepared are prepared first, as
+    in `compare`.
 
     Examples
     --------
@@ -1269,29 +1457,35 @@ def compare_many(
     >>> z = np.random.default_rng(1).standard_normal((96, 96)).astype("float32")
     >>> a = bl.Scan(z, spacing_um=6.25)
     >>> cfg = bl.CMCConfig(downsample=1, search="window")
-    >>> [c.cmc_count > 100 for c in bl.compare_many(a, [a, a], config=cfg)]
-    [True, True]
+    >>> [(c.cmc_count > 100, c.lead) for c in bl.compare_many(a, [a, a], config=cfg)]
+    [(True, False), (True, False)]
+    >>> bl.compare_many(a, [a], config=cfg)[0].reason.startswith("too little evidence")
+    True
     """
     cfg = config if config is not None else CMCConfig()
+    if not isinstance(query, Scan):
+        raise TypeError(f"compare_many: query must be a balllink.Scan, got {type(query).__name__}")
+    q = _ready(query, prepare)
     cands = []
     for c in candidates:
-        q2, c2 = _check_pair(query, c)
-        if q2 is not query:  # candidates of another spacing are resampled to the query's
+        if not isinstance(c, Scan):
+            raise TypeError(
+                f"compare_many: candidates must be balllink.Scan, got {type(c).__name__}"
+            )
+        c2 = _ready(c, prepare)
+        q2, c3 = _check_pair(q, c2)
+        if q2 is not q:  # candidates of another spacing are resampled to the query's
             raise PreprocessError(
                 f"compare_many: candidate {c.name} has spacing {c.spacing_um} µm, finer than "
                 f"the query {query.name} ({query.spacing_um} µm); resample it first"
             )
-        cands.append(c2)
+        cands.append((c, c2, c3))
     out: list[Comparison] = []
-    if cfg.ccf == "cmcr":
-        for i, c in enumerate(cands):
-            out.append(_compare_cmcr(query, c, cfg))
-            if progress is not None:
-                progress(i + 1, len(cands))
-        return out
-    pq = _prepared(query, cfg)
-    for i, c in enumerate(cands):
-        out.append(_compare_default(pq, _prepared(c, cfg), cfg))
+    pq = _prepared(q, cfg) if cfg.ccf != "cmcr" else None
+    for i, (given, used, c) in enumerate(cands):
+        res = _compare_ready(q, c, cfg, pq)
+        res = _with_evidence(res, q, c, cfg, (q is not query, used is not given))
+        out.append(_in_given_frames(res, query, q, given, used))
         if progress is not None:
             progress(i + 1, len(cands))
     return out

@@ -33,7 +33,7 @@ import numpy as np
 from scipy import ndimage
 
 from ._scan import Scan
-from .preprocess import _nan_block_mean
+from .preprocess import _nan_block_mean, prepare_if_needed
 
 __all__ = [
     "DESCRIPTOR_DIM",
@@ -41,6 +41,7 @@ __all__ = [
     "POSE_COLUMNS",
     "embed",
     "embed_many",
+    "mirror_keypoints",
 ]
 
 logger = logging.getLogger(__name__)
@@ -96,7 +97,8 @@ def embed(prep: Scan) -> np.ndarray:
     ----------
     prep : Scan
         A prepared scan (leveled, band-passed, NaN outside the breech face), spacing at most
-        18.75 µm/px; it is averaged onto a 12.5 µm grid.
+        18.75 µm/px; it is averaged onto a 12.5 µm grid. A scan that is not prepared is
+        prepared first with the default chain (`balllink.preprocess.prepare_if_needed`).
 
     Returns
     -------
@@ -116,6 +118,8 @@ def embed(prep: Scan) -> np.ndarray:
     >>> rows.dtype, rows.shape[1] == 3 + bl.features.DESCRIPTOR_DIM, len(rows) > 10
     (dtype('float32'), True, True)
     """
+    if isinstance(prep, Scan):
+        prep = prepare_if_needed(prep)
     _check_scan(prep)
     spacing = float(prep.spacing_um[0])
     factor = max(1, round(_WORK_SPACING_UM / spacing))
@@ -173,6 +177,33 @@ def embed(prep: Scan) -> np.ndarray:
     out[:, 1] = (ix - centre_x) * work_spacing
     out[:, 2] = angle
     out[:, POSE_COLUMNS:] = desc
+    return out
+
+
+def mirror_keypoints(rows: np.ndarray) -> np.ndarray:
+    """The `embed` rows of the mirror image (``np.flipud``) of the same scan.
+
+    Reversing the rows maps a keypoint at ``(y, x)`` from the centre to ``(-y, x)`` and a
+    ring sample at angle ``θ`` to ``-θ``: the ring's Fourier coefficients become their
+    complex conjugates and the canonical orientation ``-angle``, so the oriented
+    descriptor keeps its real parts and negates its imaginary parts. No re-embedding.
+
+    Examples
+    --------
+    >>> import numpy as np, balllink as bl
+    >>> from scipy.ndimage import gaussian_filter
+    >>> z = gaussian_filter(np.random.default_rng(0).normal(size=(200, 200)), 3)
+    >>> rows = bl.embed(bl.Scan(z, spacing_um=12.5))
+    >>> back = mirror_keypoints(mirror_keypoints(rows))
+    >>> bool(np.array_equal(back, rows))
+    True
+    """
+    rows = np.asarray(rows, dtype=np.float32)
+    out = rows.copy()
+    out[:, 0] = -rows[:, 0]
+    out[:, 2] = -rows[:, 2]
+    imag = POSE_COLUMNS + _N_RINGS * (1 + _N_HARMONICS)
+    out[:, imag:] = -rows[:, imag:]
     return out
 
 

@@ -58,7 +58,7 @@ from faiss.contrib.clustering import two_level_clustering
 
 from ._scan import Scan
 from .errors import IndexFormatError
-from .features import DESCRIPTOR_DIM, DESCRIPTOR_VERSION, POSE_COLUMNS, embed
+from .features import DESCRIPTOR_DIM, DESCRIPTOR_VERSION, POSE_COLUMNS, embed, mirror_keypoints
 
 __all__ = ["CasingIndex"]
 
@@ -89,6 +89,23 @@ def _rows_of(item, what: str) -> np.ndarray:
     return np.ascontiguousarray(rows, dtype=np.float32)
 
 
+def _best_of(results):
+    """Merge per-reflection votes: each casing row keeps its best vote and nearest hit."""
+    if len(results) == 1:
+        return results[0]
+    rows = np.concatenate([r[0] for r in results])
+    votes = np.concatenate([r[1] for r in results])
+    nearest = np.concatenate([r[2] for r in results])
+    if rows.size == 0:
+        return rows, votes, nearest
+    uniq, inv = np.unique(rows, return_inverse=True)
+    best = np.zeros(len(uniq), np.float32)
+    near = np.full(len(uniq), np.inf, np.float32)
+    np.maximum.at(best, inv, votes)
+    np.minimum.at(near, inv, nearest)
+    return uniq, best, near
+
+
 class CasingIndex:
     """Candidate retrieval over many casings (FAISS inside).
 
@@ -113,6 +130,12 @@ class CasingIndex:
         speed against recall).
     query_keypoints : int, optional
         Use only the strongest ``query_keypoints`` keypoints of a query (all by default).
+    handedness : {"both", "same"}
+        ``"both"`` (default): a query also votes as its mirror image (`mirror_keypoints`:
+        the same keypoints with rows reversed, no re-embedding), and each stored casing
+        keeps the better of the two votes, so a mate exported mirrored still reaches the
+        candidate list (twice the nearest-neighbour searches). ``"same"``: collections
+        known to be exported consistently.
 
     Attributes
     ----------
@@ -147,8 +170,10 @@ class CasingIndex:
         ef_search: int = 64,
         max_stored: int | None = 128,
         query_keypoints: int | None = None,
+        handedness: str = "both",
     ) -> None:
         self.factory = factory
+        self.handedness = handedness
         self.max_stored = max_stored
         self.query_keypoints = query_keypoints
         self.neighbors = neighbors
@@ -237,6 +262,7 @@ class CasingIndex:
             "query_keypoints": (
                 None if self.query_keypoints is None else int(self.query_keypoints)
             ),
+            "handedness": str(self.handedness),
         }
 
     def _check_params(self) -> None:
@@ -248,6 +274,8 @@ class CasingIndex:
             raise ValueError(f"max_stored must be >= 1 or None, got {self.max_stored}")
         if self.query_keypoints is not None and int(self.query_keypoints) < 1:
             raise ValueError(f"query_keypoints must be >= 1 or None, got {self.query_keypoints}")
+        if self.handedness not in ("both", "same"):
+            raise ValueError(f"handedness must be 'both' or 'same', got {self.handedness!r}")
         if not self.shift_bin_um > 0:
             raise ValueError(f"shift_bin_um must be > 0, got {self.shift_bin_um}")
 
@@ -532,7 +560,10 @@ class CasingIndex:
         out_scores = np.zeros((nq, k), np.float32)
         if nq == 0 or self.index_ is None or self.ntotal == 0 or len(self) == 0:
             return out_ids, out_scores
+        self._check_params()
         self._apply_search_params()
+        if self.handedness == "both":  # each query also as its mirror image
+            queries = queries + [mirror_keypoints(q) for q in queries]
         table = np.concatenate(queries)
         vecs = np.ascontiguousarray(table[:, POSE_COLUMNS:], dtype=np.float32)
         kk = min(int(self.neighbors), self.ntotal)
@@ -542,8 +573,12 @@ class CasingIndex:
             dist, labels = np.zeros((0, kk), np.float32), np.zeros((0, kk), np.int64)
         bounds = np.concatenate([[0], np.cumsum([len(q) for q in queries])])
         for qi in range(nq):
-            sl = slice(bounds[qi], bounds[qi + 1])
-            rows, votes, nearest = self._vote(table[sl, :POSE_COLUMNS], labels[sl], dist[sl])
+            parts = [qi, qi + nq] if self.handedness == "both" else [qi]
+            results = []
+            for part in parts:
+                sl = slice(bounds[part], bounds[part + 1])
+                results.append(self._vote(table[sl, :POSE_COLUMNS], labels[sl], dist[sl]))
+            rows, votes, nearest = _best_of(results)
             order = np.lexsort((rows, nearest, -votes))[:k]
             out_ids[qi, : len(order)] = self.casing_ids_[rows[order]]
             out_scores[qi, : len(order)] = votes[order]

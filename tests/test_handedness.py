@@ -1,0 +1,183 @@
+"""Mirrored exports, unprepared input and thin evidence in compare and in the index
+(issue: every lab's scans). Planted answers on simulated casings, then the real scans."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+import balllink as bl
+from balllink.compare import mirror_scan
+
+
+@pytest.fixture(scope="module")
+def sims():
+    return bl.simulate.casings(3, 2, seed=11, difficulty="fadul-like")
+
+
+def _flip(scan: bl.Scan, hand=None) -> bl.Scan:
+    """The export of another tool: rows reversed, handedness as that tool says (unknown)."""
+    return bl.Scan(
+        np.flipud(scan.masked_heights()),
+        spacing_um=scan.spacing_um,
+        meta={"handedness": hand},
+        source=f"mirrored-{scan.name}",
+    )
+
+
+def _planted(scan: bl.Scan, theta: float, dy_px: float, dx_px: float) -> bl.Scan:
+    """b such that b turned by theta about its centre and moved by (dy, dx) px lands on scan."""
+    a = scan.masked_heights().astype(np.float64)
+    t = math.radians(theta)
+    rot = np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]])
+    c = (np.array(a.shape) - 1) / 2
+    b = ndi.affine_transform(
+        a, rot, offset=c - rot @ c + np.array([dy_px, dx_px]), order=1, cval=np.nan
+    )
+    return bl.Scan(b, spacing_um=scan.spacing_um, source="planted")
+
+
+def _angle_err(a: float, b: float) -> float:
+    return abs((a - b + 180.0) % 360.0 - 180.0)
+
+
+def test_mirrored_export_is_found_with_its_pose(sims):
+    a = sims.scans[0]
+    b = _planted(a, 128.0, 9.0, -14.0)
+    cmp = bl.compare(a, _flip(b))
+    assert cmp.mirrored and cmp.lead
+    # the pose places the mirror image of the given scan (= b) on a
+    assert _angle_err(cmp.rotation_deg, 128.0) <= 1.5
+    sp = a.spacing_um[0]
+    assert abs(cmp.translation_um[0] / sp - 9.0) <= 2, cmp.translation_um
+    assert abs(cmp.translation_um[1] / sp + 14.0) <= 2, cmp.translation_um
+    plain = bl.compare(a, b)
+    assert plain.lead and not plain.mirrored
+    assert abs(cmp.cmc_count - plain.cmc_count) <= 0.1 * plain.cmc_count
+
+
+def test_same_gun_mirrored_and_transposed_exports(sims):
+    a, b = sims.scans[0], sims.scans[1]  # two firings of firearm 0
+    base = bl.compare(a, b)
+    assert base.lead and not base.mirrored
+    for other in (_flip(b), bl.Scan(b.masked_heights().T, spacing_um=b.spacing_um)):
+        cmp = bl.compare(a, other)  # a transpose is a reflection plus a quarter turn
+        assert cmp.mirrored and cmp.lead, cmp.reason
+        assert cmp.cmc_count >= 0.7 * base.cmc_count
+    different = bl.compare(a, _flip(sims.scans[2]))  # another firearm, mirrored
+    assert not different.lead
+
+
+def test_known_handedness_is_used_and_search_can_be_turned_off(sims):
+    a = sims.scans[0].replace(meta={**sims.scans[0].meta, "handedness": "viewed"})
+    b = sims.scans[1]
+    told_mirrored = bl.compare(a, _flip(b, "mirrored"))
+    assert told_mirrored.mirrored and told_mirrored.lead
+    # metadata that claims agreement is followed: no search, so a mislabelled mirror is
+    # compared as it is (and does not match)
+    lied = bl.compare(a, _flip(b, "viewed"))
+    assert not lied.mirrored and not lied.lead
+    off = bl.compare(sims.scans[0], _flip(b), config=bl.CMCConfig(handedness="same"))
+    assert not off.mirrored and not off.lead
+    with pytest.raises(ValueError, match="handedness"):
+        bl.CMCConfig(handedness="left")
+
+
+def test_unprepared_input_is_prepared_and_recorded():
+    raw = bl.simulate.casings(1, 2, seed=4, raw=True, shape=(700, 700), spacing_um=6.25)
+    cmp = bl.compare(*raw.scans)
+    assert cmp.auto_prepared == (True, True)
+    prepared = [bl.preprocess(s) for s in raw.scans]
+    ref = bl.compare(*prepared)
+    assert ref.auto_prepared == (False, False)
+    assert cmp.lead == ref.lead and abs(cmp.cmc_count - ref.cmc_count) <= 2
+
+
+@pytest.mark.parametrize("size", [90, 150, 200])
+def test_small_crops_give_no_lead_against_other_firearms(sims, size):
+    rng = np.random.default_rng(size)
+    others = [s for s, f in zip(sims.scans, sims.truth["firearm_id"], strict=True) if f != 0]
+    src = sims.scans[0]
+    density = ndi.uniform_filter(src.mask.astype(float), size, mode="constant")
+    valid = np.argwhere(density >= np.quantile(density, 0.98))  # the best-filled windows
+    leads = 0
+    for _ in range(3):
+        cy, cx = valid[rng.integers(len(valid))]
+        y0, x0 = max(0, cy - size // 2), max(0, cx - size // 2)
+        crop = bl.Scan(src.heights[y0 : y0 + size, x0 : x0 + size], spacing_um=src.spacing_um)
+        for cmp in bl.compare_many(crop, others):
+            leads += cmp.lead
+            assert cmp.score == 0.0 and cmp.reason.startswith("too little evidence")
+    assert leads == 0
+
+
+def test_index_finds_mirrored_mates(sims):
+    ids = np.arange(len(sims.scans))
+    index = bl.CasingIndex()
+    index.add(ids, sims.scans)
+    queries = [_flip(s) for s in sims.scans]
+    got, _ = index.search(queries, k=2)
+    firearm = sims.truth["firearm_id"]
+    for i, row in enumerate(got):
+        assert row[0] == i  # its own mirror image first
+        assert firearm[row[1]] == firearm[i]  # then the mirrored mate
+    same = bl.CasingIndex(handedness="same")
+    same.add(ids, sims.scans)
+    _, scores_same = same.search(queries, k=2)
+    _, scores = index.search(queries, k=2)
+    assert scores_same[:, 0].mean() < 0.5 * scores[:, 0].mean()
+
+
+def test_mirror_keypoints_equals_embedding_the_flipped_scan(sims):
+    s = sims.scans[0]
+    n = s.shape[0] // 4 * 4  # whole 12.5 µm blocks, so both grids see the same blocks
+    s = s.replace(heights=s.heights[:n, :n], mask=s.mask[:n, :n])
+    rows = bl.embed(s)
+    flipped = bl.embed(mirror_scan(s))  # the same data, rows reversed
+    mirrored = bl.features.mirror_keypoints(rows)
+    # the same keypoints are found at mirrored positions, with the mirrored descriptors
+    pos = {(round(float(r[0])), round(float(r[1]))): r for r in flipped}
+    matched = 0
+    for r in mirrored[:50]:
+        hit = pos.get((round(float(r[0])), round(float(r[1]))))
+        if hit is not None:
+            matched += 1
+            assert np.allclose(hit[3:], r[3:], atol=2e-3)
+            assert _angle_err(math.degrees(hit[2]), math.degrees(r[2])) < 0.5
+    assert matched >= 40
+
+
+# ----------------------------------------------------------------------------- real data
+
+
+@pytest.mark.realdata
+def test_fadul_crops_give_no_lead_against_other_firearms(fadul_dir, fadul_truth):
+    names = sorted(fadul_truth)
+    src = bl.read_scan(fadul_dir / names[0])
+    others = [bl.read_scan(fadul_dir / n) for n in names if fadul_truth[n] != fadul_truth[names[0]]]
+    valid = np.argwhere(ndi.uniform_filter(src.mask.astype(float), 200) > 0.9)
+    leads = 0
+    for size in (90, 120, 150, 200):
+        cy, cx = valid[len(valid) // 2]
+        crop = bl.Scan(
+            src.heights[cy - size // 2 : cy + size - size // 2, cx - size // 2 : cx + size // 2],
+            spacing_um=src.spacing_um,
+        )
+        leads += sum(c.lead for c in bl.compare_many(crop, others[:12]))
+    assert leads == 0
+
+
+@pytest.mark.realdata
+def test_dfsc_pair_same_call_raw_or_prepared_and_mirrored(raw_dfsc_dir):
+    a, b = (bl.read_scan(p) for p in sorted(raw_dfsc_dir.glob("*.x3p")))
+    raw = bl.compare(a, b)  # as a new user calls it: unprepared TopMatch exports
+    prepared = bl.compare(bl.preprocess(a), bl.preprocess(b))
+    assert raw.auto_prepared == (True, True)
+    assert raw.lead == prepared.lead is True
+    transposed = bl.Scan(b.masked_heights().T, spacing_um=b.spacing_um[::-1], source="bT")
+    for other in (_flip(b), transposed):
+        cmp = bl.compare(a, other)
+        assert cmp.mirrored and cmp.lead, (cmp.cmc_count, cmp.reason)
