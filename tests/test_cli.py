@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import sqlite3
 import subprocess
@@ -68,6 +69,117 @@ def test_ingest_reports_json_and_skips_bad_files(sim_folder, tmp_path, capsys):
     assert path == str(bad) and "broken.x3p" in reason
     code, out, _ = run(capsys, "ingest", folder / sorted(truth)[0], "--agency", "A", "--db", db)
     assert code == 0 and "1 already stored" in out
+
+
+@pytest.fixture(scope="module")
+def odd_files(tmp_path_factory):
+    """A usable scan that preparation flags (a quarter of a breech face: small area) and
+    a file with nothing measured in it."""
+    folder = tmp_path_factory.mktemp("odd")
+    scan = bl.simulate.casings(1, 1, seed=22, difficulty="fadul-like").scans[0]
+    n = scan.shape[0]
+    quarter = scan.replace(heights=scan.heights[: n // 2, : n // 2], mask=None, meta={})
+    bl.write_scan(quarter, folder / "quarter.x3p")
+    bl.write_scan(bl.Scan(np.full((40, 40), np.nan), spacing_um=6.25), folder / "empty.x3p")
+    return folder / "quarter.x3p", folder / "empty.x3p"
+
+
+def test_ingest_lists_flagged_and_unusable_files(sim_folder, odd_files, tmp_path, capsys):
+    from balllink.preprocess import flags_of, prepare_if_needed
+
+    folder, truth = sim_folder
+    good = folder / sorted(truth)[0]
+    quarter, empty = odd_files
+    broken = tmp_path / "broken.x3p"
+    broken.write_bytes(b"PK\x03\x04 truncated")
+    expected = [f for f in flags_of(prepare_if_needed(bl.read_scan(quarter)))
+                if f["code"] != "auto_prepared"]  # fmt: skip
+    assert expected  # the quarter scan is flagged by preparation
+    files = [good, broken, quarter, empty]
+    code, out, _ = run(capsys, "ingest", *files, "--agency", "A", "--db", tmp_path / "j.db",
+                       "--json")  # fmt: skip
+    rep = json.loads(out)
+    assert code == 1  # some files could not be used
+    assert rep["counts"] == {"ingested": 2, "flagged": 1, "duplicates": 0, "skipped": 2,
+                             "compared": 1, "new_leads": 0}  # fmt: skip
+    ((flag,),) = [[f for f in rep["flagged"] if f["name"] == str(quarter)]]
+    assert flag["flags"] == expected and flag["exhibit_id"] in rep["ingested"]
+    assert {name for name, _ in rep["skipped"]} == {str(broken), str(empty)}
+    assert all(reason for _, reason in rep["skipped"])
+    with bl.LeadDatabase(tmp_path / "j.db") as db:
+        assert [f.as_dict() for f in db.exhibit(flag["exhibit_id"]).flags] == expected
+
+    code, out, _ = run(capsys, "ingest", *files, "--agency", "A", "--db", tmp_path / "t.db")
+    assert code == 1
+    lines = out.splitlines()
+    assert lines[0].startswith("ingested 2 exhibit(s) (1 flagged), 0 already stored, 2 skipped")
+    flagged_part = out.split("flagged (stored and compared")[1].split("skipped (could not")[0]
+    assert f"exhibit {flag['exhibit_id']}  {quarter}" in flagged_part
+    for f in expected:
+        assert f"{f['code']}: {f['message']}" in flagged_part
+    skipped_part = out.split("skipped (could not be used):")[1]
+    assert f"  {broken}: " in skipped_part and f"  {empty}: " in skipped_part
+
+    code, out, _ = run(capsys, "ingest", quarter, "--agency", "A", "--db", tmp_path / "s.db",
+                       "--strict", "--json")  # fmt: skip
+    rep = json.loads(out)
+    assert code == 1 and not rep["ingested"] and not rep["flagged"]
+    ((name, reason),) = rep["skipped"]
+    assert name == str(quarter) and "strict" in reason and expected[0]["code"] in reason
+
+
+def test_flags_and_mirroring_shown_in_leads_search_and_report(
+    sim_folder, tmp_path, capsys, monkeypatch
+):
+    import balllink.database as database
+
+    folder, truth = sim_folder
+    gun0 = [n for n in sorted(truth) if truth[n] == 0]
+    other = next(n for n in sorted(truth) if truth[n] != 0)
+    real = database._default_prepare
+    note = {"code": "ring_irregular", "message": "ring fit quality 0.21 (test)"}
+
+    def flagging(scan):  # the real preparation, plus a flag on the second firing of gun 0
+        prep = real(scan)
+        if scan.source and scan.source.endswith(gun0[1]):
+            prepared = {**prep.meta.get("prepared", {}), "flags": [note]}
+            prep = prep.replace(meta={**prep.meta, "prepared": prepared})
+        return prep
+
+    monkeypatch.setattr(database, "_default_prepare", flagging)
+    db = tmp_path / "f.db"
+    files = [folder / gun0[0], folder / gun0[1], folder / other]
+    code, out, _ = run(capsys, "ingest", *files, "--agency", "A", "--db", db, "--json")
+    rep = json.loads(out)
+    assert code == 0 and rep["counts"]["flagged"] == 1 and rep["counts"]["new_leads"] == 1
+    flagged_id = rep["flagged"][0]["exhibit_id"]
+
+    code, out, _ = run(capsys, "leads", "--db", db, "--json")
+    (lead,) = json.loads(out)
+    side = "a" if lead["a"] == flagged_id else "b"
+    assert lead[f"flags_{side}"] == [note] and lead["flagged"]
+    assert lead["flags_b" if side == "a" else "flags_a"] == []
+    assert lead["mirrored"] is False  # the simulated files share one handedness
+    code, out, _ = run(capsys, "leads", "--db", db)
+    assert f"{side}:ring_irregular" in out.splitlines()[2] and "flags" in out.splitlines()[1]
+    code, out, _ = run(capsys, "leads", "--db", db, "--format", "csv")
+    (row,) = list(csv.DictReader(io.StringIO(out)))
+    assert row[f"flags_{side}"] == "ring_irregular: ring fit quality 0.21 (test)"
+    assert (row["flagged"], row["mirrored"]) == ("True", "False")
+    code, out, _ = run(capsys, "leads", "--db", db, "--format", "geojson")
+    assert json.loads(out)["properties"]["n_without_location"] == 1
+
+    unflagged = lead["b"] if side == "a" else lead["a"]
+    code, out, _ = run(capsys, "search", unflagged, "--db", db, "--json")
+    cands = {c["exhibit_id"]: c for c in json.loads(out)["candidates"]}
+    assert cands[flagged_id]["flags"] == [note] and cands[flagged_id]["mirrored"] is False
+    code, out, _ = run(capsys, "search", flagged_id, "--db", db)
+    assert "query flagged: ring_irregular: ring fit quality 0.21 (test)" in out
+
+    html = tmp_path / "lead.html"
+    assert run(capsys, "report", lead["id"], "--db", db, "-o", html)[0] == 0
+    text = html.read_text()
+    assert "Preparation flags." in text and "ring fit quality 0.21 (test)" in text
 
 
 def test_leads_series_exports(built_db, capsys, tmp_path):

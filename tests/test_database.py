@@ -4,11 +4,15 @@ Most tests inject small stand-ins through the documented `LeadDatabase` paramete
 (``comparer``, ``index_class``, ``preparer``) so they exercise the database logic alone on
 tiny synthetic scans whose truth is known: same-gun scans share a random signature, so the
 stand-in comparer (Pearson correlation x 10) scores them high and others near 0. The
-end-to-end tests at the bottom use the real stack.
+stand-in preparer passes the scans through, so a scan is flagged exactly when its
+``meta["prepared"]["flags"]`` says so (`flagged`). The end-to-end tests at the bottom use
+the real stack.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import signal
@@ -25,8 +29,9 @@ import numpy as np
 import pytest
 
 import balllink as bl
-from balllink.database import LeadDatabase
-from balllink.leads import Scope, chance_probability, find_series
+from balllink import _db_schema, report
+from balllink.database import FlaggedExhibit, LeadDatabase, _prepared_flags
+from balllink.leads import Flag, Scope, chance_probability, find_series
 
 # --------------------------------------------------------------------------- stand-ins
 
@@ -44,7 +49,7 @@ def fake_scans(n_guns, per_gun, *, seed=0, shape=(24, 24), noise=0.4):
                 bl.Scan(
                     z,
                     spacing_um=6.25,
-                    meta={"prepared": {"spacing_um": 6.25}},
+                    meta={"prepared": {"ok": True, "spacing_um": 6.25}},
                     source=f"gun{g}-fire{f}",
                 )
             )
@@ -59,15 +64,35 @@ def _corr(a, b):
 
 
 def fake_compare_many(query, candidates):
+    """Correlation x 10; ``mirrored`` when either scan's source ends in ``-mirror``."""
     out = []
     for c in candidates:
         r = max(0.0, _corr(query, c))
+        mirrored = any(str(s.source).endswith("-mirror") for s in (query, c))
         out.append(
             SimpleNamespace(
-                score=10 * r, cmc_count=round(10 * r), rotation_deg=0.0, translation_um=(0, 0)
+                score=10 * r,
+                cmc_count=round(10 * r),
+                rotation_deg=0.0,
+                translation_um=(0, 0),
+                mirrored=mirrored,
             )
         )
     return out
+
+
+def passthrough(scan):
+    """Stand-in preparer: the fake scans are prepared already."""
+    return scan
+
+
+RING = {"code": "ring_irregular", "message": "ring fit quality 0.21: a hole touching the edge"}
+
+
+def flagged(scan, *flags):
+    """The scan as a preparer that noted problems returns it (``flags``: dicts)."""
+    meta = {**scan.meta, "prepared": {**scan.meta["prepared"], "flags": list(flags or [RING])}}
+    return scan.replace(meta=meta)
 
 
 class FakeIndex:
@@ -122,6 +147,7 @@ class FakeIndex:
 
 def open_db(path, **kw):
     kw.setdefault("threshold", 5.0)
+    kw.setdefault("preparer", passthrough)
     return LeadDatabase(path, comparer=fake_compare_many, index_class=FakeIndex, **kw)
 
 
@@ -342,6 +368,207 @@ def test_bad_files_are_skipped_with_reasons(tmp_path):
         assert [db.exhibit(i).agency for i in first.ingested] == ["A", "A"]
 
 
+# --------------------------------------------------------------------------- flags
+
+
+def test_flagged_scan_is_stored_compared_and_shown_everywhere(tmp_path):
+    """A scan whose preparation noted a problem is kept, compared, and its flag travels
+    with it: exhibit, ingest report, search results (as candidate and as query), leads,
+    CSV / JSON / GeoJSON exports, audit trail and check counts."""
+    scans, _ = fake_scans(2, 3, seed=13)
+    scans[1] = flagged(scans[1])  # gun 0, second firing
+    items = [(s, {**f, "lat": 39.0, "lon": -94.0 - i}) for i, (s, f) in enumerate(items_for(scans))]
+    with open_db(tmp_path / "l.db") as db:
+        rep = db.ingest_many(items)
+        assert len(rep.ingested) == 6 and not rep.skipped
+        eid = rep.ingested[1]
+        assert rep.flagged == [FlaggedExhibit("gun0-fire1", eid, (Flag(**RING),))]
+        assert list(rep.as_dict()["flagged"][0]["flags"]) == [RING]
+        assert rep.counts()["flagged"] == 1 and rep.as_dict()["counts"]["ingested"] == 6
+        # stored and compared like any other exhibit
+        assert db.exhibit(eid).flags == (Flag(**RING),) and db.exhibit(eid).flagged
+        assert [e.id for e in db.exhibits(flagged=True)] == [eid]
+        assert len(db.exhibits(flagged=False)) == 5
+        n_pairs = (
+            db._sql()
+            .execute("SELECT count(*) FROM comparisons WHERE a = ? OR b = ?", (eid, eid))
+            .fetchone()[0]
+        )
+        assert n_pairs == 5
+        # search: as a candidate, and as the query
+        res = db.search(rep.ingested[0], k=5)
+        by_id = {c.exhibit_id: c for c in res}
+        assert by_id[eid].flags == (Flag(**RING),) and by_id[eid].flagged
+        assert not any(c.flags for c in res if c.exhibit_id != eid)
+        as_json = json.loads(json.dumps(res.as_dict()))
+        cand = next(c for c in as_json["candidates"] if c["exhibit_id"] == eid)
+        assert cand["flags"] == [RING] and cand["flagged"]
+        assert db.search(eid, k=2).query_flags == (Flag(**RING),)
+        assert db.search(scans[1].replace(source="new"), k=1).query_flags == (Flag(**RING),)
+        # leads: the same-gun pairs with the flagged exhibit carry its flag on its side
+        leads = db.leads()
+        with_flag = [x for x in leads if eid in (x.a, x.b)]
+        assert len(with_flag) == 2 and len(leads) == 6
+        for lead in leads:
+            side = lead.flags_a if lead.a == eid else lead.flags_b
+            other = lead.flags_b if lead.a == eid else lead.flags_a
+            if lead in with_flag:
+                assert side == (Flag(**RING),) and other == () and lead.flagged
+            else:
+                assert not lead.flagged
+        # exports
+        buf = io.StringIO()
+        report.leads_csv(leads, buf)
+        rows = {int(r["id"]): r for r in csv.DictReader(io.StringIO(buf.getvalue()))}
+        for lead in leads:
+            r = rows[lead.id]
+            text = r["flags_a"] + r["flags_b"]
+            assert r["flagged"] == str(lead.flagged)
+            assert ("ring_irregular: ring fit quality 0.21" in text) == lead.flagged
+        dumped = json.loads(json.dumps([x.as_dict() for x in with_flag]))
+        assert all(RING in d["flags_a"] + d["flags_b"] and d["flagged"] for d in dumped)
+        geo = report.leads_geojson(db, with_flag)
+        assert all(f["properties"]["flagged"] for f in geo["features"])
+        # audit and check
+        record = next(r for r in db.audit() if r["detail"].get("exhibit") == eid)
+        assert record["detail"]["flags"] == ["ring_irregular"]
+        check = db.check()
+        assert check.ok and check.counts["flagged_exhibits"] == 1
+
+
+def test_strict_refuses_flagged_scans_with_the_reason(tmp_path):
+    scans, _ = fake_scans(1, 3, seed=14)
+    scans[2] = flagged(scans[2], RING, {"code": "small_area", "message": "1.0 mm²"})
+    with open_db(tmp_path / "l.db", strict=True) as db:
+        rep = db.ingest_many(scans, agency="A")
+        assert len(rep.ingested) == 2 and not rep.flagged
+        ((name, reason),) = rep.skipped
+        assert name == "gun0-fire2"
+        assert "strict" in reason and "ring_irregular" in reason and "small_area: 1.0" in reason
+        with pytest.raises(bl.DatabaseError, match="ring_irregular"):
+            db.ingest(scans[2])
+        # per batch, the default can be lifted
+        rep = db.ingest_many(scans[2:], agency="A", strict=False)
+        assert [f.exhibit_id for f in rep.flagged] == rep.ingested and db.count() == 3
+        codes = [f.code for f in db.exhibit(rep.ingested[0]).flags]
+        assert codes == ["ring_irregular", "small_area"]
+
+
+def test_unusable_files_are_listed_while_the_batch_goes_on(tmp_path):
+    scans, _ = fake_scans(1, 3, seed=15)
+    garbage = tmp_path / "garbage.x3p"
+    garbage.write_bytes(b"this is not a zip")
+    empty = bl.Scan(np.full((24, 24), np.nan), spacing_um=6.25, source="empty.x3p")
+    nothing_left = bl.Scan(np.ones((24, 24)), spacing_um=6.25, source="all-cut.x3p")
+
+    def preparer(scan):  # a preparation that leaves no valid point
+        if scan.source == "all-cut.x3p":
+            return scan.replace(heights=np.full(scan.shape, np.nan))
+        return scan
+
+    with open_db(tmp_path / "l.db", preparer=preparer) as db:
+        batch = [scans[0], garbage, empty, flagged(scans[1]), nothing_left, scans[2]]
+        rep = db.ingest_many(batch, agency="A")
+        assert len(rep.ingested) == 3 and len(rep.flagged) == 1
+        reasons = dict(rep.skipped)
+        assert set(reasons) == {str(garbage), "empty.x3p", "all-cut.x3p"}
+        assert "nothing usable" in reasons["all-cut.x3p"]
+        assert reasons["empty.x3p"] and reasons[str(garbage)]
+        assert db.count() == 3 and db.check().ok
+    # the default preparer (balllink.preprocess) refuses a scan without a measured point
+    with LeadDatabase(
+        tmp_path / "real.db", comparer=fake_compare_many, index_class=FakeIndex
+    ) as db:
+        rep = db.ingest_many([empty, garbage], agency="A")
+        assert [n for n, _ in rep.skipped] == ["empty.x3p", str(garbage)]
+        assert "no measured" in rep.skipped[0][1] and db.count() == 0
+
+
+def test_mirrored_comparisons_are_kept(tmp_path):
+    scans, _ = fake_scans(1, 3, seed=16)
+    scans[2] = scans[2].replace(source="gun0-fire2-mirror")
+    with open_db(tmp_path / "l.db") as db:
+        ids = db.ingest_many(items_for(scans)).ingested
+        leads = {(x.a, x.b): x for x in db.leads()}
+        assert leads[(ids[0], ids[1])].mirrored is False
+        assert leads[(ids[0], ids[2])].mirrored is True
+        assert db.comparison(ids[2], ids[1])["mirrored"] == 1
+        res = db.search(ids[0], k=2)
+        assert {c.exhibit_id: c.mirrored for c in res} == {ids[1]: False, ids[2]: True}
+        buf = io.StringIO()
+        report.leads_csv(db.leads(), buf)
+        assert {r["mirrored"] for r in csv.DictReader(io.StringIO(buf.getvalue()))} == {
+            "True",
+            "False",
+        }
+
+
+def test_exhibit_flags_leave_out_the_databases_own_preparation():
+    raw = bl.Scan(np.ones((4, 4)), spacing_um=6.25)
+    flags = [
+        {"code": "small_area", "message": "0.1 mm²"},
+        {"code": "auto_prepared", "message": "not prepared: prepared with the default chain"},
+    ]
+    prep = raw.replace(meta={"prepared": {"ok": True, "flags": flags}})
+    # a raw input: preparing it is the database's job, not a doubt about the scan
+    assert _prepared_flags(raw, prep) == (Flag("small_area", "0.1 mm²"),)
+    # an input that claimed to be prepared and was not: the correction is worth a flag
+    claimed = raw.replace(meta={"prepared": {"ok": True}})
+    assert [f.code for f in _prepared_flags(claimed, prep)] == ["small_area", "auto_prepared"]
+    assert _prepared_flags(raw, raw) == ()
+
+
+def _v1_copy(new_sqlite: Path, old_sqlite: Path) -> None:
+    """Copy every row of a database into a file made by the version-1 schema SQL."""
+    con = sqlite3.connect(old_sqlite)
+    con.executescript(_db_schema._MIGRATIONS[1])
+    con.execute("INSERT INTO schema_version VALUES (1, '2025-01-01T00:00:00+00:00')")
+    con.execute("ATTACH DATABASE ? AS new", (str(new_sqlite),))
+    for table in ("settings", "exhibits", "comparisons", "lead_status", "audit"):
+        cols = ",".join(r[1] for r in con.execute(f"PRAGMA main.table_info({table})"))
+        con.execute(f"INSERT INTO main.{table} ({cols}) SELECT {cols} FROM new.{table}")
+    con.commit()
+    con.execute("DETACH DATABASE new")
+    con.close()
+
+
+def test_old_schema_database_migrates_without_losing_rows(tmp_path):
+    scans, _ = fake_scans(2, 3, seed=17)
+    path = tmp_path / "l.db"
+    with open_db(path) as db:
+        db.ingest_many(items_for(scans[:5]))
+        db.set_status(db.leads()[0].id, "confirmed", examiner="Ann")
+        before = [(x.id, x.a, x.b, x.score, x.status) for x in db.leads()]
+        exhibits = [(e.id, e.case_id, e.scan_hash) for e in db.exhibits()]
+        n_audit = len(db.audit())
+    sqlite = path / "leads.sqlite"
+    old = tmp_path / "old.sqlite"
+    _v1_copy(sqlite, old)
+    for f in path.glob("leads.sqlite*"):
+        f.unlink()
+    old.rename(sqlite)
+    con = sqlite3.connect(sqlite)
+    assert "flags" not in [r[1] for r in con.execute("PRAGMA table_info(exhibits)")]
+    con.close()
+
+    with open_db(path) as db:
+        con = db._sql()
+        assert con.execute("SELECT max(version) FROM schema_version").fetchone()[0] == 2
+        assert _db_schema.SCHEMA_VERSION == 2
+        assert [(e.id, e.case_id, e.scan_hash) for e in db.exhibits()] == exhibits
+        assert [(x.id, x.a, x.b, x.score, x.status) for x in db.leads()] == before
+        assert all(e.flags == () for e in db.exhibits())
+        assert all(x.mirrored is None and not x.flagged for x in db.leads())  # not recorded
+        assert len(db.audit()) == n_audit and db.check().ok
+        # and it takes new exhibits, flagged or not, with the new columns
+        rep = db.ingest_many([flagged(scans[5])], agency="Z", case_id="new")
+        (new,) = rep.ingested
+        assert db.exhibit(new).flags == (Flag(**RING),)
+        fresh = [x for x in db.leads() if new in (x.a, x.b)]
+        assert fresh and all(x.mirrored is False and x.flagged for x in fresh)
+        assert db.check().ok and db.verify_audit().ok
+
+
 def test_missing_or_corrupt_index_is_rebuilt_with_warning(tmp_path):
     scans, _ = fake_scans(3, 2, seed=5)
     path = tmp_path / "l.db"
@@ -439,7 +666,8 @@ _CHILD = textwrap.dedent(
         return t.fake_compare_many(query, candidates)
 
     scans, _ = t.fake_scans(5, 4, seed=11)
-    db = LeadDatabase({path!r}, threshold=5.0, comparer=slow, index_class=t.FakeIndex)
+    db = LeadDatabase({path!r}, threshold=5.0, comparer=slow, index_class=t.FakeIndex,
+                      preparer=t.passthrough)
     print("START", flush=True)
     rep = db.ingest_many(t.items_for(scans), save_every=3)
     db.close()
@@ -529,3 +757,27 @@ def test_fadul_as_three_agencies(fadul_dir, fadul_truth, tmp_path):
         assert series == slides and len(series) == 10
         assert any(lead.cross_jurisdiction for lead in leads)
         assert db.check().ok
+
+
+def test_mirrored_export_is_linked_and_says_so(tmp_path):
+    """Real stack: a casing exported with the other handedness still links to its gun's
+    other casing, and the lead, the candidate list and the report say it was mirrored."""
+    sims = bl.simulate.casings(2, 2, seed=5, difficulty="fadul-like", mirrored=0.5)
+    flipped = [bool(t["mirrored"]) for t in sims.truth]
+    gun = [int(t["firearm_id"]) for t in sims.truth]
+    assert any(flipped) and not all(flipped)
+    with LeadDatabase(tmp_path / "m.db") as db:
+        items = [(s, {"agency": f"A{i}", "case_id": f"c{i}"}) for i, s in enumerate(sims.scans)]
+        ids = db.ingest_many(items).ingested
+        leads = db.leads()
+        assert {(x.a, x.b) for x in leads} == {
+            (ids[i], ids[j]) for i in range(4) for j in range(i + 1, 4) if gun[i] == gun[j]
+        }
+        for x in leads:
+            assert x.mirrored == (flipped[ids.index(x.a)] != flipped[ids.index(x.b)])
+        (lead,) = [x for x in leads if x.mirrored]
+        res = db.search(lead.a, k=3)
+        assert {c.exhibit_id: c.mirrored for c in res}[lead.b] is True
+        text = report.lead_report(db, lead.id, k=3)
+        assert "mirror image (recomputed)</td><td>yes" in text
+        assert "mirror image (stored)</td><td>yes" in text

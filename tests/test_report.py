@@ -15,7 +15,8 @@ from skimage.transform import rotate
 
 import balllink as bl
 from balllink import report
-from test_database import fake_scans, open_db
+from balllink.leads import Flag
+from test_database import RING, fake_scans, flagged, open_db
 
 
 def _surface(seed=0, n=90):
@@ -94,6 +95,42 @@ def test_lead_report_html_contents(tmp_path):
         assert cell_table.count("<tr>") == 1 + 4
         assert db.audit()[-1]["action"] == "export"
         assert ids  # exhibits were stored
+
+
+def test_lead_report_shows_flags_and_mirroring(tmp_path):
+    scans, _ = fake_scans(1, 2, seed=10)
+    scans[1] = flagged(scans[1]).replace(source="fire1-mirror")  # see fake_compare_many
+
+    def mirrored_compare(a, b):
+        return SimpleNamespace(**{**vars(_fake_pair_compare(a, b)), "mirrored": True})
+
+    with open_db(tmp_path / "l.db") as db:
+        ids = db.ingest_many([(s, {"agency": "NPD", "case_id": f"K-{i}"}) for i, s in
+                              enumerate(scans)]).ingested  # fmt: skip
+        (lead,) = db.leads()
+        assert lead.flags_a == () and lead.flags_b == (Flag(**RING),) and lead.mirrored
+        text = report.lead_report(db, lead.id, k=1, comparer=mirrored_compare)
+    box = text.split('<div class="flags">')[1].split("</div>")[0]
+    assert f"exhibit b ({ids[1]})" in box and RING["code"] in box and "0.21" in box
+    exhibits = text.split("<h2>Exhibits</h2>")[1].split("<h2>")[0]
+    assert "<td>preparation flags</td><td>none</td>" in exhibits
+    assert f"{RING['code']}: {RING['message']}" in exhibits
+    scores = text.split("<h2>Scores</h2>")[1].split("<h2>")[0]
+    assert "mirror image (stored)</td><td>yes" in scores
+    assert "mirror image (recomputed)</td><td>yes" in scores
+
+
+def test_overlay_mirrors_b_when_the_comparison_did():
+    z = _surface(2, 40)
+    a = bl.Scan(z, spacing_um=2.0)
+    b = bl.Scan(np.flipud(z), spacing_um=2.0)  # the same surface stored mirrored
+    cmp = SimpleNamespace(rotation_deg=0.0, translation_um=(0.0, 0.0), mirrored=True)
+    fig = report.overlay_figure(a, b, cmp)
+    assert any("b mirrored and aligned" in ax.get_title() for ax in fig.axes)
+    np.testing.assert_allclose(
+        report.align_to(a, report._mirror(b), 0.0, (0.0, 0.0)), z, rtol=1e-5, atol=1e-5
+    )
+    report._matplotlib().close(fig)
 
 
 def test_geojson_lines_join_incident_locations(tmp_path):

@@ -15,7 +15,7 @@ from .errors import DatabaseError
 
 __all__ = ["SCHEMA_VERSION", "connect", "ensure_schema"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _V1 = """
 CREATE TABLE IF NOT EXISTS schema_version (
@@ -91,8 +91,17 @@ CREATE TABLE IF NOT EXISTS audit (
 );
 """
 
+# Version 2: preparation flags per exhibit (JSON list of {"code", "message"}; '[]' for
+# exhibits stored before, which were never flagged) and the handedness of each comparison
+# (1 when b was compared as its mirror image; NULL for pairs compared before it was kept).
+_V2 = """
+ALTER TABLE exhibits ADD COLUMN flags TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE comparisons ADD COLUMN mirrored INTEGER CHECK (mirrored IN (0, 1));
+"""
+
 # version -> script that brings a database from version-1 to version. Version 1 creates.
-_MIGRATIONS: dict[int, str] = {1: _V1}
+# A script, once released, never changes: databases in the field were made with it.
+_MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2}
 
 
 def _now() -> str:

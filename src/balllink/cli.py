@@ -3,6 +3,8 @@
 Every command takes ``--db PATH`` (default: the ``BALLLINK_DB`` environment variable, else
 ``./balllink.db``) and ``--json`` for machine-readable output. Exit codes: 0 success,
 1 partial failure (some files skipped, a check that found problems), 2 bad usage or input.
+``ingest`` stores scans whose preparation was flagged (exit 0) and lists them with their
+flags; with ``--strict`` it skips them instead (exit 1).
 """
 
 from __future__ import annotations
@@ -64,6 +66,16 @@ def _emit(args, obj, text: str | None = None) -> None:
         print(text)
 
 
+def _flag_codes(flags) -> str:
+    return ",".join(f.code for f in flags)
+
+
+def _lead_flags(lead) -> str:
+    """``a:code,code b:code`` for the sides of a lead that carry preparation flags."""
+    sides = [(s, _flag_codes(f)) for s, f in (("a", lead.flags_a), ("b", lead.flags_b)) if f]
+    return " ".join(f"{s}:{codes}" for s, codes in sides)
+
+
 def _lead_rows(leads, *, full: bool) -> list[dict]:
     """Table rows of leads; ``full`` adds the case numbers and the review status."""
     rows = []
@@ -81,6 +93,8 @@ def _lead_rows(leads, *, full: bool) -> list[dict]:
         row["cross"] = "X" if x.cross_jurisdiction else ""
         if full:
             row["status"] = x.status
+        row["mirrored"] = "M" if x.mirrored else ""
+        row["flags"] = _lead_flags(x)
         rows.append(row)
     return rows
 
@@ -115,9 +129,9 @@ def _expand(paths) -> list[Path]:
 
 
 def _prepare(scan):
-    from .database import _default_prepare
+    from .preprocess import prepare_if_needed
 
-    return _default_prepare(scan)
+    return prepare_if_needed(scan)
 
 
 # --------------------------------------------------------------------------- ingest
@@ -146,16 +160,34 @@ def _cmd_ingest(args) -> int:
         items.append((p, extra))
     bar = _Bar("ingest", not args.json)
     with _open(args, rescore_k=args.rescore, threshold=args.threshold) as db:
-        rep = db.ingest_many(items, correlate=not args.no_correlate, progress=bar, **common)
+        rep = db.ingest_many(
+            items,
+            correlate=not args.no_correlate,
+            progress=bar,
+            strict=args.strict,
+            **common,
+        )
     bar.close()
-    text = [
-        f"ingested {len(rep.ingested)} exhibit(s), {len(rep.duplicates)} already stored, "
-        f"{len(rep.skipped)} skipped; {rep.n_compared} comparisons, "
-        f"{len(rep.new_leads)} new lead(s)"
-    ]
-    text += [f"  skipped {f}: {why}" for f, why in rep.skipped]
-    _emit(args, rep.as_dict(), "\n".join(text))
+    _emit(args, rep.as_dict(), _ingest_text(rep))
     return 1 if rep.skipped else 0
+
+
+def _ingest_text(rep) -> str:
+    """The ingest summary: counts, then every flagged exhibit and every skipped file."""
+    lines = [
+        f"ingested {len(rep.ingested)} exhibit(s) ({len(rep.flagged)} flagged), "
+        f"{len(rep.duplicates)} already stored, {len(rep.skipped)} skipped; "
+        f"{rep.n_compared} comparisons, {len(rep.new_leads)} new lead(s)"
+    ]
+    if rep.flagged:
+        lines.append("flagged (stored and compared; check these scans before relying on them):")
+        for f in rep.flagged:
+            lines.append(f"  exhibit {f.exhibit_id}  {f.name}")
+            lines += [f"    {flag}" for flag in f.flags]
+    if rep.skipped:
+        lines.append("skipped (could not be used):")
+        lines += [f"  {name}: {why.removeprefix(f'{name}: ')}" for name, why in rep.skipped]
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- search
@@ -189,10 +221,14 @@ def _cmd_search(args) -> int:
             "rot°": c.rotation_deg,
             "p_chance": c.p_chance,
             "lead": "LEAD" if c.score >= res.threshold else "",
+            "mirrored": "M" if c.mirrored else "",
+            "flags": _flag_codes(c.flags),
         }
         for c in res
     ]
     head = f"{res.n_in_scope} exhibit(s) in scope, {res.n_rescored} rescored"
+    if res.query_flags:
+        head += "\nquery flagged: " + "; ".join(map(str, res.query_flags))
     _emit(args, res.as_dict(), head + "\n" + _table(rows))
     return 0
 
@@ -662,14 +698,17 @@ def _cmd_demo(args) -> int:
     db = LeadDatabase(dbdir, rescore_k=rescore, threshold=args.threshold)
     bar = _Bar("ingest", not args.json)
     ids: list = []
-    skipped = []
+    skipped, flagged = [], []
     for n, it in enumerate(items):
         fields = {k: v for k, v in it.items() if k != "scan"}
         rep = db.ingest_many([(it["scan"], fields)])
         ids.append((rep.ingested or [d for _, d in rep.duplicates] or [None])[0])
         skipped += rep.skipped
+        flagged += rep.flagged
         bar(n + 1, len(items))
     bar.close()
+    for f in flagged:
+        say(f"  flagged exhibit {f.exhibit_id} {f.name}: " + "; ".join(map(str, f.flags)))
     for f, why in skipped:
         say(f"  skipped {f}: {why}")
     leads = db.leads()
@@ -697,6 +736,7 @@ def _cmd_demo(args) -> int:
     db.close()
     summary = {
         "exhibits": len([i for i in ids if i is not None]),
+        "flagged": len(flagged),
         "skipped": len(skipped),
         "leads": len(leads),
         "cross_jurisdiction_leads": len(cross),
@@ -859,6 +899,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--rescore", type=int, default=50, help="candidates compared in full")
     p.add_argument("--threshold", type=float, help="set the database's lead threshold")
     p.add_argument("--no-correlate", action="store_true", help="store only (bulk archive load)")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="skip scans whose preparation was flagged (default: store them, flagged)",
+    )
     p.set_defaults(func=_cmd_ingest)
 
     p = sub.add_parser("search", parents=[common], help="ranked candidates for a file or id")

@@ -28,25 +28,28 @@ import sqlite3
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from . import _db_schema
 from ._db_store import WriteLock, atomic_write, file_sha256, load_scan, save_scan, scan_sha256
 from ._scan import Scan
-from .errors import BalllinkError, DatabaseError
+from .errors import BalllinkError, DatabaseError, PreprocessError
 from .leads import (
     KINDS,
     STATUSES,
     Candidate,
+    Flag,
     Lead,
     Scope,
     SearchResult,
     Series,
+    _as_flags,
     _date,
+    _flags_json,
     chance_probability,
     default_threshold,
     find_series,
@@ -56,6 +59,7 @@ __all__ = [
     "AuditReport",
     "CheckReport",
     "Exhibit",
+    "FlaggedExhibit",
     "IngestReport",
     "LeadDatabase",
 ]
@@ -84,7 +88,11 @@ def _now() -> str:
 
 @dataclass(frozen=True)
 class Exhibit:
-    """One casing in the database with its fields, source and stored scan."""
+    """One casing in the database with its fields, source and stored scan.
+
+    ``flags`` are the problems its preparation noted (see `balllink.leads.Flag`); a
+    flagged exhibit is stored and compared like any other.
+    """
 
     id: int
     case_id: str
@@ -105,23 +113,66 @@ class Exhibit:
     shape: tuple[int, int]
     spacing_um: float
     created: str
+    flags: tuple[Flag, ...] = ()
+
+    @property
+    def flagged(self) -> bool:
+        return bool(self.flags)
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class FlaggedExhibit:
+    """An exhibit stored by an ingest although its preparation noted problems."""
+
+    name: str
+    exhibit_id: int
+    flags: tuple[Flag, ...]
 
 
 @dataclass
 class IngestReport:
-    """What a batch ingest did: new exhibits, duplicates found, files skipped, new leads."""
+    """What a batch ingest did.
+
+    Attributes
+    ----------
+    ingested : list of int
+        New exhibit ids, flagged ones included.
+    duplicates : list of (name, exhibit id)
+        Scans already stored (same file or same prepared scan); nothing was added.
+    skipped : list of (name, reason)
+        Every file that could not be used (unreadable, nothing measured, or flagged
+        under ``strict=True``) and why.
+    flagged : list of FlaggedExhibit
+        Every exhibit of this batch stored with preparation flags, with the flags.
+    new_leads : list of int
+        Comparison ids of the leads this batch created.
+    n_compared : int
+        Full comparisons run.
+    """
 
     ingested: list[int] = field(default_factory=list)
     duplicates: list[tuple[str, int]] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    flagged: list[FlaggedExhibit] = field(default_factory=list)
     new_leads: list[int] = field(default_factory=list)
     n_compared: int = 0
 
+    def counts(self) -> dict[str, int]:
+        """How many of each: the summary line of a batch."""
+        return {
+            "ingested": len(self.ingested),
+            "flagged": len(self.flagged),
+            "duplicates": len(self.duplicates),
+            "skipped": len(self.skipped),
+            "compared": self.n_compared,
+            "new_leads": len(self.new_leads),
+        }
+
     def as_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "counts": self.counts()}
 
 
 @dataclass
@@ -154,6 +205,16 @@ class AuditReport:
         return asdict(self)
 
 
+class _Outcome(NamedTuple):
+    """What `LeadDatabase._ingest_one` did with one item."""
+
+    exhibit_id: int
+    duplicate: bool
+    n_compared: int = 0
+    leads: Sequence[int] = ()
+    flags: tuple[Flag, ...] = ()
+
+
 def _audit_hash(prev: str, seq: int, time: str, who: str, action: str, detail: str) -> str:
     payload = json.dumps([prev, seq, time, who, action, detail], separators=(",", ":"))
     return hashlib.sha256(payload.encode()).hexdigest()
@@ -170,15 +231,32 @@ def _pose(comparison) -> tuple[float, float, float]:
 
 
 def _default_prepare(scan: Scan) -> Scan:
-    """`balllink.preprocess` unless the scan is already prepared: ``meta["prepared"]`` set
-    (by `preprocess`), or a prepared-like simulated scan (``meta["simulation"]["raw"]`` False).
-    """
-    sim = scan.meta.get("simulation")
-    if scan.meta.get("prepared") or (isinstance(sim, dict) and sim.get("raw") is False):
-        return scan
-    from .preprocess import preprocess
+    """`balllink.preprocess.prepare_if_needed` (imported on first use)."""
+    from .preprocess import prepare_if_needed
 
-    return preprocess(scan)
+    return prepare_if_needed(scan)
+
+
+def _prepared_flags(scan: Scan, prep: Scan) -> tuple[Flag, ...]:
+    """The flags an exhibit keeps: those of its preparation, less ``auto_prepared`` when
+    the input never claimed to be prepared (preparing a raw scan is the database's job,
+    not a doubt about the scan; the stored scan's ``meta`` keeps the full list)."""
+    from .preprocess import flags_of
+
+    flags = _as_flags(flags_of(prep))
+    if not isinstance(scan.meta.get("prepared"), Mapping):
+        flags = tuple(f for f in flags if f.code != "auto_prepared")
+    return flags
+
+
+def _stored_flags(text: str | None) -> tuple[Flag, ...]:
+    """Flags from the ``exhibits.flags`` column (JSON)."""
+    if not text:
+        return ()
+    try:
+        return _as_flags(json.loads(text))
+    except ValueError:
+        return (Flag("flags_unreadable", f"stored flags are not JSON: {text[:80]!r}"),)
 
 
 def _default_read(path) -> Scan:
@@ -217,7 +295,13 @@ class LeadDatabase:
         Who is recorded in the audit trail (default: ``BALLLINK_USER`` or the login name).
     reader, preparer : callable, optional
         ``reader(path) -> Scan`` and ``preparer(scan) -> Scan``; default `read_scan` and
-        `preprocess` (skipped for scans whose ``meta`` says ``"prepared"``).
+        `balllink.preprocess.prepare_if_needed` (`preprocess`, skipped for scans already
+        prepared). Problems the preparer notes in ``meta["prepared"]["flags"]`` are kept
+        with the exhibit (`Exhibit.flags`) and shown with its candidates and leads.
+    strict : bool
+        False (default): a flagged scan is stored, flagged and compared; only files that
+        cannot be read or hold nothing usable are skipped. True: flagged scans are
+        skipped too, with their flags as the reason (`ingest_many` takes it per batch).
     comparer : callable, optional
         ``comparer(query, candidates) -> list`` of objects with ``score``, ``cmc_count``,
         ``rotation_deg`` and ``translation_um``; default `compare_many`. Tests inject a fake
@@ -248,6 +332,7 @@ class LeadDatabase:
         comparer: Callable | None = None,
         index_class=None,
         cache_scans: int = 256,
+        strict: bool = False,
     ):
         self.path = Path(path)
         if self.path.exists() and not self.path.is_dir():
@@ -260,6 +345,7 @@ class LeadDatabase:
         if int(rescore_k) < 1:
             raise ValueError(f"rescore_k must be >= 1, got {rescore_k}")
         self.rescore_k = int(rescore_k)
+        self.strict = bool(strict)
         self.user = user or os.environ.get("BALLLINK_USER") or _login()
         self._read = reader or _default_read
         self._prepare = preparer or _default_prepare
@@ -439,6 +525,7 @@ class LeadDatabase:
             shape=(row["ny"], row["nx"]),
             spacing_um=row["spacing_um"],
             created=row["created"],
+            flags=_stored_flags(row["flags"]),
         )
 
     def exhibit(self, exhibit_id: int) -> Exhibit:
@@ -449,12 +536,20 @@ class LeadDatabase:
             raise DatabaseError(f"{self.path}: no exhibit with id {exhibit_id}")
         return self._exhibit(row)
 
-    def exhibits(self, scope=None, *, case_id: str | None = None) -> list[Exhibit]:
-        """Exhibits in a scope (see `Scope`; ``max_rescore`` is ignored), oldest first."""
+    def exhibits(
+        self, scope=None, *, case_id: str | None = None, flagged: bool | None = None
+    ) -> list[Exhibit]:
+        """Exhibits in a scope (see `Scope`; ``max_rescore`` is ignored), oldest first.
+
+        ``flagged=True`` keeps only exhibits with preparation flags, False only those
+        without.
+        """
         where, params = Scope.coerce(scope).where()
         if case_id is not None:
             where += " AND case_id = ?"
             params.append(case_id)
+        if flagged is not None:
+            where += " AND flags != '[]'" if flagged else " AND flags = '[]'"
         rows = self._sql().execute(f"SELECT * FROM exhibits WHERE {where} ORDER BY id", params)
         return [self._exhibit(r) for r in rows]
 
@@ -656,7 +751,9 @@ class LeadDatabase:
             row = row.fetchone()
         return None if row is None else int(row[0])
 
-    def ingest(self, scan_or_path, *, correlate=True, scope=None, **fields) -> int:
+    def ingest(
+        self, scan_or_path, *, correlate=True, scope=None, strict: bool | None = None, **fields
+    ) -> int:
         """Add one casing, correlate it against the exhibits in scope, store any leads.
 
         Parameters
@@ -669,6 +766,9 @@ class LeadDatabase:
         scope : Scope or dict, optional
             Which existing exhibits it is correlated against (default: all; at most
             ``rescore_k`` of them, the best the index finds, get the full comparison).
+        strict : bool, optional
+            Refuse a scan whose preparation was flagged (default: the database's
+            ``strict``, False: such a scan is stored with its flags, see `Exhibit.flags`).
         **fields
             ``case_id``, ``agency``, ``kind`` (``crime_scene`` | ``test_fire``), ``make``,
             ``model``, ``serial``, ``occurred`` (ISO date), ``lat``, ``lon``, ``caliber``,
@@ -679,8 +779,16 @@ class LeadDatabase:
         int
             The exhibit id; the existing one when this scan is already stored (same
             content hash), in which case nothing is added.
+
+        Raises
+        ------
+        DatabaseError
+            When the scan cannot be used (unreadable, nothing measured, or flagged while
+            ``strict``), with the reason.
         """
-        report = self.ingest_many([(scan_or_path, fields)], correlate=correlate, scope=scope)
+        report = self.ingest_many(
+            [(scan_or_path, fields)], correlate=correlate, scope=scope, strict=strict
+        )
         if report.skipped:
             raise DatabaseError(f"{report.skipped[0][0]}: {report.skipped[0][1]}")
         return (report.ingested or [report.duplicates[0][1]])[0]
@@ -693,15 +801,26 @@ class LeadDatabase:
         scope=None,
         progress: Callable | None = None,
         save_every: int = 1000,
+        strict: bool | None = None,
         **fields,
     ) -> IngestReport:
-        """Ingest a batch; unreadable files are reported and skipped, the batch goes on.
+        """Ingest a batch: store every usable scan, flag the doubtful ones, go on past the
+        unusable ones.
+
+        A scan whose preparation noted problems (``meta["prepared"]["flags"]``: e.g. a
+        poor ring fit on a scan already cut to its breech face) is stored, compared and
+        listed in `IngestReport.flagged` with its flags. Files that cannot be read, and
+        scans with nothing usable left, are listed in `IngestReport.skipped` with the
+        reason; the batch goes on.
 
         Parameters
         ----------
         items : iterable
             Paths or scans, or ``(path_or_scan, fields_dict)`` pairs whose fields override
             the common ``**fields``.
+        strict : bool, optional
+            Skip flagged scans too, with their flags as the reason (default: the
+            database's ``strict``, False).
         progress : callable, optional
             ``progress(done, total)`` after each item (total is None for an iterator).
         save_every : int
@@ -712,7 +831,27 @@ class LeadDatabase:
         Returns
         -------
         IngestReport
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> import numpy as np
+        >>> z = np.random.default_rng(0).normal(size=(32, 32))
+        >>> ok = {"prepared": {"ok": True}}
+        >>> doubtful = {"prepared": {"ok": True, "flags": [
+        ...     {"code": "ring_fit_poor", "message": "ring fit quality 0.31"}]}}
+        >>> scans = [Scan(z, spacing_um=6.25, meta=ok, source="a.x3p"),
+        ...          Scan(z[::-1], spacing_um=6.25, meta=doubtful, source="b.x3p"),
+        ...          "missing.x3p"]
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     with LeadDatabase(tmp + "/leads.db") as db:
+        ...         rep = db.ingest_many(scans, agency="PD1", correlate=False)
+        ...         print(len(rep.ingested), [(f.name, f.flags[0].code) for f in rep.flagged])
+        ...         print(rep.skipped[0][0], db.exhibit(rep.flagged[0].exhibit_id).flagged)
+        2 [('b.x3p', 'ring_fit_poor')]
+        missing.x3p True
         """
+        strict = self.strict if strict is None else bool(strict)
         total = len(items) if hasattr(items, "__len__") else None  # iterators stay lazy
         report = IngestReport()
         scope = Scope.coerce(scope) if scope is not None else Scope(max_rescore=self.rescore_k)
@@ -725,18 +864,23 @@ class LeadDatabase:
                 merged = {**fields, **(extra or {})}
                 name = obj.source or obj.name if isinstance(obj, Scan) else str(obj)
                 try:
-                    outcome = self._ingest_one(obj, merged, correlate=correlate, scope=scope)
+                    out = self._ingest_one(
+                        obj, merged, correlate=correlate, scope=scope, strict=strict
+                    )
                 except (BalllinkError, OSError, ValueError) as exc:
                     log.warning("skipped %s: %s", name, exc)
                     report.skipped.append((name, str(exc)))
                 else:
-                    eid, duplicate, n_cmp, leads = outcome
-                    if duplicate:
-                        report.duplicates.append((name, eid))
+                    if out.duplicate:
+                        report.duplicates.append((name, out.exhibit_id))
                     else:
-                        report.ingested.append(eid)
-                        report.n_compared += n_cmp
-                        report.new_leads += leads
+                        report.ingested.append(out.exhibit_id)
+                        if out.flags:
+                            codes = ", ".join(f.code for f in out.flags)
+                            log.warning("stored %s flagged (%s)", name, codes)
+                            report.flagged.append(FlaggedExhibit(name, out.exhibit_id, out.flags))
+                        report.n_compared += out.n_compared
+                        report.new_leads += out.leads
                         since_save += 1
                         # saving rewrites the whole index: space the saves with its size
                         if since_save >= max(save_every, len(self._indexed) // 10):
@@ -754,19 +898,28 @@ class LeadDatabase:
         for tmp in self.path.glob(".*.tmp*"):
             tmp.unlink(missing_ok=True)
 
-    def _ingest_one(self, obj, fields, *, correlate, scope):
+    def _ingest_one(self, obj, fields, *, correlate, scope, strict: bool = False) -> _Outcome:
         scan, source, source_hash = self._source(obj)
         existing = self._find(source_hash)
         if existing is not None:
-            return existing, True, 0, []
+            return _Outcome(existing, True)
         values = self._fields(fields, source, source_hash)
         if scan is None:
             scan = self._read(source)
         prep = self._prepare(scan)
+        if prep.n_valid == 0:
+            raise PreprocessError(f"scan {prep.name}: nothing usable left after preparation")
         scan_hash = scan_sha256(prep)
         existing = self._find(source_hash, scan_hash)
         if existing is not None:
-            return existing, True, 0, []
+            return _Outcome(existing, True)
+        flags = _prepared_flags(scan, prep)
+        if strict and flags:
+            raise PreprocessError(
+                "refused under strict=True, its preparation was flagged: "
+                + "; ".join(map(str, flags))
+                + " (ingest without strict to store it flagged)"
+            )
         rel = save_scan(prep, self.scan_dir, scan_hash)  # file first, row after
         comparisons, cand_ids = [], []
         if correlate and self.count():
@@ -779,7 +932,7 @@ class LeadDatabase:
             cur = con.execute(
                 "INSERT INTO exhibits (case_id, agency, kind, make, model, serial, occurred, "
                 "lat, lon, caliber, notes, source, source_hash, scan_hash, scan_file, ny, nx, "
-                "spacing_um, n_valid, created) VALUES (" + ",".join("?" * 20) + ")",
+                "spacing_um, n_valid, created, flags) VALUES (" + ",".join("?" * 21) + ")",
                 (
                     *(values[k] for k in _FIELDS),
                     source,
@@ -791,6 +944,7 @@ class LeadDatabase:
                     float(prep.spacing_um[1]),
                     prep.n_valid,
                     created,
+                    _flags_json(flags),
                 ),
             )
             eid = int(cur.lastrowid)
@@ -801,7 +955,7 @@ class LeadDatabase:
                 score = float(cmp.score)
                 cur = con.execute(
                     "INSERT INTO comparisons (a, b, query, score, cmc_count, rotation_deg, "
-                    "dy_um, dx_um, reason, created) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    "dy_um, dx_um, reason, created, mirrored) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                     (
                         min(cid, eid),
                         max(cid, eid),
@@ -813,6 +967,7 @@ class LeadDatabase:
                         dx,
                         getattr(cmp, "reason", None) or None,
                         created,
+                        int(bool(getattr(cmp, "mirrored", False))),
                     ),
                 )
                 if score >= self.threshold and cases[cid] != values["case_id"]:
@@ -827,6 +982,7 @@ class LeadDatabase:
                 agency=values["agency"],
                 compared=len(comparisons),
                 new_leads=leads,
+                flags=[f.code for f in flags],
             )
         self._remember(eid, prep)
         if self._index is not None:
@@ -836,7 +992,7 @@ class LeadDatabase:
                 self._pending.append((eid, prep))
                 if len(self._pending) >= 1000:
                     self._flush_pending()
-        return eid, False, len(comparisons), leads
+        return _Outcome(eid, False, len(comparisons), leads, flags)
 
     def _cases(self, ids: Sequence[int]) -> dict[int, str]:
         if not ids:
@@ -909,9 +1065,10 @@ class LeadDatabase:
         Returns
         -------
         SearchResult
-            Candidates best first with score, CMC count, pose and ``p_chance`` (share of
-            the database's non-match scores at least as high), plus ``n_in_scope`` and
-            ``n_rescored``.
+            Candidates best first with score, CMC count, pose, ``p_chance`` (share of
+            the database's non-match scores at least as high), ``mirrored`` and the
+            candidate's preparation ``flags``, plus ``n_in_scope``, ``n_rescored`` and
+            the query's own ``query_flags``.
         """
         if scope is None:
             scope = Scope(max_rescore=max(int(k), self.rescore_k))
@@ -921,6 +1078,7 @@ class LeadDatabase:
             query_id = int(exhibit_or_scan)
             prep = self.scan(query_id)
             label = f"exhibit {query_id}"
+            query_flags = self.exhibit(query_id).flags
         else:
             scan = exhibit_or_scan
             if not isinstance(scan, Scan):
@@ -929,13 +1087,15 @@ class LeadDatabase:
             else:
                 label = scan.source or scan.name
             prep = self._prepare(scan)
+            query_flags = _prepared_flags(scan, prep)
         ids, retrieval, n_in = self._candidates(prep, scope, exclude=query_id)
         comps = self._compare_many(prep, [self.scan(i) for i in ids]) if ids else []
         null = self._null_scores()
         info = {
-            r[0]: (r[1], r[2])
+            r[0]: r
             for r in self._sql().execute(
-                f"SELECT id, case_id, agency FROM exhibits WHERE id IN ({','.join('?' * len(ids))})",
+                "SELECT id, case_id, agency, flags FROM exhibits "
+                f"WHERE id IN ({','.join('?' * len(ids))})",
                 ids,
             )
         }
@@ -944,31 +1104,23 @@ class LeadDatabase:
             rot, dy, dx = _pose(cmp)
             score = float(cmp.score) if np.isfinite(cmp.score) else 0.0
             rows.append(
-                (
-                    score,
-                    int(getattr(cmp, "cmc_count", 0) or 0),
-                    eid,
-                    rot,
-                    (dy, dx),
-                    None if retrieval is None else retrieval[j],
+                Candidate(
+                    rank=0,
+                    exhibit_id=eid,
+                    score=score,
+                    cmc_count=int(getattr(cmp, "cmc_count", 0) or 0),
+                    rotation_deg=rot,
+                    translation_um=(dy, dx),
+                    p_chance=chance_probability(score, null),
+                    case_id=info[eid]["case_id"],
+                    agency=info[eid]["agency"],
+                    retrieval_score=None if retrieval is None else retrieval[j],
+                    mirrored=bool(getattr(cmp, "mirrored", False)),
+                    flags=_stored_flags(info[eid]["flags"]),
                 )
             )
-        rows.sort(key=lambda r: (-r[0], -r[1], r[2]))
-        cands = [
-            Candidate(
-                rank=n + 1,
-                exhibit_id=eid,
-                score=score,
-                cmc_count=cmc,
-                rotation_deg=rot,
-                translation_um=tr,
-                p_chance=chance_probability(score, null),
-                case_id=info[eid][0],
-                agency=info[eid][1],
-                retrieval_score=rs,
-            )
-            for n, (score, cmc, eid, rot, tr, rs) in enumerate(rows[: int(k)])
-        ]
+        rows.sort(key=lambda c: (-c.score, -c.cmc_count, c.exhibit_id))
+        cands = [replace(c, rank=n + 1) for n, c in enumerate(rows[: int(k)])]
         with self._tx():
             self._audit(
                 "search",
@@ -978,7 +1130,9 @@ class LeadDatabase:
                 n_rescored=len(ids),
                 top=[c.exhibit_id for c in cands],
             )
-        return SearchResult(cands, n_in, len(ids), query_id, self.threshold, scope)
+        return SearchResult(
+            cands, n_in, len(ids), query_id, self.threshold, scope, tuple(query_flags)
+        )
 
     # ------------------------------------------------------------------ leads
     def leads(
@@ -994,6 +1148,10 @@ class LeadDatabase:
         """Lead pairs: compared exhibits of different cases scoring at least ``threshold``
         (default: the database's), plus pairs an examiner confirmed; best first.
 
+        Each `Lead` carries the preparation flags of both exhibits (``flags_a``,
+        ``flags_b``; ``flagged`` when either has some) and whether ``b`` was compared as
+        its mirror image (``mirrored``).
+
         Parameters
         ----------
         since : str, optional
@@ -1007,9 +1165,10 @@ class LeadDatabase:
         """
         thr = self.threshold if threshold is None else float(threshold)
         sql = (
-            "SELECT c.id, c.a, c.b, c.score, c.cmc_count, c.created, "
+            "SELECT c.id, c.a, c.b, c.score, c.cmc_count, c.created, c.mirrored, "
             "ea.agency AS agency_a, eb.agency AS agency_b, ea.case_id AS case_a, "
-            "eb.case_id AS case_b, s.status, s.examiner, s.time AS status_time "
+            "eb.case_id AS case_b, ea.flags AS flags_a, eb.flags AS flags_b, "
+            "s.status, s.examiner, s.time AS status_time "
             "FROM comparisons c JOIN exhibits ea ON ea.id = c.a JOIN exhibits eb ON eb.id = c.b "
             f"LEFT JOIN ({_LATEST}) s ON s.lead = c.id "
             "WHERE ea.case_id != eb.case_id AND (c.score >= ? OR s.status = 'confirmed')"
@@ -1052,6 +1211,9 @@ class LeadDatabase:
                 examiner=r["examiner"],
                 status_time=r["status_time"],
                 created=r["created"],
+                mirrored=None if r["mirrored"] is None else bool(r["mirrored"]),
+                flags_a=_stored_flags(r["flags_a"]),
+                flags_b=_stored_flags(r["flags_b"]),
             )
             for r in self._sql().execute(sql, params)
         ]
@@ -1064,7 +1226,12 @@ class LeadDatabase:
         raise DatabaseError(f"{self.path}: no lead with id {lead_id}")
 
     def comparison(self, a: int, b: int) -> dict | None:
-        """The stored comparison of two exhibits (either order), or None."""
+        """The stored comparison of two exhibits (either order), or None.
+
+        A dict of the ``comparisons`` row: ``score``, ``cmc_count``, the pose of the
+        ``query`` exhibit's comparison, ``reason``, ``mirrored`` (1 when compared with
+        opposite handedness, None when compared before it was recorded), ``created``.
+        """
         lo, hi = sorted((int(a), int(b)))
         row = self._sql().execute("SELECT * FROM comparisons WHERE a=? AND b=?", (lo, hi))
         row = row.fetchone()
@@ -1146,6 +1313,9 @@ class LeadDatabase:
         rows = con.execute("SELECT id, scan_hash, scan_file FROM exhibits").fetchall()
         rep.counts["exhibits"] = len(rows)
         rep.counts["comparisons"] = con.execute("SELECT count(*) FROM comparisons").fetchone()[0]
+        rep.counts["flagged_exhibits"] = con.execute(
+            "SELECT count(*) FROM exhibits WHERE flags != '[]'"
+        ).fetchone()[0]
         referenced = set()
         for r in rows:
             path = self.scan_dir / r["scan_file"]

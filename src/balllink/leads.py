@@ -9,6 +9,7 @@ one gun used in several shootings.
 from __future__ import annotations
 
 import datetime as _dt
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -19,6 +20,7 @@ from scipy.sparse.csgraph import connected_components
 
 __all__ = [
     "Candidate",
+    "Flag",
     "Lead",
     "Scope",
     "SearchResult",
@@ -55,6 +57,64 @@ def default_threshold() -> float:
         except Exception:  # placeholder config or one that needs arguments
             value = None
     return float(value) if value is not None else 6.0
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A problem noted while preparing a scan that was kept anyway: a code and why.
+
+    Codes are open-ended strings set by the preparation stage (``"ring_fit_poor"``,
+    ``"breech_face_not_found"``, ``"small_area"``, ...); the message says what was seen and
+    what was done instead. A flagged exhibit is stored and compared like any other; its
+    flags travel with its search results, leads and reports so that an examiner sees them.
+
+    Examples
+    --------
+    >>> str(Flag("small_area", "1.2 mm² measured"))
+    'small_area: 1.2 mm² measured'
+    """
+
+    code: str
+    message: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}" if self.message else self.code
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _as_flags(raw) -> tuple[Flag, ...]:
+    """Flags from a list of ``{"code", "message"}`` dicts (``meta["prepared"]["flags"]``,
+    or the stored JSON); plain strings count as codes; anything else gives ``()``.
+
+    Examples
+    --------
+    >>> _as_flags([{"code": "ring_irregular", "message": "q=0.3"}, "small_area"])
+    (Flag(code='ring_irregular', message='q=0.3'), Flag(code='small_area', message=''))
+    """
+    if not isinstance(raw, list | tuple):
+        return ()
+    out = []
+    for f in raw:
+        if isinstance(f, Flag):
+            out.append(f)
+        elif isinstance(f, Mapping):
+            message = f.get("message")
+            out.append(Flag(str(f.get("code") or "unspecified"), str(message or "")))
+        elif f:
+            out.append(Flag(str(f)))
+    return tuple(out)
+
+
+def _flags_json(flags: Sequence[Flag]) -> str:
+    """Flags as the JSON text stored in the ``exhibits.flags`` column."""
+    return json.dumps([f.as_dict() for f in flags], ensure_ascii=False)
+
+
+def _flags_text(flags: Sequence[Flag]) -> str:
+    """One line for tables and CSV cells: ``code: message; code: message``."""
+    return "; ".join(str(f) for f in flags)
 
 
 def _date(value) -> str | None:
@@ -156,7 +216,12 @@ class Scope:
 
 @dataclass(frozen=True)
 class Candidate:
-    """One rescored candidate of a search, best first."""
+    """One rescored candidate of a search, best first.
+
+    ``flags`` are the candidate exhibit's preparation flags (see `Flag`); ``mirrored`` is
+    True when the two scans were compared with opposite handedness (one as the mirror
+    image of the other: a file stored with the other row order).
+    """
 
     rank: int
     exhibit_id: int
@@ -168,9 +233,15 @@ class Candidate:
     case_id: str
     agency: str
     retrieval_score: float | None = None
+    mirrored: bool = False
+    flags: tuple[Flag, ...] = ()
+
+    @property
+    def flagged(self) -> bool:
+        return bool(self.flags)
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "flagged": self.flagged}
 
 
 @dataclass
@@ -178,7 +249,8 @@ class SearchResult:
     """The ranked candidate list of one search, with the size of the search set.
 
     ``n_in_scope`` exhibits matched the scope (the query itself excluded);
-    ``n_rescored`` of them got the full comparison. Iterates over `Candidate` rows.
+    ``n_rescored`` of them got the full comparison. ``query_flags`` are the preparation
+    flags of the query (see `Flag`). Iterates over `Candidate` rows.
     """
 
     candidates: list[Candidate]
@@ -187,6 +259,7 @@ class SearchResult:
     query: int | None = None
     threshold: float = 0.0
     scope: Scope = field(default_factory=Scope)
+    query_flags: tuple[Flag, ...] = ()
 
     def __iter__(self):
         return iter(self.candidates)
@@ -204,13 +277,21 @@ class SearchResult:
             "n_rescored": self.n_rescored,
             "threshold": self.threshold,
             "scope": {k: v for k, v in asdict(self.scope).items() if v is not None},
+            "query_flags": [f.as_dict() for f in self.query_flags],
             "candidates": [c.as_dict() for c in self.candidates],
         }
 
 
 @dataclass(frozen=True)
 class Lead:
-    """A pair of exhibits from different cases whose score passes the threshold."""
+    """A pair of exhibits from different cases whose score passes the threshold.
+
+    ``flags_a`` / ``flags_b`` are the preparation flags of either exhibit (see `Flag`):
+    a lead on a flagged exhibit rests on a scan whose preparation was doubtful, and says
+    so. ``mirrored`` is True when the two scans were compared with opposite handedness
+    (one as the mirror image of the other), None for pairs compared before balllink
+    recorded it.
+    """
 
     id: int
     a: int
@@ -226,9 +307,23 @@ class Lead:
     examiner: str | None
     status_time: str | None
     created: str
+    mirrored: bool | None = None
+    flags_a: tuple[Flag, ...] = ()
+    flags_b: tuple[Flag, ...] = ()
+
+    @property
+    def flagged(self) -> bool:
+        """True when either exhibit carries a preparation flag."""
+        return bool(self.flags_a or self.flags_b)
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "flagged": self.flagged}
+
+    def as_row(self) -> dict:
+        """Flat fields for CSV and tables: flags as ``code: message; ...`` text."""
+        row = self.as_dict()
+        row["flags_a"], row["flags_b"] = _flags_text(self.flags_a), _flags_text(self.flags_b)
+        return row
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """Reports: the HTML lead report, lead exports (CSV, JSON, GeoJSON) and evaluation figures.
 
 The lead report is one self-contained HTML file (PNG figures embedded as base64): both
-exhibits' metadata, the scores, the two surfaces, ``b`` aligned onto ``a`` and overlaid
-with the congruent cells outlined, the per-cell table and the candidate list of ``a``.
+exhibits' metadata and preparation flags, the scores, the two surfaces, ``b`` aligned onto
+``a`` (mirrored first when it was compared as its mirror image) and overlaid with the
+congruent cells outlined, the per-cell table and the candidate list of ``a``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ._scan import Scan
-from .leads import Lead
+from .leads import Lead, _flags_text
 
 __all__ = [
     "align_to",
@@ -98,13 +99,23 @@ def _norm(z: np.ndarray) -> np.ndarray:
     return np.clip(out, 0, 1)
 
 
+def _mirror(scan: Scan) -> Scan:
+    """The scan's mirror image as `balllink.compare` makes it (rows reversed, ``flipud``)."""
+    return scan.replace(heights=np.flipud(scan.heights), mask=np.flipud(scan.mask))
+
+
 def overlay_figure(a: Scan, b: Scan, comparison, *, title: str = ""):
     """A matplotlib figure: ``a``, ``b``, and ``b`` aligned on ``a`` overlaid (a in
-    magenta, aligned b in green: agreement looks grey) with congruent cells outlined."""
+    magenta, aligned b in green: agreement looks grey) with congruent cells outlined.
+
+    When ``comparison.mirrored``, ``b`` is mirrored before the pose is applied (the pose
+    places the mirrored ``b`` on ``a``)."""
     plt = _matplotlib()
     from matplotlib.patches import Rectangle
 
-    aligned = align_to(a, b, comparison.rotation_deg, comparison.translation_um)
+    mirrored = bool(getattr(comparison, "mirrored", False))
+    b_posed = _mirror(b) if mirrored else b
+    aligned = align_to(a, b_posed, comparison.rotation_deg, comparison.translation_um)
     za, zb = _norm(a.masked_heights()), _norm(aligned)
     rgb = np.ones((*a.shape, 3))
     both = np.isfinite(za) & np.isfinite(zb)
@@ -116,11 +127,12 @@ def overlay_figure(a: Scan, b: Scan, comparison, *, title: str = ""):
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.6))
     for ax, z, name in ((axes[0], a.masked_heights(), "a"), (axes[1], b.masked_heights(), "b")):
         im = ax.imshow(z, cmap="viridis")
-        ax.set_title(f"{name}: {Path(a.source if name == 'a' else b.source or '').name}")
+        ax.set_title(f"{name}: {Path((a.source if name == 'a' else b.source) or '').name}")
         fig.colorbar(im, ax=ax, fraction=0.046, label="µm")
     axes[2].imshow(rgb)
     axes[2].set_title(
-        f"b aligned on a (θ={comparison.rotation_deg:.1f}°); congruent cells outlined"
+        f"b{' mirrored and' if mirrored else ''} aligned on a "
+        f"(θ={comparison.rotation_deg:.1f}°); congruent cells outlined"
     )
     cells = getattr(comparison, "cells", None)
     cfg = getattr(comparison, "config", None)
@@ -165,7 +177,26 @@ body{font-family:sans-serif;margin:2em;max-width:1200px}
 table{border-collapse:collapse;margin:0.5em 0 1.5em;font-size:0.9em}
 td,th{border:1px solid #bbb;padding:2px 8px;text-align:left}
 th{background:#eee} .lead{color:#a00;font-weight:bold}
+.flags{background:#fff4d6;border:1px solid #e0b040;padding:0.5em 1em}
 """
+
+
+def _flags_html(lead: Lead) -> str:
+    """The warning box of a lead whose exhibits were flagged by their preparation."""
+    if not lead.flagged:
+        return ""
+    items = []
+    for side, eid, flags in (("a", lead.a, lead.flags_a), ("b", lead.b, lead.flags_b)):
+        for f in flags:
+            items.append(
+                f"<li>exhibit {side} ({eid}): <code>{html.escape(f.code)}</code>"
+                f"{' — ' + html.escape(f.message) if f.message else ''}</li>"
+            )
+    return (
+        '<div class="flags"><strong>Preparation flags.</strong> This lead rests on a scan '
+        "whose preparation noted problems; weigh the score with them in mind."
+        f"<ul>{''.join(items)}</ul></div>"
+    )
 
 
 def lead_report(
@@ -210,8 +241,14 @@ def lead_report(
         {"field": "source", "a": ea.source, "b": eb.source},
         {"field": "source sha256", "a": ea.source_hash[:16], "b": eb.source_hash[:16]},
         {"field": "exhibit id", "a": ea.id, "b": eb.id},
+        {
+            "field": "preparation flags",
+            "a": _flags_text(ea.flags) or "none",
+            "b": _flags_text(eb.flags) or "none",
+        },
     ]
     p_chance = next((c.p_chance for c in cands if c.exhibit_id == lead.b), None)
+    mirrored_now = getattr(cmp, "mirrored", None)
     score_rows = [
         {"measure": "score (stored)", "value": lead.score},
         {"measure": "CMC count (stored)", "value": lead.cmc_count},
@@ -219,6 +256,8 @@ def lead_report(
         {"measure": "CMC count (recomputed)", "value": int(cmp.cmc_count)},
         {"measure": "rotation of b (deg)", "value": float(cmp.rotation_deg)},
         {"measure": "translation of b (dy, dx) µm", "value": tuple(cmp.translation_um)},
+        {"measure": "b compared as its mirror image (stored)", "value": _yes_no(lead.mirrored)},
+        {"measure": "b compared as its mirror image (recomputed)", "value": _yes_no(mirrored_now)},
         {"measure": "lead threshold", "value": db.threshold},
         {"measure": "P(score this high by chance)", "value": p_chance},
         {"measure": "cross-jurisdiction", "value": lead.cross_jurisdiction},
@@ -239,6 +278,8 @@ def lead_report(
             "rotation°": c.rotation_deg,
             "p_chance": c.p_chance,
             "lead": "yes" if c.score >= db.threshold else "",
+            "mirrored": "yes" if c.mirrored else "",
+            "flags": _flags_text(c.flags),
         }
         for c in cands
     ]
@@ -250,6 +291,7 @@ def lead_report(
 <p class="lead">{"Cross-jurisdiction lead" if lead.cross_jurisdiction else "Lead"}:
 score {lead.score:.4g} (threshold {db.threshold:.4g}), {lead.cmc_count} congruent cells.
 Examiner review required; this is an investigative lead, not an identification.</p>
+{_flags_html(lead)}
 <h2>Exhibits</h2>{_table(meta_rows, ["field", "a", "b"])}
 <h2>Scores</h2>{_table(score_rows, ["measure", "value"])}
 <h2>Surfaces aligned and overlaid</h2>
@@ -269,6 +311,10 @@ Examiner review required; this is an investigative lead, not an identification.<
 
 def _py(v):
     return v.item() if isinstance(v, np.generic) else v
+
+
+def _yes_no(v) -> str:
+    return "unknown" if v is None else ("yes" if v else "no")
 
 
 def leads_geojson(db, leads: Sequence[Lead]) -> dict:
@@ -305,12 +351,27 @@ def leads_geojson(db, leads: Sequence[Lead]) -> dict:
 
 
 def leads_csv(leads: Sequence[Lead], fh) -> None:
-    """Write lead rows as CSV to an open text file."""
-    names = list(Lead.__dataclass_fields__)
+    """Write lead rows as CSV to an open text file.
+
+    One column per `Lead` field plus ``flagged``; ``flags_a`` / ``flags_b`` hold each
+    exhibit's preparation flags as ``code: message; code: message`` (empty when none).
+
+    Examples
+    --------
+    >>> import io
+    >>> from balllink.leads import Flag
+    >>> lead = Lead(1, 2, 3, 9.5, 12, "PD1", "PD2", "c1", "c2", True, "new", None, None,
+    ...             "2025-01-01", False, (), (Flag("small_area", "1.1 mm²"),))
+    >>> buf = io.StringIO()
+    >>> leads_csv([lead], buf)
+    >>> buf.getvalue().splitlines()[1].split(",")[-3:]
+    ['', 'small_area: 1.1 mm²', 'True']
+    """
+    names = [*Lead.__dataclass_fields__, "flagged"]
     writer = csv.DictWriter(fh, fieldnames=names)
     writer.writeheader()
     for lead in leads:
-        writer.writerow(lead.as_dict())
+        writer.writerow(lead.as_row())
 
 
 def score_histogram(scores, same, threshold: float, path, *, title: str = "") -> None:
