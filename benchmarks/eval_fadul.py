@@ -154,14 +154,18 @@ def print_separation(sep, label):
     print(f"{label} lead call: FP {sep['false_positives']} FN {sep['false_negatives']}")
 
 
-def eval_sim(spec: str, cfg, n_firearms=6, per_firearm=4):
-    """All pairs of a simulated set ``difficulty:seed`` with ``cfg``."""
+def eval_sim(spec: str, cfg, n_firearms=6, per_firearm=4, mirror="none"):
+    """All pairs of a simulated set ``difficulty:seed`` with ``cfg``. Simulated scans know
+    their handedness ("viewed"); with ``mirror="alternate"`` every second one is exported
+    mirrored with unknown handedness, so the comparison must search both."""
     diff, seed = spec.split(":")
     sim = bl.simulate.casings(n_firearms, per_firearm, seed=int(seed), difficulty=diff)
     gun = [int(g) for g in sim.truth["firearm_id"]]
-    names = [f"{spec}#{i}" for i in range(len(sim.scans))]
+    names = [f"{spec}#{i:03d}" for i in range(len(sim.scans))]
     truth = dict(zip(names, gun))
     scans = dict(zip(names, sim.scans))
+    if mirror == "alternate":
+        scans = mirror_alternate(names, scans)
     return eval_default(names, truth, scans, cfg)
 
 
@@ -334,14 +338,18 @@ def main() -> None:
     if args.sim:
         out = {}
         for spec in args.sim:
-            rows, _, t_cmp = eval_sim(spec, cfg)
+            rows, _, t_cmp = eval_sim(spec, cfg, mirror=args.mirror)
             sep = separation(rows, cfg.lead_threshold)
             sep["ms_per_pair"] = 1000 * t_cmp / len(rows)
             n_km = sum(r["same"] for r in rows)
-            print(f"simulated {spec} ({n_km} KM / {len(rows) - n_km} KNM), config {args.config}:")
+            n_mir = sum(r["mirrored"] for r in rows)
+            print(
+                f"simulated {spec} ({n_km} KM / {len(rows) - n_km} KNM), config {args.config}, "
+                f"mirror {args.mirror}, handedness {args.handedness}: {n_mir} compared mirrored"
+            )
             print_separation(sep, f"  {spec}")
             out[spec] = sep
-        name = f"eval_sim_{args.config}.json"
+        name = f"eval_sim_{args.config}{tag}.json"
         (RESULTS / name).write_text(json.dumps(out, indent=1, default=float))
         return
     names, truth, scans = load(args.data)

@@ -50,7 +50,13 @@ def main(argv=None) -> None:
             for n, path in enumerate(files)
         ]
         report = db.ingest_many(items, progress=lambda done, total: None)
-        print(f"{len(report.ingested)} exhibits ingested, {len(report.skipped)} skipped")
+        print(
+            f"{len(report.ingested)} exhibits ingested ({len(report.flagged)} flagged), "
+            f"{len(report.skipped)} skipped"
+        )
+        for item in report.flagged:  # stored and compared, but worth a look
+            codes = ", ".join(f.code for f in item.flags)
+            print(f"  flagged {item.name} (exhibit {item.exhibit_id}): {codes}")
         for path, reason in report.skipped:
             print(f"  skipped {path}: {reason}")
 

@@ -839,7 +839,7 @@ class LeadDatabase:
         >>> z = np.random.default_rng(0).normal(size=(32, 32))
         >>> ok = {"prepared": {"ok": True}}
         >>> doubtful = {"prepared": {"ok": True, "flags": [
-        ...     {"code": "ring_fit_poor", "message": "ring fit quality 0.31"}]}}
+        ...     {"code": "ring_irregular", "message": "ring fit quality 0.31"}]}}
         >>> scans = [Scan(z, spacing_um=6.25, meta=ok, source="a.x3p"),
         ...          Scan(z[::-1], spacing_um=6.25, meta=doubtful, source="b.x3p"),
         ...          "missing.x3p"]
@@ -848,7 +848,7 @@ class LeadDatabase:
         ...         rep = db.ingest_many(scans, agency="PD1", correlate=False)
         ...         print(len(rep.ingested), [(f.name, f.flags[0].code) for f in rep.flagged])
         ...         print(rep.skipped[0][0], db.exhibit(rep.flagged[0].exhibit_id).flagged)
-        2 [('b.x3p', 'ring_fit_poor')]
+        2 [('b.x3p', 'ring_irregular')]
         missing.x3p True
         """
         strict = self.strict if strict is None else bool(strict)

@@ -63,7 +63,7 @@ def default_threshold() -> float:
 class Flag:
     """A problem noted while preparing a scan that was kept anyway: a code and why.
 
-    Codes are open-ended strings set by the preparation stage (``"ring_fit_poor"``,
+    Codes are open-ended strings set by the preparation stage (``"ring_irregular"``,
     ``"breech_face_not_found"``, ``"small_area"``, ...); the message says what was seen and
     what was done instead. A flagged exhibit is stored and compared like any other; its
     flags travel with its search results, leads and reports so that an examiner sees them.

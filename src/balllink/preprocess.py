@@ -1242,7 +1242,7 @@ def flags_of(scan: Scan) -> list[dict[str, str]]:
     >>> from balllink.preprocess import flags_of
     >>> z = np.random.default_rng(0).normal(size=(64, 64))
     >>> [f["code"] for f in flags_of(bl.preprocess(bl.Scan(z, spacing_um=6.25)))]
-    ['small_area']
+    ['ring_irregular', 'small_area']
     """
     prepared = scan.meta.get("prepared")
     flags = prepared.get("flags") if isinstance(prepared, dict) else None
@@ -1254,7 +1254,8 @@ _CHECKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 def _claims_prepared(scan: Scan) -> bool:
     prepared = scan.meta.get("prepared")
-    if isinstance(prepared, dict) and prepared.get("ok"):
+    # a scan `preprocess` made says so whether or not it found a ring (``ok``)
+    if isinstance(prepared, dict) and (prepared.get("ok") or "flags" in prepared):
         spacing = prepared.get("spacing_um")
         try:
             return spacing is None or np.allclose(spacing, scan.spacing_um, rtol=1e-6)
