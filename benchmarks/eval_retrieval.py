@@ -268,10 +268,7 @@ def eval_fadul(folder: Path, seed: int = 0, max_stored: int = 128) -> dict:
     }
     # half of the queries exported mirrored (rows reversed), searched with and without the
     # handedness vote
-    flipped = [
-        q.replace(heights=np.flipud(q.heights), mask=np.flipud(q.mask)) if i % 2 else q
-        for i, q in enumerate(queries)
-    ]
+    flipped = [q.mirrored() if i % 2 else q for i, q in enumerate(queries)]
     qm, _ = timed(embed, flipped)
     out["keypoints_vote_half_mirrored"] = figures(index_similarity(index, qm, ids, n), labels)
     same = bl.CasingIndex(max_stored=max_stored, handedness="same")

@@ -21,7 +21,7 @@ def sims():
 def _flip(scan: bl.Scan, hand=None) -> bl.Scan:
     """The export of another tool: rows reversed, handedness as that tool says (unknown)."""
     return bl.Scan(
-        np.flipud(scan.masked_heights()),
+        scan.mirrored().masked_heights(),
         spacing_um=scan.spacing_um,
         meta={"handedness": hand},
         source=f"mirrored-{scan.name}",

@@ -125,3 +125,23 @@ def test_raw_dfsc_inside_its_roi_is_cut_but_not_filtered(raw_dfsc_dir):
         prep = prepare_if_needed(scan)
         assert prep.meta["prepared"]["filtered"] is True
         assert surface_state(prep).filtered
+
+
+@pytest.mark.slow
+def test_two_hundred_simulated_cut_geometries_pass_with_defaults():
+    """Off-centre, touching and open holes, missing sectors, clipped and elliptical
+    outlines (the simulator's varied cuts): none refused, the region kept as cut."""
+    kinds, refused = {}, []
+    for scan in bl.simulate.cut_geometries(200, seed=3):
+        truth = scan.meta["simulation"]
+        try:
+            prep = bl.preprocess(scan)
+        except bl.PreprocessError as exc:
+            refused.append((truth["cut"], str(exc)))
+            continue
+        info = prep.meta["prepared"]
+        assert info["ok"] and info["breech_face"]["method"] == "existing", truth["cut"]
+        assert prep.n_valid >= 0.9 * scan.n_valid, truth["cut"]
+        kinds[truth["cut"]] = kinds.get(truth["cut"], 0) + 1
+    assert refused == []
+    assert len(kinds) >= 5 and sum(kinds.values()) == 200, kinds

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import collections
 import doctest
-import inspect
 import math
 
 import numpy as np
@@ -433,8 +432,6 @@ def test_annotations_on_a_crop_and_round_trip(fine_scan, tmp_path):
     part = sim.crop(fine_scan, 120, seed=0)
     masks = sim.annotations(part, seed=1, n=3)
     assert len(masks) == 3 and all(m.shape == (120, 120) for m in masks.values())
-    if "annotations" not in inspect.signature(bl.write_scan).parameters:
-        pytest.skip("write_scan(annotations=) is not there yet")
     path = tmp_path / "annotated.x3p"
     bl.write_scan(part, path, annotations=masks)
     back = bl.read_scan(path)

@@ -363,14 +363,15 @@ def mirror(scan: Scan) -> Scan:
     if not isinstance(scan, Scan):
         raise TypeError(f"mirror() takes a Scan, got {type(scan).__name__}")
     ny, _ = scan.shape
-    meta = dict(scan.meta)
-    hand = meta.get("handedness", "viewed")
+    hand = scan.meta.get("handedness", "viewed")
     if hand not in ("viewed", "mirrored"):
         raise ValueError(
             f"meta['handedness'] is {hand!r}; mirror() needs 'viewed' or 'mirrored' "
             "(or no entry, read as 'viewed')"
         )
-    meta["handedness"] = "mirrored" if hand == "viewed" else "viewed"
+    # the flip itself (heights, mask, grids in meta, handedness) is Scan.mirrored's
+    flipped = scan.replace(meta={**scan.meta, "handedness": hand}).mirrored()
+    meta = dict(flipped.meta)
     if isinstance(meta.get("crop"), Mapping):
         crop_info = dict(meta["crop"])
         oy, ox = crop_info["offset_px"]
@@ -379,9 +380,7 @@ def mirror(scan: Scan) -> Scan:
     truth = _truth(scan)
     if truth is not None:
         meta["simulation"] = flip_truth(truth, scan.shape, scan.spacing_um[0])
-    return scan.replace(
-        heights=scan.heights[::-1], mask=np.ascontiguousarray(scan.mask[::-1]), meta=meta
-    )
+    return flipped.replace(meta=meta)
 
 
 # ------------------------------------------------------------------------------ crop

@@ -48,7 +48,7 @@ import numpy as np
 import scipy.fft as sfft
 
 from . import _kernels as K
-from ._scan import Scan
+from ._scan import HANDEDNESS, Scan
 from .errors import PreprocessError
 from .preprocess import MIN_AREA_MM2, _nan_block_mean, prepare_if_needed
 
@@ -136,8 +136,8 @@ class CMCConfig:
         ``b`` and for its mirror image (``np.flipud``), the reflection with the better coarse
         score is kept and the cell search runs once. ``"both"``: always consider both, ignoring
         metadata. ``"same"``: never mirror (a collection known to be consistent).
-        ``Comparison.mirrored`` says which was used. The cmcR mode only mirrors when the
-        metadata say the two differ.
+        ``Comparison.mirrored`` says which was used. The window search (``search="window"``,
+        the cmcR mode) only mirrors when the metadata say the two differ.
     min_area_mm2 : float
         Minimum evidence: a scan with less valid surface than this (mm²) cannot yield a
         lead (its ``score`` is 0, ``reason`` says why); default
@@ -238,6 +238,8 @@ class CMCConfig:
             downsample=1,
             cell_highpass_um=0.0,
             lead_threshold=6.0,
+            min_area_mm2=0.0,
+            min_cells=0,
         )
         return replace(base, **changes)
 
@@ -1258,14 +1260,11 @@ def _compare_default(
 
 
 _MIRRORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_HANDS = {"viewed": "mirrored", "mirrored": "viewed"}
 
 
 def mirror_scan(scan: Scan) -> Scan:
-    """The mirror image of a scan (rows reversed, ``np.flipud``), cached per scan object.
-
-    ``meta["handedness"]`` is swapped (``"viewed"`` <-> ``"mirrored"``; unknown stays
-    unknown) and the step recorded in ``meta["history"]``.
+    """`Scan.mirrored` (rows reversed, grids in ``meta`` too, handedness swapped), cached
+    per scan object so that a candidate compared with many queries is mirrored once.
 
     Examples
     --------
@@ -1278,11 +1277,7 @@ def mirror_scan(scan: Scan) -> Scan:
     """
     hit = _MIRRORS.get(scan)
     if hit is None:
-        meta = scan.with_history("mirror", axis="rows")
-        hand = scan.meta.get("handedness")
-        meta["handedness"] = _HANDS.get(hand) if isinstance(hand, str) else None
-        hit = scan.replace(heights=np.flipud(scan.heights), mask=np.flipud(scan.mask), meta=meta)
-        _MIRRORS[scan] = hit
+        hit = _MIRRORS[scan] = scan.mirrored()
     return hit
 
 
@@ -1293,20 +1288,16 @@ def _mirror_plan(a: Scan, b: Scan, cfg: CMCConfig) -> str:
     if cfg.handedness == "both":
         return "search"
     ha, hb = a.meta.get("handedness"), b.meta.get("handedness")
-    if ha in _HANDS and hb in _HANDS:
+    if ha in HANDEDNESS and hb in HANDEDNESS:
         return "same" if ha == hb else "mirror"
     return "search"
-
-
-def _area_mm2(scan: Scan) -> float:
-    return scan.n_valid * scan.spacing_um[0] * scan.spacing_um[1] / 1e6
 
 
 def _with_evidence(res: Comparison, a: Scan, b: Scan, cfg: CMCConfig, auto) -> Comparison:
     """Minimum evidence: too small a surface or too few cells cannot make a lead."""
     short = []
     for s in (a, b) if a is not b else (a,):
-        area = _area_mm2(s)
+        area = s.area_mm2
         if area < cfg.min_area_mm2:
             short.append(
                 f"scan {s.name} has {area:.2f} mm² of valid surface (< {cfg.min_area_mm2:g})"
@@ -1357,7 +1348,9 @@ def _compare_ready(a: Scan, b: Scan, cfg: CMCConfig, pa: _Prepared | None = None
         return _compare_cmcr(a, mirror_scan(b) if plan == "mirror" else b, cfg, plan == "mirror")
     pa = pa if pa is not None else _prepared(a, cfg)
     pb = _prepared(b, cfg)
-    pbm = _prepared(mirror_scan(b), cfg) if plan != "same" else None
+    # the window search (a fixed rotation range) looks at b as it is unless told otherwise
+    search = plan == "search" and cfg.search == "global"
+    pbm = _prepared(mirror_scan(b), cfg) if search or plan == "mirror" else None
     return _compare_default(pa, pb, cfg, pbm, force_mirror=plan == "mirror")
 
 
@@ -1367,7 +1360,7 @@ def compare(
     *,
     method: str | None = None,
     config: CMCConfig | None = None,
-    prepare: bool = True,
+    prepare: bool | None = None,
 ) -> Comparison:
     """Compare two scans with congruent matching cells, in both directions.
 
@@ -1384,9 +1377,10 @@ def compare(
     config : CMCConfig, optional
         Every parameter; ``CMCConfig()`` (full 360 degrees, both handedness when unknown)
         by default.
-    prepare : bool, default True
+    prepare : bool, optional
         False compares the scans exactly as given (for experts who prepared them their
-        own way).
+        own way). Default: True, except in the cmcR mode (``ccf="cmcr"``), which
+        reproduces cmcR on scans processed as cmcR does.
 
     Returns
     -------
@@ -1421,6 +1415,7 @@ def compare(
     for name, s in (("a", a), ("b", b)):
         if not isinstance(s, Scan):
             raise TypeError(f"compare: {name} must be a balllink.Scan, got {type(s).__name__}")
+    prepare = cfg.ccf != "cmcr" if prepare is None else bool(prepare)
     a1, b1 = _ready(a, prepare), _ready(b, prepare)
     auto = (a1 is not a, b1 is not b)
     a2, b2 = _check_pair(a1, b1)
@@ -1434,7 +1429,7 @@ def compare_many(
     *,
     config: CMCConfig | None = None,
     progress: Callable[[int, int], None] | None = None,
-    prepare: bool = True,
+    prepare: bool | None = None,
 ) -> list[Comparison]:
     """Compare one query with many candidates, reusing the per-scan work.
 
@@ -1457,6 +1452,7 @@ def compare_many(
     True
     """
     cfg = config if config is not None else CMCConfig()
+    prepare = cfg.ccf != "cmcr" if prepare is None else bool(prepare)
     if not isinstance(query, Scan):
         raise TypeError(f"compare_many: query must be a balllink.Scan, got {type(query).__name__}")
     q = _ready(query, prepare)

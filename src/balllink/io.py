@@ -94,7 +94,7 @@ import tifffile
 from PIL import Image
 
 from . import _x3p
-from ._scan import Scan
+from ._scan import HANDEDNESS, Scan
 from ._x3p import ChecksumWarning
 from .errors import ScanFormatError
 
@@ -118,7 +118,6 @@ _SUPPORTED_TEXT = (
 MAX_FILE_BYTES = 2 << 30
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 #: Values of ``meta["handedness"]`` besides None (unknown); see the module documentation.
-HANDEDNESS = ("viewed", "mirrored")
 #: Default of ``read_scan(handedness=...)``: what balllink's own metadata in the file says.
 _FROM_FILE = "file"
 

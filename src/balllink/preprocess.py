@@ -34,7 +34,7 @@ from scipy import fft as sfft
 from scipy import ndimage as ndi
 from skimage import measure, morphology
 
-from ._scan import Scan
+from ._scan import Scan, data_fingerprint
 from .errors import PreprocessError
 
 __all__ = [
@@ -404,8 +404,7 @@ def surface_state(scan: Scan, *, work_um: float = 25.0) -> SurfaceState:
     relief = float(hi - lo)
     cut = relief < CUT_MAX_RELIEF_UM
     filtered = cut and relief < FILTERED_MAX_RELIEF_UM and form < FILTERED_MAX_FORM_UM
-    area = scan.n_valid * dy * dx / 1e6
-    return SurfaceState(relief, form, area, bool(cut), bool(filtered))
+    return SurfaceState(relief, form, scan.area_mm2, bool(cut), bool(filtered))
 
 
 def _existing_face(scan: Scan, min_area_px: int) -> BreechFace:
@@ -1198,7 +1197,7 @@ def preprocess(scan: Scan, *, strict: bool = False, **options: Any) -> Scan:
             f"scan {_who(scan)}: nothing usable left after preprocessing "
             f"({scan.n_valid} measured points in, {face.method} breech face)"
         )
-    area_mm2 = work.n_valid * work.spacing_um[0] * work.spacing_um[1] / 1e6
+    area_mm2 = work.area_mm2
     if area_mm2 < MIN_AREA_MM2:
         flags.append(
             _flag(
@@ -1223,6 +1222,7 @@ def preprocess(scan: Scan, *, strict: bool = False, **options: Any) -> Scan:
         "options": {k: opts[k] for k in DEFAULTS},
         "breech_face": face.as_dict(),
     }
+    prepared["fingerprint"] = data_fingerprint(work.heights, work.mask)
     meta = dict(work.meta)
     meta["prepared"] = prepared
     return work.replace(meta=meta)
@@ -1250,28 +1250,35 @@ def flags_of(scan: Scan) -> list[dict[str, str]]:
 
 
 _CHECKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_SELF = object()  # cache value: "the scan itself" (a value never refers to its key)
 
 
-def _claims_prepared(scan: Scan) -> bool:
+def _claims_prepared(scan: Scan) -> str:
+    """ "made" when `preprocess` made exactly these data (its fingerprint matches), "claims"
+    when the scan only says it is prepared, "" when it does not."""
     prepared = scan.meta.get("prepared")
     # a scan `preprocess` made says so whether or not it found a ring (``ok``)
-    if isinstance(prepared, dict) and (prepared.get("ok") or "flags" in prepared):
+    if isinstance(prepared, Mapping) and (prepared.get("ok") or "flags" in prepared):
+        if prepared.get("fingerprint") == data_fingerprint(scan.heights, scan.mask):
+            return "made"
         spacing = prepared.get("spacing_um")
         try:
-            return spacing is None or np.allclose(spacing, scan.spacing_um, rtol=1e-6)
+            same = spacing is None or np.allclose(spacing, scan.spacing_um, rtol=1e-6)
         except (TypeError, ValueError):
-            return False
+            same = False
+        return "claims" if same else ""
     sim = scan.meta.get("simulation")
-    return isinstance(sim, Mapping) and sim.get("raw") is False
+    return "claims" if isinstance(sim, Mapping) and sim.get("raw") is False else ""
 
 
 def prepare_if_needed(scan: Scan, **options: Any) -> Scan:
     """Return ``scan`` when it is already prepared, else ``preprocess(scan, **options)``.
 
-    A scan counts as prepared when it says so (``meta["prepared"]["ok"]`` from
-    `preprocess` at its present spacing, or a prepared-like simulated scan) *and* its data
-    agree: square pixels and `surface_state` finds it cut and free of form. A claim alone
-    (e.g. read back from a file) is not trusted. Anything else goes through the default
+    A scan counts as prepared when `preprocess` made exactly these data (the fingerprint
+    it records in ``meta["prepared"]`` matches the heights), or when it says it is
+    prepared (``meta["prepared"]`` at its present spacing, or a prepared-like simulated
+    scan) *and* its data agree: square pixels and `surface_state` finds it cut and free of
+    form. A claim alone (e.g. read back from a file and edited since) is not trusted. Anything else goes through the default
     chain (`preprocess`, non-strict), logged and flagged ``auto_prepared``. The decision is
     cached per scan object, so a scan compared many times is checked and prepared once.
 
@@ -1299,17 +1306,14 @@ def prepare_if_needed(scan: Scan, **options: Any) -> Scan:
     except TypeError:  # unhashable option values: no cache
         cached, key = None, None
     if cached is not None:
-        return cached
+        return scan if cached is _SELF else cached
     dy, dx = scan.spacing_um
     square = abs(dy - dx) <= 1e-6 * max(dy, dx)
-    if _claims_prepared(scan) and square and scan.n_valid and surface_state(scan).filtered:
+    claim = _claims_prepared(scan)
+    if claim == "made" or (claim and square and scan.n_valid and surface_state(scan).filtered):
         out = scan
     else:
-        why = (
-            "claims to be prepared but its data disagree"
-            if _claims_prepared(scan)
-            else ("not prepared")
-        )
+        why = "claims to be prepared but its data disagree" if claim else "not prepared"
         log.info(
             "%s: %s; preparing it with the default chain (balllink.preprocess)", _who(scan), why
         )
@@ -1323,7 +1327,7 @@ def prepare_if_needed(scan: Scan, **options: Any) -> Scan:
         meta["prepared"] = prepared
         out = out.replace(meta=meta)
     if key is not None:
-        _CHECKED.setdefault(scan, {})[key] = out
+        _CHECKED.setdefault(scan, {})[key] = _SELF if out is scan else out
         if out is not scan:
-            _CHECKED.setdefault(out, {})[key] = out
+            _CHECKED.setdefault(out, {})[key] = _SELF
     return out
