@@ -67,7 +67,8 @@ def test_spacing_is_handled_by_averaging_to_the_work_grid():
     fine = _surface(4, n=240, spacing=6.25, annulus=False)
     z = fine.heights.reshape(120, 2, 120, 2).mean(axis=(1, 3))
     coarse = bl.Scan(z, spacing_um=12.5)
-    np.testing.assert_allclose(embed(fine), embed(coarse), atol=1e-4)
+    # the descriptor's own averaging (as given: preparing would resample both to 6.25 µm)
+    np.testing.assert_allclose(embed(fine, prepare=False), embed(coarse, prepare=False), atol=1e-4)
 
 
 def test_empty_and_constant_scans_give_no_rows():
@@ -81,10 +82,15 @@ def test_empty_and_constant_scans_give_no_rows():
 def test_bad_input_is_refused_with_a_fix():
     with pytest.raises(TypeError, match=r"bl\.Scan"):
         embed(np.zeros((10, 10)))
+    # as given, a grid the descriptor cannot use is refused with the fix...
     with pytest.raises(ValueError, match="spacing"):
-        embed(bl.Scan(np.zeros((10, 10)), spacing_um=50.0))
+        embed(bl.Scan(np.zeros((10, 10)), spacing_um=50.0), prepare=False)
     with pytest.raises(ValueError, match="square"):
-        embed(bl.Scan(np.zeros((10, 10)), spacing_um=(6.25, 12.5)))
+        embed(bl.Scan(np.zeros((10, 10)), spacing_um=(6.25, 12.5)), prepare=False)
+    # ...which the default applies: the scan is prepared (resampled to 6.25 µm) first
+    z = np.random.default_rng(0).normal(size=(60, 30)).astype(np.float32)
+    rows = embed(bl.Scan(z, spacing_um=(6.25, 12.5)))
+    assert rows.shape[1] == POSE_COLUMNS + DESCRIPTOR_DIM
 
 
 def test_embed_many_reports_progress():

@@ -181,3 +181,32 @@ def test_dfsc_pair_same_call_raw_or_prepared_and_mirrored(raw_dfsc_dir):
     for other in (_flip(b), transposed):
         cmp = bl.compare(a, other)
         assert cmp.mirrored and cmp.lead, (cmp.cmc_count, cmp.reason)
+
+
+def test_min_cells_alone_blocks_a_lead(sims):
+    a, b = sims.scans[0], sims.scans[1]  # same firearm, full scans, well above 2 mm²
+    assert bl.compare(a, b).lead
+    strict = bl.compare(a, b, config=bl.CMCConfig(min_cells=200))
+    assert not strict.lead and strict.score == 0 and "cells compared" in strict.reason
+    assert strict.cmc_count > 0  # the comparison itself was still made and reported
+
+
+@pytest.mark.realdata
+def test_fadul_crop_above_the_gate_still_links_its_gun_only(fadul_dir, fadul_truth):
+    """Just above the minimum area a crop is compared as any scan: its own gun's casings
+    are leads, the others are not (benchmarks/eval_thin_evidence.py has the full table)."""
+    names = sorted(fadul_truth)
+    src = bl.read_scan(fadul_dir / names[0])
+    gun = fadul_truth[names[0]]
+    for size in (400, 440, 480):
+        share = ndi.uniform_filter(src.mask.astype(float), size, mode="constant")
+        cy, cx = np.unravel_index(np.argmax(share), share.shape)
+        y0, x0 = max(0, cy - size // 2), max(0, cx - size // 2)
+        crop = bl.Scan(src.masked_heights()[y0 : y0 + size, x0 : x0 + size], spacing_um=6.25)
+        if crop.area_mm2 >= 2.1:
+            break
+    assert crop.area_mm2 >= 2.1
+    mates = [bl.read_scan(fadul_dir / n) for n in names if fadul_truth[n] == gun][1:]
+    others = [bl.read_scan(fadul_dir / n) for n in names if fadul_truth[n] != gun][:12]
+    assert all(c.lead for c in bl.compare_many(crop, mates))
+    assert not any(c.lead for c in bl.compare_many(crop, others))

@@ -90,7 +90,7 @@ def _check_scan(prep: Scan) -> None:
         )
 
 
-def embed(prep: Scan) -> np.ndarray:
+def embed(prep: Scan, *, prepare: bool = True) -> np.ndarray:
     """Local descriptors of a prepared scan, with their poses.
 
     Parameters
@@ -99,6 +99,8 @@ def embed(prep: Scan) -> np.ndarray:
         A prepared scan (leveled, band-passed, NaN outside the breech face), spacing at most
         18.75 µm/px; it is averaged onto a 12.5 µm grid. A scan that is not prepared is
         prepared first with the default chain (`balllink.preprocess.prepare_if_needed`).
+    prepare : bool, default True
+        False describes the scan exactly as given.
 
     Returns
     -------
@@ -118,7 +120,7 @@ def embed(prep: Scan) -> np.ndarray:
     >>> rows.dtype, rows.shape[1] == 3 + bl.features.DESCRIPTOR_DIM, len(rows) > 10
     (dtype('float32'), True, True)
     """
-    if isinstance(prep, Scan):
+    if isinstance(prep, Scan) and prepare and prep.n_valid:
         prep = prepare_if_needed(prep)
     _check_scan(prep)
     spacing = float(prep.spacing_um[0])
