@@ -800,8 +800,11 @@ def _masked_ncc_fft(a: np.ndarray, bs: np.ndarray, max_shift: int, min_frac: flo
     return ncc
 
 
-def _coarse_poses(pa: _Prepared, pb: _Prepared, cfg: CMCConfig):
-    """Candidate poses of b relative to a: list of (theta_deg, dy_um, dx_um, score)."""
+def _coarse_poses(pa: _Prepared, pb: _Prepared, cfg: CMCConfig, *, fallback: bool = True):
+    """Candidate poses of b relative to a: list of (theta_deg, dy_um, dx_um, score).
+
+    From `balllink.align`; when it finds no pose, from the brute-force search
+    (`_brute_force_poses`) unless ``fallback`` is False."""
     align = _align_module()
     if align is not None and hasattr(align, "coarse_align") and pa.tpl is not None:
         try:
@@ -810,6 +813,24 @@ def _coarse_poses(pa: _Prepared, pb: _Prepared, cfg: CMCConfig):
             poses = []
         if poses:
             return [(float(p[0]), float(p[1]), float(p[2]), float(p[3])) for p in poses]
+    return _brute_force_poses(pa, pb, cfg) if fallback else []
+
+
+def _coarse_poses_either(pa: _Prepared, pb: _Prepared, pbm: _Prepared, cfg: CMCConfig):
+    """Candidate poses of b or of its mirror image (whichever aligns better at the coarse
+    stage): (poses, mirrored)."""
+    align = _align_module()
+    if align is not None and hasattr(align, "coarse_align_either") and pa.tpl is not None:
+        poses, mirrored = align.coarse_align_either(
+            pa.tpl, pb.tpl, pbm.tpl, n=cfg.coarse_candidates
+        )
+        if poses:
+            return [(float(p[0]), float(p[1]), float(p[2]), float(p[3])) for p in poses], mirrored
+    return _brute_force_poses(pa, pb, cfg), False
+
+
+def _brute_force_poses(pa: _Prepared, pb: _Prepared, cfg: CMCConfig):
+    """The built-in coarse search (masked NCC over every coarse angle); slow."""
     # built-in search: every coarse_step_deg on a 2x coarser grid, then +-2 degrees by 1
     # around the three best angles on the coarse grid
     sp = pa.spacing_um * pa.coarse_factor
@@ -1172,20 +1193,19 @@ def _compare_default(
                 f"at most {cfg.max_missing:.0%} missing (need 3)",
                 mirrored,
             )  # fmt: skip
-    if cfg.search == "global":
+    best = None
+    if cfg.search != "global":
+        poses = [(0.0, 0.0, 0.0, 0.0)]
+    elif pb_mirror is None:
         poses = _coarse_poses(pa, pb, cfg)
     else:
-        poses = [(0.0, 0.0, 0.0, 0.0)]
-    best = None
-    if pb_mirror is not None and cfg.search == "global":
         # the reflection is decided at the coarse stage, so the cell search runs once and a
         # non-match gets no second chance at chance cells: on Fadul the true reflection's
-        # coarse score beats the mirrored one's by >= 0.16 on every same-gun pair
-        poses_m = _coarse_poses(pa, pb_mirror, cfg)
-        top = max((p[3] for p in poses), default=-math.inf)
-        top_m = max((p[3] for p in poses_m), default=-math.inf)
-        if poses_m and top_m > top:
-            best, pb, mirrored = _best_pose(pa, pb_mirror, poses_m, cfg), pb_mirror, True
+        # coarse score beats the mirrored one's by >= 0.16 on every same-gun pair. The slow
+        # brute-force search runs only when the alignment finds nothing.
+        poses, use_mirror = _coarse_poses_either(pa, pb, pb_mirror, cfg)
+        if use_mirror:
+            best, pb, mirrored = _best_pose(pa, pb_mirror, poses, cfg), pb_mirror, True
     if best is None and poses:
         best = _best_pose(pa, pb, poses, cfg)
     if best is None:
