@@ -82,6 +82,10 @@ _MIN_VALID_CELLS = 30  # a level with fewer valid coarse pixels is unusable
 #: (median 0.29; one same-gun pair of 63 led by the wrong one), its refined exact score by
 #: 0.16 or more on every pair.
 _EITHER_MARGIN = 0.1
+#: ... and when both are refined, the mirror image must beat the scan as given by this much:
+#: a same-gun mirror wins by far more, while a non-match would otherwise get the better of
+#: two chance alignments.
+_MIRROR_PREFERENCE = 0.05
 
 
 class Pose(NamedTuple):
@@ -631,8 +635,8 @@ def coarse_align_either(
 
     Both reflections get the full-circle angle scan (``a``'s rotated stack is shared).
     When their best angles' scores differ by `_EITHER_MARGIN` or more, only the better one
-    is refined; otherwise both are refined and the better refined (exact masked NCC) score
-    decides. The handedness is decided at the coarse stage, mostly at the cost of one more
+    is refined; otherwise both are refined and the refined (exact masked NCC) scores decide,
+    the mirror image needing `_MIRROR_PREFERENCE` more. The handedness is decided at the coarse stage, mostly at the cost of one more
     angle scan rather than of a second alignment.
 
     Parameters
@@ -678,7 +682,7 @@ def coarse_align_either(
         poses = _align_templates(ta, tb, int(n), opts, size, plain)
         poses_m = _align_templates(ta, tm, int(n), opts, size, mirror)
         top = max((p.score for p in poses), default=-math.inf)
-        if poses_m and max(p.score for p in poses_m) > top:
+        if poses_m and max(p.score for p in poses_m) > top + _MIRROR_PREFERENCE:
             return poses_m, True
         return poses, False
     if mirror.peak > plain.peak:
