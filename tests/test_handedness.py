@@ -177,8 +177,15 @@ def test_dfsc_pair_same_call_raw_or_prepared_and_mirrored(raw_dfsc_dir):
     prepared = bl.compare(bl.preprocess(a), bl.preprocess(b))
     assert raw.auto_prepared == (True, True)
     assert raw.lead == prepared.lead is True
-    transposed = bl.Scan(b.masked_heights().T, spacing_um=b.spacing_um[::-1], source="bT")
-    for other in (_flip(b), transposed):
+    z = b.masked_heights()
+    dy, dx = b.spacing_um
+    others = [  # every reflection another exporter may write, with any quarter turn
+        _flip(b),
+        bl.Scan(np.fliplr(z), spacing_um=(dy, dx), source="fliplr"),
+        bl.Scan(z.T, spacing_um=(dx, dy), source="transpose"),
+        bl.Scan(np.rot90(z, 2).T, spacing_um=(dx, dy), source="anti-transpose"),
+    ]
+    for other in others:
         cmp = bl.compare(a, other)
         assert cmp.mirrored and cmp.lead, (cmp.cmc_count, cmp.reason)
 
