@@ -217,3 +217,14 @@ def test_fadul_crop_above_the_gate_still_links_its_gun_only(fadul_dir, fadul_tru
     others = [bl.read_scan(fadul_dir / n) for n in names if fadul_truth[n] != gun][:12]
     assert all(c.lead for c in bl.compare_many(crop, mates))
     assert not any(c.lead for c in bl.compare_many(crop, others))
+
+
+def test_zero_filled_export_compares_like_the_nan_one(sims, tmp_path):
+    """Another exporter writes 0 where nothing was measured: read back, it is NaN again,
+    and the casing still links to its gun's other firing."""
+    a, b = sims.scans[0], sims.scans[1]
+    path = tmp_path / "zero-filled.npz"
+    np.savez(path, heights=np.where(b.mask, b.heights, 0.0).astype(np.float32), spacing_um=6.25)
+    back = bl.read_scan(path)
+    assert np.array_equal(np.isfinite(back.heights), b.mask)
+    assert bl.compare(a, back).lead

@@ -626,3 +626,55 @@ def test_handedness_values_are_checked(tmp_path):
     with pytest.raises(ValueError, match=r"meta\['handedness'\]"):
         write_scan(scan, tmp_path / "z.x3p")
     assert read_scan(tmp_path / "z.npy", spacing_um=1.0).meta["handedness"] is None
+
+
+# ------------------------------------------------------------------ fill values
+
+
+def _ring_with_fill(fill_um: float, n=120):
+    """Heights (µm) of a textured ring whose outside and hole hold ``fill_um`` exactly."""
+    yy, xx = np.mgrid[:n, :n] - (n - 1) / 2
+    r = np.hypot(yy, xx)
+    ring = (r < 0.45 * n) & (r > 0.15 * n)
+    z = np.random.default_rng(7).normal(0.0, 1.5, (n, n))
+    return np.where(ring, z, fill_um), ring
+
+
+@pytest.mark.parametrize("fill", ["zero", "minimum", "maximum"])
+def test_fill_value_for_unmeasured_points_is_read_as_missing(tmp_path, fill):
+    z, ring = _ring_with_fill(0.0)
+    if fill != "zero":
+        z = np.where(ring, z, -40.0 if fill == "minimum" else 40.0)
+    path = crafted(tmp_path / f"{fill}.x3p", z * 1e-6)  # metres, float64
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scan = read_scan(path)
+    assert np.array_equal(np.isfinite(scan.heights), ring)  # outside and hole gone
+    assert any("fill value" in q for q in scan.meta["quirks"])
+    npz = tmp_path / f"{fill}.npz"
+    np.savez(npz, heights=z.astype(np.float32), spacing_um=6.25)
+    assert np.array_equal(np.isfinite(read_scan(npz).heights), ring)
+
+
+def test_repeated_values_of_integer_data_and_images_are_kept(tmp_path):
+    z, ring = _ring_with_fill(0.0)
+    counts = np.round(z * 100).astype("<i4")  # integer heights with a Z increment
+    path = crafted(tmp_path / "int.x3p", counts, dtype="<i4", z_type="L", z_increment="1e-8")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scan = read_scan(path)
+    assert np.isfinite(scan.heights).all()
+    assert not any("fill value" in q for q in scan.meta["quirks"])
+    image = tmp_path / "photo.png"
+    Image.fromarray(np.where(ring, 128, 0).astype(np.uint8)).save(image)
+    assert np.isfinite(read_scan(image, spacing_um=5.0).heights).all()
+
+
+def test_a_measured_surface_with_a_few_equal_values_is_untouched(tmp_path):
+    z = np.random.default_rng(1).normal(size=(100, 100))
+    z[10, 10:20] = 0.0  # ten exact zeros in a row: not a fill region
+    path = crafted(tmp_path / "few.x3p", z * 1e-6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scan = read_scan(path)
+    assert np.isfinite(scan.heights).all()

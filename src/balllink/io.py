@@ -92,6 +92,7 @@ from typing import Any
 import numpy as np
 import tifffile
 from PIL import Image
+from scipy import ndimage as ndi
 
 from . import _x3p
 from ._scan import HANDEDNESS, Scan
@@ -99,6 +100,7 @@ from ._x3p import ChecksumWarning
 from .errors import ScanFormatError
 
 __all__ = [
+    "FILL_MIN_PIXELS",
     "HANDEDNESS",
     "MAX_FILE_BYTES",
     "SUPPORTED_SUFFIXES",
@@ -589,6 +591,47 @@ def _handedness(
     return requested
 
 
+#: Touching pixels of exactly one floating-point value that make a fill region: a measured
+#: surface never repeats a float value over so many neighbours (exporters write 0, or the
+#: data's minimum or maximum, where nothing was measured).
+FILL_MIN_PIXELS = 200
+
+
+def _float_source(read: _Read) -> bool:
+    """Heights stored as floating point (integer data and images repeat values legitimately)."""
+    if read.format == "image":
+        return False
+    if read.format == "x3p":
+        detail = read.meta.get("x3p") if isinstance(read.meta.get("x3p"), dict) else {}
+        return str(detail.get("z_data_type", "")).startswith("float")
+    return np.asarray(read.heights).dtype.kind == "f"
+
+
+def _fill_regions(z: np.ndarray) -> tuple[float, np.ndarray] | None:
+    """The fill value (0, the minimum or the maximum: one that stands in a patch of at least
+    `FILL_MIN_PIXELS` touching pixels) and everywhere it stands; None when there is none, or
+    when it covers
+    (nearly) the whole grid: that is a flat surface, not a fill around a measurement."""
+    finite = np.isfinite(z)
+    values = z[finite]
+    best = None
+    for value in {0.0, float(values.min()), float(values.max())}:
+        hit = finite & (z == np.float32(value))
+        if np.count_nonzero(hit) < FILL_MIN_PIXELS:
+            continue
+        labels, n = ndi.label(hit)
+        sizes = np.bincount(labels.ravel(), minlength=n + 1)
+        sizes[0] = 0
+        big = np.flatnonzero(sizes >= FILL_MIN_PIXELS)
+        # a grid of one value (or nearly) is a flat surface, not a fill around a measurement
+        if big.size and sizes[big].sum() < 0.95 * values.size:
+            # the exporter's fill value, shown by its large patches, stands for "not measured"
+            # wherever it occurs (small dropouts too)
+            if best is None or hit.sum() > best[1].sum():
+                best = (value, hit)
+    return best
+
+
 def _finish(
     path: Path,
     read: _Read,
@@ -621,6 +664,16 @@ def _finish(
         heights[~finite] = np.nan
     if not finite.any():
         raise _fail(path, f"the grid {heights.shape} holds no finite height value")
+    if _float_source(read):
+        filled = _fill_regions(heights)
+        if filled is not None:
+            value, region = filled
+            heights[region] = np.nan
+            quirks.append(
+                f"{int(region.sum())} points hold exactly {value:g}, some in patches of "
+                f"{FILL_MIN_PIXELS} or more touching pixels: a fill value for unmeasured "
+                "points, read as not measured"
+            )
 
     file_mask = read.file_mask
     applied = False
