@@ -1,8 +1,8 @@
-"""Files of the lead database: content-hashed prepared scans, atomic writes, the write lock.
+"""Files of the lead database: content-hashed prepared scans and the write lock.
 
-Every file is written to a temporary name in the same folder, flushed to disk and then
-renamed over its final name, so a reader (or a process restarted after a crash) sees either
-the whole old file or the whole new one, never a torn one.
+Every file is written with `balllink._files.atomic_write` (a temporary name in the same
+folder, flushed to disk, then renamed over its final name), so a reader (or a process
+restarted after a crash) sees either the whole old file or the whole new one, never a torn one.
 """
 
 from __future__ import annotations
@@ -12,15 +12,15 @@ import fcntl
 import hashlib
 import io
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
+from ._files import atomic_write, jsonable
 from ._scan import Scan
 from .errors import DatabaseError
 
-__all__ = ["WriteLock", "atomic_write", "file_sha256", "load_scan", "save_scan", "scan_sha256"]
+__all__ = ["WriteLock", "load_scan", "save_scan", "scan_sha256"]
 
 _FORMAT = "balllink-prepared-scan-1"
 
@@ -43,48 +43,6 @@ def scan_sha256(scan: Scan) -> str:
     return h.hexdigest()
 
 
-def file_sha256(path, *, chunk: int = 1 << 20) -> str:
-    """sha256 of a file's bytes, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file, fsync and rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def _jsonable(value, depth: int = 0):
-    """The JSON-representable part of a meta value (arrays and objects dropped)."""
-    if depth > 8:
-        return None
-    if value is None or isinstance(value, bool | int | float | str):
-        if isinstance(value, float) and not np.isfinite(value):
-            return None
-        return value
-    if isinstance(value, np.generic):
-        return _jsonable(value.item(), depth + 1)
-    if isinstance(value, dict):
-        out = {}
-        for k, v in value.items():
-            j = _jsonable(v, depth + 1)
-            if j is not None or v is None:
-                out[str(k)] = j
-        return out
-    if isinstance(value, list | tuple):
-        return [_jsonable(v, depth + 1) for v in value]
-    return None
-
-
 def save_scan(scan: Scan, folder: Path, digest: str) -> str:
     """Store a prepared scan as compressed ``.npz`` under its content hash (idempotent).
 
@@ -103,7 +61,7 @@ def save_scan(scan: Scan, folder: Path, digest: str) -> str:
         mask=np.packbits(scan.mask),
         shape=np.asarray(scan.shape, dtype=np.int64),
         spacing_um=np.asarray(scan.spacing_um, dtype=np.float64),
-        meta=np.array(json.dumps(_jsonable(scan.meta) or {})),
+        meta=np.array(json.dumps(jsonable(scan.meta))),
         source=np.array(scan.source or ""),
     )
     atomic_write(path, buf.getvalue())

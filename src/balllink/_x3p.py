@@ -52,6 +52,7 @@ from defusedxml.common import (
     ExternalReferenceForbidden,
 )
 
+from ._files import jsonable
 from ._x3p_mask import (
     add_annotation_mask,
     encode_annotations,
@@ -824,32 +825,6 @@ READER_KEYS = frozenset(
 )
 
 
-def jsonable(value: Any) -> tuple[bool, Any]:
-    """Return ``(True, value as JSON types)`` or ``(False, None)`` if it has no JSON form.
-
-    Dicts keep their JSON-able entries (others are dropped); numpy scalars become Python
-    numbers; tuples become lists; arrays are dropped.
-    """
-    if value is None or isinstance(value, (str, bool, int, float)):
-        return True, value
-    if isinstance(value, np.generic) and not isinstance(value, np.void):
-        return True, value.item()
-    if isinstance(value, datetime):
-        return True, value.isoformat()
-    if isinstance(value, dict):
-        out = {}
-        for key, item in value.items():
-            ok, converted = jsonable(item)
-            if ok and isinstance(key, str):
-                out[key] = converted
-        return True, out
-    if isinstance(value, (list, tuple)):
-        items = [jsonable(item) for item in value]
-        if all(ok for ok, _ in items):
-            return True, [converted for _, converted in items]
-    return False, None
-
-
 def _metadata_for(meta: dict[str, Any]) -> x3pio.Metadata:
     detail = meta.get("x3p") if isinstance(meta.get("x3p"), dict) else {}
 
@@ -904,14 +879,9 @@ def x3p_bytes(
     mask_png = mask_xml = None
     if annotations:  # checked before anything is written
         mask_png, mask_xml = encode_annotations(annotations, heights_um.shape, label=label)
-    kept = {}
-    for key, value in meta.items():
-        if key in READER_KEYS:
-            continue
-        ok, converted = jsonable(value)
-        if ok:
-            kept[key] = converted
-        else:
+    kept = jsonable({key: value for key, value in meta.items() if key not in READER_KEYS})
+    for key in meta:
+        if key not in READER_KEYS and str(key) not in kept:
             logger.debug("write_scan %s: meta[%r] has no JSON form; not stored", label, key)
     payload: dict[str, Any] = {"balllink_meta_version": 1, "meta": kept}
     try:

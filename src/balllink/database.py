@@ -35,7 +35,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import _db_schema
-from ._db_store import WriteLock, atomic_write, file_sha256, load_scan, save_scan, scan_sha256
+from ._db_store import WriteLock, load_scan, save_scan, scan_sha256
+from ._files import atomic_path, atomic_write, file_sha256
 from ._scan import Scan
 from .errors import BalllinkError, DatabaseError, PreprocessError
 from .leads import (
@@ -680,23 +681,19 @@ class LeadDatabase:
             return False
         try:
             data, ids_path, manifest_path = self._index_files()
-            tmp = data.with_name(f".{data.name}.{os.getpid()}.tmp")
-            self._index.save(str(tmp))
-            with open(tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
             ids = np.asarray(sorted(self._indexed), dtype=np.int64)
-            tmp_ids = ids_path.with_name(f".{ids_path.name}.{os.getpid()}.tmp.npy")
-            np.save(tmp_ids, ids)
-            manifest = {
-                "sha256": file_sha256(tmp),
-                "ids_sha256": file_sha256(tmp_ids),
-                "n": int(ids.size),
-                "saved": _now(),
-            }
             # the manifest goes last: until it is replaced, the old trio stays consistent
             # (a mismatch after a crash between the renames only triggers a rebuild)
-            os.replace(tmp, data)
-            os.replace(tmp_ids, ids_path)
+            with atomic_path(data) as tmp, atomic_path(ids_path) as tmp_ids:
+                self._index.save(str(tmp))
+                with open(tmp_ids, "wb") as fh:
+                    np.save(fh, ids)
+                manifest = {
+                    "sha256": file_sha256(tmp),
+                    "ids_sha256": file_sha256(tmp_ids),
+                    "n": int(ids.size),
+                    "saved": _now(),
+                }
             atomic_write(manifest_path, json.dumps(manifest).encode())
             self._index_dirty = False
             return True

@@ -56,6 +56,7 @@ import faiss
 import numpy as np
 from faiss.contrib.clustering import two_level_clustering
 
+from ._files import atomic_path
 from ._scan import Scan
 from .errors import IndexFormatError
 from .features import DESCRIPTOR_DIM, DESCRIPTOR_VERSION, POSE_COLUMNS, embed, mirror_keypoints
@@ -635,6 +636,9 @@ class CasingIndex:
     def save(self, path: str | os.PathLike) -> None:
         """Write the index (FAISS data, poses, ids, factory, descriptor version) to a file.
 
+        The file is replaced atomically (`balllink._files.atomic_path`): a crash while saving
+        leaves the previous file whole.
+
         Examples
         --------
         >>> import tempfile, numpy as np, balllink as bl
@@ -644,7 +648,6 @@ class CasingIndex:
         >>> idx.save(path); len(bl.CasingIndex.load(path))
         1
         """
-        path = Path(path)
         meta = {
             "magic": _MAGIC,
             "format": _FORMAT,
@@ -655,8 +658,7 @@ class CasingIndex:
         blob = (
             faiss.serialize_index(self.index_) if self.index_ is not None else np.zeros(0, np.uint8)
         )
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as fh:
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
             np.savez(
                 fh,
                 meta=np.frombuffer(json.dumps(meta).encode(), np.uint8),
@@ -666,7 +668,6 @@ class CasingIndex:
                 alive=self.alive_,
                 pose=self.pose_,
             )
-        os.replace(tmp, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> CasingIndex:

@@ -77,12 +77,10 @@ after reading at most `MAX_UNCOMPRESSED_BYTES` (see `balllink._x3p`).
 from __future__ import annotations
 
 import errno
-import hashlib
 import io
 import json
 import logging
 import os
-import tempfile
 import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -95,6 +93,7 @@ from PIL import Image
 from scipy import ndimage as ndi
 
 from . import _x3p
+from ._files import atomic_write, file_sha256, jsonable
 from ._scan import HANDEDNESS, Scan
 from ._x3p import ChecksumWarning
 from .errors import ScanFormatError
@@ -397,11 +396,6 @@ def _read_image(path: Path, limit: int) -> _Read:
 # ---------------------------------------------------------------------------------------------
 # Public functions
 # ---------------------------------------------------------------------------------------------
-
-
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as stream:
-        return hashlib.file_digest(stream, "sha256").hexdigest()
 
 
 def read_scan(
@@ -711,22 +705,11 @@ def _finish(
         mask_applied=applied,
         annotations=dict(read.annotations),
         handedness=_handedness(path, handedness, read.meta, quirks),
-        source_sha256=_sha256(path),
+        source_sha256=file_sha256(path),
     )
     for quirk in quirks:
         logger.info("%s: %s", path, quirk)
     return Scan(heights, spacing, None, meta, source=str(path))
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def _annotations_to_write(
@@ -775,10 +758,11 @@ def write_scan(
     metres; ``Record2`` from ``meta`` (``date``, ``creator``, ``comment``, ``instrument`` and
     the instrument details of ``meta["x3p"]``; the probing type is ``Software`` unless known).
     Two vendor files (``VendorSpecificID`` ``http://balllink/...``): ``meta.json`` holds every
-    JSON-serialisable entry of ``meta`` (arrays are left out, tuples become lists) and is merged
-    back on reading (``meta["handedness"]`` among them); ``mask.png`` holds ``scan.mask``
-    (white = usable, black = not) when it is stricter than the finite heights, and is read back
-    as the file's region of interest. Annotations are written as x3ptools does:
+    JSON-serialisable entry of ``meta`` (arrays are left out, tuples become lists, NaN and Inf
+    are kept, dates become ISO text) and is merged back on reading (``meta["handedness"]``
+    among them); ``mask.png`` holds ``scan.mask`` (white = usable, black = not) when it is
+    stricter than the finite heights, and is read back as the file's region of interest.
+    Annotations are written as x3ptools does:
     ``bindata/mask.png`` (RGB, ``#cd7f32`` where nothing is annotated, one colour per
     annotation) and ``Record3/Mask`` with ``<Background>#cd7f32</Background>`` and
     ``<Annotations><Annotation color="#rrggbb">name</Annotation>...</Annotations>``.
@@ -787,7 +771,7 @@ def write_scan(
     than the finite heights, ``annotations`` (bool, ``(n, rows, cols)``) and
     ``annotation_names`` when there are annotations, ``meta_json``.
 
-    The file is written to a temporary name and moved into place.
+    The file is written to a temporary name, flushed to disk (fsync) and moved into place.
 
     Parameters
     ----------
@@ -848,12 +832,7 @@ def write_scan(
             scan.heights, scan.spacing_um, mask, scan.meta, str(path), annotations=regions
         )
     elif suffix == ".npz":
-        kept = {}
-        for key, value in scan.meta.items():
-            if key not in _x3p.READER_KEYS:
-                ok, converted = _x3p.jsonable(value)
-                if ok:
-                    kept[key] = converted
+        kept = jsonable({k: v for k, v in scan.meta.items() if k not in _x3p.READER_KEYS})
         arrays: dict[str, np.ndarray] = {
             "heights": np.asarray(scan.heights, dtype=np.float32),
             "spacing_um": np.asarray(scan.spacing_um, dtype=np.float64),
@@ -869,4 +848,4 @@ def write_scan(
         data = buffer.getvalue()
     else:
         raise _fail(path, f"write_scan writes .x3p or .npz, not {suffix or '(no suffix)'!r}")
-    _atomic_write(path, data)
+    atomic_write(path, data)

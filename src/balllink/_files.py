@@ -1,0 +1,231 @@
+"""Files on disk: one atomic write, one file hash, one JSON form of metadata.
+
+The shared layer under `balllink.io`, `balllink.index` and the lead database; every module
+that writes a file, hashes one or stores ``Scan.meta`` as JSON uses these.
+
+* `atomic_path` / `atomic_write`: the data goes to a temporary file beside the target
+  (``.<name>.<pid>.<random>.tmp``, so a folder can be swept with ``.*.tmp*``), is flushed to
+  disk (``fsync``), renamed over the target (``os.replace``) and the rename itself is made
+  durable by an ``fsync`` of the folder where the OS allows it. A reader, or a process
+  restarted after a crash, sees the whole old file or the whole new one, never a torn one;
+  on any failure the temporary file is removed and the old file is left as it was.
+* `file_sha256`: SHA-256 of a file's bytes (``hashlib.file_digest``).
+* `jsonable`: the JSON form of a metadata value, with one NaN/Inf policy (kept; see there).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["atomic_path", "atomic_write", "file_sha256", "jsonable"]
+
+_ATTEMPTS = 100  # names tried before giving up (as tempfile does)
+
+
+def _create_temporary(path: Path) -> Path:
+    """Create an empty, new file beside ``path``; permissions as for ``open(..., "w")``."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(_ATTEMPTS):
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+        try:
+            os.close(os.open(temporary, flags, 0o666))  # the umask applies, unlike mkstemp
+        except FileExistsError:
+            continue
+        return temporary
+    raise FileExistsError(f"no free temporary name beside {path}")
+
+
+def _fsync_directory(folder: Path) -> None:
+    """Make a rename in ``folder`` durable where the OS allows it (POSIX); else do nothing."""
+    try:
+        handle = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:  # Windows cannot open a folder; its rename needs no folder fsync
+        return
+    try:
+        os.fsync(handle)
+    except OSError:  # some file systems (network, FUSE) refuse; the rename has happened
+        pass
+    finally:
+        os.close(handle)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Give a temporary path to write; on success it replaces ``path`` atomically.
+
+    For writers that want a path or an open file (``np.savez``, a FAISS index's ``save``)
+    rather than bytes in memory. The temporary file exists (empty) when the block starts
+    and lies in the folder of ``path``. When the block ends normally the file is fsynced,
+    renamed over ``path`` and the folder fsynced; when it raises, the temporary file is
+    removed, ``path`` is untouched and the exception goes on.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file to write; its folder must exist.
+
+    Yields
+    ------
+    pathlib.Path
+        The temporary file to write, ``.<name>.<pid>.<random>.tmp`` beside ``path``.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np
+    >>> from pathlib import Path
+    >>> target = Path(tempfile.mkdtemp()) / "a.npz"
+    >>> with atomic_path(target) as temporary, open(temporary, "wb") as stream:
+    ...     np.savez(stream, x=np.arange(3))
+    >>> np.load(target)["x"].tolist(), sorted(p.name for p in target.parent.iterdir())
+    ([0, 1, 2], ['a.npz'])
+    """
+    path = Path(os.fspath(path))
+    temporary = _create_temporary(path)
+    try:
+        yield temporary
+        with open(temporary, "rb+") as stream:  # writable: Windows' fsync needs it
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    _fsync_directory(path.parent)
+
+
+def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically and durably (see `atomic_path`).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file to write or replace; its folder must exist.
+    data : bytes
+        The whole new content.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> target = Path(tempfile.mkdtemp()) / "note.txt"
+    >>> atomic_write(target, b"old"); atomic_write(target, b"new")
+    >>> target.read_bytes(), [p.name for p in target.parent.iterdir()]
+    (b'new', ['note.txt'])
+    """
+    with atomic_path(path) as temporary:
+        temporary.write_bytes(data)
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a file's bytes, as 64 hexadecimal digits (read in chunks).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file to hash.
+
+    Returns
+    -------
+    str
+        ``hashlib.sha256(<the bytes>).hexdigest()``.
+
+    Raises
+    ------
+    OSError
+        The file cannot be read (missing, a folder, no permission).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> target = Path(tempfile.mkdtemp()) / "abc.txt"
+    >>> _ = target.write_bytes(b"abc")
+    >>> file_sha256(target)[:16]
+    'ba7816bf8f01cfea'
+    """
+    with open(path, "rb") as stream:
+        return hashlib.file_digest(stream, "sha256").hexdigest()
+
+
+_OMIT = object()  # "this value has no JSON form"
+
+
+def _json_form(value: Any, open_containers: set[int]) -> Any:
+    if isinstance(value, np.generic) and not isinstance(value, np.void):
+        value = value.item()  # numpy scalars as Python numbers, str, bool, datetime
+    if value is None or isinstance(value, str | bool | int | float):
+        return value
+    if isinstance(value, date):  # datetime too
+        return value.isoformat()
+    if not isinstance(value, dict | list | tuple) or id(value) in open_containers:
+        return _OMIT  # arrays, bytes, objects; a container holding itself
+    open_containers.add(id(value))
+    try:
+        if isinstance(value, dict):
+            out = {}
+            for key, item in value.items():
+                converted = _json_form(item, open_containers)
+                if converted is not _OMIT:
+                    out[key if isinstance(key, str) else str(key)] = converted
+            return out
+        items = (_json_form(item, open_containers) for item in value)
+        return [None if item is _OMIT else item for item in items]
+    finally:
+        open_containers.discard(id(value))
+
+
+def jsonable(value: Any) -> Any:
+    """The JSON form of a metadata value (``Scan.meta`` or a part of it).
+
+    * ``None``, ``str``, ``bool``, ``int`` and ``float`` are kept as they are, **NaN and
+      ±Inf included**: write the result with ``json.dumps(..., allow_nan=True)`` (the
+      default), which spells them ``NaN``/``Infinity``/``-Infinity``, and ``json.loads``
+      reads them back. A missing measurement stays distinguishable from a missing key.
+    * numpy scalars become the Python value (``np.float32(0.5)`` → ``0.5``);
+      ``datetime``/``date`` become ISO 8601 text; tuples become lists.
+    * dicts keep every entry that has a JSON form (the others are left out) and their keys
+      become ``str(key)``; in a list or tuple an item with no JSON form becomes ``None``, so
+      the other items keep their places.
+    * anything else (arrays, bytes, other objects, a container that holds itself) has no
+      JSON form.
+
+    Parameters
+    ----------
+    value : object
+        Typically a dict of metadata.
+
+    Returns
+    -------
+    object
+        Built from ``dict``, ``list``, ``str``, ``int``, ``float``, ``bool`` and ``None``.
+
+    Raises
+    ------
+    TypeError
+        ``value`` itself has no JSON form (an array, say); pass the dict that holds it to
+        have it left out.
+
+    Examples
+    --------
+    >>> import json, numpy as np
+    >>> from datetime import datetime
+    >>> meta = {"score": np.float32(0.5), "shift": (1, np.int64(2)), "mask": np.ones(2),
+    ...         "depth": float("nan"), 7: datetime(2024, 5, 1, 12, 30), "parts": [np.ones(2), 3]}
+    >>> jsonable(meta)
+    {'score': 0.5, 'shift': [1, 2], 'depth': nan, '7': '2024-05-01T12:30:00', 'parts': [None, 3]}
+    >>> json.dumps(jsonable(meta))
+    '{"score": 0.5, "shift": [1, 2], "depth": NaN, "7": "2024-05-01T12:30:00", "parts": [null, 3]}'
+    """
+    converted = _json_form(value, set())
+    if converted is _OMIT:
+        raise TypeError(
+            f"a {type(value).__name__} has no JSON form; put it in a dict to have it left out"
+        )
+    return converted
