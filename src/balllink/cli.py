@@ -534,8 +534,17 @@ AGENCIES = {
 }
 
 
+#: The demo's county sheriff scans on an instrument whose exporter writes mirror images and
+#: says nothing about it (unknown handedness), as real exporters do.
+MIRRORING_AGENCY = "RIVER-CO-SO"
+
+
 def _simulated_region(seed: int = 7, shape=None, difficulty: str = "fadul-like"):
-    """A year of shootings in three agencies: guns, casings, test fires, with truth."""
+    """A year of shootings in three agencies: guns, casings, test fires, with truth.
+
+    The casings are cut to their breech face in varied ways (off-centre, touching or open
+    firing-pin holes, missing sectors, clipped outlines), and one agency's exporter writes
+    mirror images with no handedness: the links must survive both."""
     import numpy as np
 
     from . import simulate
@@ -553,7 +562,9 @@ def _simulated_region(seed: int = 7, shape=None, difficulty: str = "fadul-like")
     ]
     recovered = {0: ("Glock", "19", "BHX123"), 3: ("Smith & Wesson", "SD9VE", "FCK4471")}
     per = max(len(p) + (g in recovered) for g, p in enumerate(plan))
-    sims = simulate.casings(len(plan), per, seed=seed, shape=shape, difficulty=difficulty)
+    sims = simulate.casings(
+        len(plan), per, seed=seed, shape=shape, difficulty=difficulty, geometry="varied"
+    )
     items, truth = [], []
     case_no = 100
     for g, agencies in enumerate(plan):
@@ -562,9 +573,13 @@ def _simulated_region(seed: int = 7, shape=None, difficulty: str = "fadul-like")
             lat0, lon0 = AGENCIES[agency]
             day = int(rng.integers(0, 330))
             case_no += 1
+            scan = firings[n]
+            if agency == MIRRORING_AGENCY:
+                flipped = scan.mirrored()
+                scan = flipped.replace(meta={**flipped.meta, "handedness": None})
             items.append(
                 {
-                    "scan": firings[n],
+                    "scan": scan,
                     "agency": agency,
                     "case_id": f"{agency[:3]}-2025-{case_no}",
                     "kind": "crime_scene",
