@@ -781,3 +781,15 @@ def test_mirrored_export_is_linked_and_says_so(tmp_path):
         text = report.lead_report(db, lead.id, k=3)
         assert "mirror image (recomputed)</td><td>yes" in text
         assert "mirror image (stored)</td><td>yes" in text
+
+
+def test_a_small_scan_prepared_elsewhere_is_flagged_at_ingest(tmp_path):
+    """A crop of a prepared (here simulated) scan needs no preparation, but its small
+    usable area is flagged all the same, and its comparisons cannot make a lead."""
+    sims = bl.simulate.casings(1, 2, seed=3, difficulty="fadul-like")
+    crop = bl.simulate.crop(sims.scans[1], 150, seed=0)
+    with LeadDatabase(tmp_path / "leads.db") as db:
+        db.ingest(sims.scans[0], case_id="c1", agency="A")
+        report = db.ingest_many([(crop, {"case_id": "c2", "agency": "B"})])
+        assert [f.code for f in report.flagged[0].flags] == ["small_area"]
+        assert db.leads() == []

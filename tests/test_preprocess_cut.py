@@ -145,3 +145,12 @@ def test_two_hundred_simulated_cut_geometries_pass_with_defaults():
         kinds[truth["cut"]] = kinds.get(truth["cut"], 0) + 1
     assert refused == []
     assert len(kinds) >= 5 and sum(kinds.values()) == 200, kinds
+
+
+def test_small_area_is_flagged_even_when_prepared_elsewhere():
+    sim = bl.simulate.casings(1, 1, seed=2, difficulty="fadul-like").scans[0]
+    assert flags_of(sim) == []  # a full simulated scan, prepared-like: nothing to say
+    crop = bl.simulate.crop(sim, 150, seed=0)  # still claims to be prepared
+    assert prepare_if_needed(crop) is crop
+    codes = [f["code"] for f in flags_of(crop)]
+    assert codes == ["small_area"]

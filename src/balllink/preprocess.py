@@ -1199,13 +1199,7 @@ def preprocess(scan: Scan, *, strict: bool = False, **options: Any) -> Scan:
         )
     area_mm2 = work.area_mm2
     if area_mm2 < MIN_AREA_MM2:
-        flags.append(
-            _flag(
-                "small_area",
-                f"{area_mm2:.2f} mm² of usable breech face, less than {MIN_AREA_MM2:g} mm²: "
-                "its comparisons cannot yield a lead",
-            )
-        )
+        flags.append(_small_area_flag(area_mm2))
     for f in flags:
         log.info("%s: flagged %s: %s", _who(scan), f["code"], f["message"])
     dy, dx = scan.spacing_um
@@ -1232,8 +1226,19 @@ def _flag(code: str, message: str) -> dict[str, str]:
     return {"code": code, "message": message}
 
 
+def _small_area_flag(area_mm2: float) -> dict[str, str]:
+    return _flag(
+        "small_area",
+        f"{area_mm2:.2f} mm² of usable breech face, less than {MIN_AREA_MM2:g} mm²: "
+        "its comparisons cannot yield a lead",
+    )
+
+
 def flags_of(scan: Scan) -> list[dict[str, str]]:
-    """The flags `preprocess` gave a scan (``meta["prepared"]["flags"]``); [] when none.
+    """What a user of the scan should know: the flags `preprocess` gave it
+    (``meta["prepared"]["flags"]``), and ``small_area`` whenever its usable area is below
+    `MIN_AREA_MM2`, even if it was prepared elsewhere (a crop of a prepared scan, a
+    simulated one). [] when none.
 
     Examples
     --------
@@ -1243,10 +1248,15 @@ def flags_of(scan: Scan) -> list[dict[str, str]]:
     >>> z = np.random.default_rng(0).normal(size=(64, 64))
     >>> [f["code"] for f in flags_of(bl.preprocess(bl.Scan(z, spacing_um=6.25)))]
     ['ring_irregular', 'small_area']
+    >>> [f["code"] for f in flags_of(bl.Scan(z, spacing_um=6.25))]  # never prepared
+    ['small_area']
     """
     prepared = scan.meta.get("prepared")
-    flags = prepared.get("flags") if isinstance(prepared, dict) else None
-    return [dict(f) for f in flags] if isinstance(flags, list) else []
+    flags = prepared.get("flags") if isinstance(prepared, Mapping) else None
+    out = [dict(f) for f in flags] if isinstance(flags, list) else []
+    if scan.area_mm2 < MIN_AREA_MM2 and not any(f.get("code") == "small_area" for f in out):
+        out.append(_small_area_flag(scan.area_mm2))
+    return out
 
 
 _CHECKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
