@@ -228,3 +228,22 @@ def test_zero_filled_export_compares_like_the_nan_one(sims, tmp_path):
     back = bl.read_scan(path)
     assert np.array_equal(np.isfinite(back.heights), b.mask)
     assert bl.compare(a, back).lead
+
+
+def test_index_uses_known_handedness(sims, tmp_path):
+    """Known on both sides, only the right reflection's vote counts; unknown, both do."""
+    ids = np.arange(len(sims.scans))
+    index = bl.CasingIndex()
+    index.add(ids, sims.scans)  # simulated scans: handedness "viewed"
+    told_mirrored = [bl.simulate.mirror(s) for s in sims.scans]  # say "mirrored"
+    lying = [m.replace(meta={**m.meta, "handedness": "viewed"}) for m in told_mirrored]
+    firearm = sims.truth["firearm_id"]
+    got, _ = index.search(told_mirrored, k=2)
+    assert all(firearm[row[1]] == firearm[i] for i, row in enumerate(got))
+    # a mirror image that claims to be viewed is taken at its word: no mirror vote
+    _, lied_scores = index.search(lying, k=1)
+    _, told_scores = index.search(told_mirrored, k=1)
+    assert lied_scores[:, 0].mean() < 0.5 * told_scores[:, 0].mean()
+    index.save(tmp_path / "i.blx")  # handedness is saved with the index
+    again = bl.CasingIndex.load(tmp_path / "i.blx")
+    np.testing.assert_array_equal(again.search(told_mirrored, k=2)[0], got)

@@ -75,6 +75,15 @@ _TWO_LEVEL_NLIST = 4096
 _TRAIN_PER_LIST = 32
 
 
+#: Handedness codes kept per casing: 0 unknown, 1 "viewed", 2 "mirrored".
+_HAND_CODES = {"viewed": 1, "mirrored": 2}
+
+
+def _hand_of(item) -> int:
+    """The handedness code of a scan (`meta["handedness"]`); 0 for descriptor tables."""
+    return _HAND_CODES.get(item.meta.get("handedness"), 0) if isinstance(item, Scan) else 0
+
+
 def _rows_of(item, what: str) -> np.ndarray:
     """Embed a scan, or check a descriptor table from `embed`."""
     if isinstance(item, Scan):
@@ -135,8 +144,11 @@ class CasingIndex:
         ``"both"`` (default): a query also votes as its mirror image (`mirror_keypoints`:
         the same keypoints with rows reversed, no re-embedding), and each stored casing
         keeps the better of the two votes, so a mate exported mirrored still reaches the
-        candidate list (twice the nearest-neighbour searches). ``"same"``: collections
-        known to be exported consistently.
+        candidate list (twice the nearest-neighbour searches). Where the handedness of the
+        query and of a stored casing are both known (``meta["handedness"]`` of the scans
+        given to `add` and `search`), only the vote of the right reflection counts, and a
+        query known to agree with every stored casing skips the mirror search.
+        ``"same"``: collections known to be exported consistently.
 
     Attributes
     ----------
@@ -230,6 +242,7 @@ class CasingIndex:
         self.casing_ids_ = np.zeros(0, np.int64)
         self.starts_ = np.zeros(1, np.int64)
         self.alive_ = np.zeros(0, bool)
+        self.hand_ = np.zeros(0, np.int8)
         self._pose_parts: list[np.ndarray] = []  # concatenated lazily (adds stay O(n))
         self._pose = np.zeros((0, POSE_COLUMNS), np.float16)
         self._row_of: dict[int, int] = {}
@@ -444,6 +457,7 @@ class CasingIndex:
         done = 0
         batch_ids: list[int] = []
         batch_rows: list[np.ndarray] = []
+        batch_hands: list[int] = []
         pending = 0
         chunk = _ADD_CHUNK
         if self.index_ is None or not self.index_.is_trained:  # trained on the first batch
@@ -454,19 +468,20 @@ class CasingIndex:
                 rows = rows[: int(self.max_stored)]  # embed lists the strongest first
             batch_ids.append(int(cid))
             batch_rows.append(rows)
+            batch_hands.append(_hand_of(item))
             pending += len(rows)
             done += 1
             if pending >= chunk:
-                self._add_rows(batch_ids, batch_rows)
-                batch_ids, batch_rows, pending, chunk = [], [], 0, _ADD_CHUNK
+                self._add_rows(batch_ids, batch_rows, batch_hands)
+                batch_ids, batch_rows, batch_hands, pending, chunk = [], [], [], 0, _ADD_CHUNK
                 if progress is not None:
                     progress(done, n)
         if batch_ids:
-            self._add_rows(batch_ids, batch_rows)
+            self._add_rows(batch_ids, batch_rows, batch_hands)
         if progress is not None:
             progress(n, n)
 
-    def _add_rows(self, ids: list[int], rows: list[np.ndarray]) -> None:
+    def _add_rows(self, ids: list[int], rows: list[np.ndarray], hands: list[int]) -> None:
         counts = np.array([len(r) for r in rows], np.int64)
         table = np.concatenate(rows) if rows else np.zeros((0, POSE_COLUMNS + DESCRIPTOR_DIM))
         vecs = np.ascontiguousarray(table[:, POSE_COLUMNS:], dtype=np.float32)
@@ -480,6 +495,7 @@ class CasingIndex:
         self.casing_ids_ = np.concatenate([self.casing_ids_, np.asarray(ids, np.int64)])
         self.starts_ = np.concatenate([self.starts_, first + np.cumsum(counts)])
         self.alive_ = np.concatenate([self.alive_, np.ones(len(ids), bool)])
+        self.hand_ = np.concatenate([self.hand_, np.asarray(hands, np.int8)])
         self._pose_parts.append(table[:, :POSE_COLUMNS].astype(np.float16))
         for j, cid in enumerate(ids):
             self._row_of[cid] = base + j
@@ -553,7 +569,9 @@ class CasingIndex:
         k = int(k)
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        queries = [_rows_of(q, f"query {i}") for i, q in enumerate(scans_or_descriptors)]
+        items = list(scans_or_descriptors)
+        queries = [_rows_of(q, f"query {i}") for i, q in enumerate(items)]
+        qhand = [_hand_of(q) for q in items]
         if self.query_keypoints is not None:
             queries = [q[: int(self.query_keypoints)] for q in queries]  # strongest first
         nq = len(queries)
@@ -563,8 +581,15 @@ class CasingIndex:
             return out_ids, out_scores
         self._check_params()
         self._apply_search_params()
-        if self.handedness == "both":  # each query also as its mirror image
-            queries = queries + [mirror_keypoints(q) for q in queries]
+        mirror_part: dict[int, int] = {}  # query -> index of its mirror image in `queries`
+        if self.handedness == "both":  # each query also as its mirror image, when needed
+            live = self.hand_[self.alive_]
+            for qi in range(nq):
+                # a query of known handedness needs no mirror vote when every stored casing
+                # is known to agree with it
+                if not (qhand[qi] and (live == qhand[qi]).all()):
+                    mirror_part[qi] = len(queries)
+                    queries.append(mirror_keypoints(queries[qi]))
         table = np.concatenate(queries)
         vecs = np.ascontiguousarray(table[:, POSE_COLUMNS:], dtype=np.float32)
         kk = min(int(self.neighbors), self.ntotal)
@@ -574,11 +599,20 @@ class CasingIndex:
             dist, labels = np.zeros((0, kk), np.float32), np.zeros((0, kk), np.int64)
         bounds = np.concatenate([[0], np.cumsum([len(q) for q in queries])])
         for qi in range(nq):
-            parts = [qi, qi + nq] if self.handedness == "both" else [qi]
             results = []
-            for part in parts:
+            for part, mirrored in ((qi, False), (mirror_part.get(qi), True)):
+                if part is None:
+                    continue
                 sl = slice(bounds[part], bounds[part + 1])
-                results.append(self._vote(table[sl, :POSE_COLUMNS], labels[sl], dist[sl]))
+                rows, votes, nearest = self._vote(table[sl, :POSE_COLUMNS], labels[sl], dist[sl])
+                if qhand[qi] and rows.size:  # handedness known on both sides decides
+                    stored = self.hand_[rows]
+                    known = stored > 0
+                    wrong = known & (
+                        (stored != qhand[qi]) if not mirrored else (stored == qhand[qi])
+                    )
+                    rows, votes, nearest = rows[~wrong], votes[~wrong], nearest[~wrong]
+                results.append((rows, votes, nearest))
             rows, votes, nearest = _best_of(results)
             order = np.lexsort((rows, nearest, -votes))[:k]
             out_ids[qi, : len(order)] = self.casing_ids_[rows[order]]
@@ -667,6 +701,7 @@ class CasingIndex:
                 starts=self.starts_,
                 alive=self.alive_,
                 pose=self.pose_,
+                hand=self.hand_,
             )
 
     @classmethod
@@ -727,6 +762,8 @@ class CasingIndex:
             self.casing_ids_ = arrays["casing_ids"].astype(np.int64)
             self.starts_ = arrays["starts"].astype(np.int64)
             self.alive_ = arrays["alive"].astype(bool)
+            # files written before handedness was kept: every casing unknown
+            self.hand_ = arrays.get("hand", np.zeros(len(self.alive_), np.int8)).astype(np.int8)
             self.pose_ = arrays["pose"].astype(np.float16)
         except (RuntimeError, KeyError, ValueError) as exc:
             raise IndexFormatError(f"{path}: damaged casing index ({exc})") from None
