@@ -247,3 +247,28 @@ def test_index_uses_known_handedness(sims, tmp_path):
     index.save(tmp_path / "i.blx")  # handedness is saved with the index
     again = bl.CasingIndex.load(tmp_path / "i.blx")
     np.testing.assert_array_equal(again.search(told_mirrored, k=2)[0], got)
+
+
+def test_hostile_inputs_fail_cleanly_or_are_repaired(sims, tmp_path):
+    good, mate = sims.scans[0], sims.scans[1]
+    # a strip too thin to align, as candidate b: a reason, never an internal error
+    z = np.full_like(good.heights, np.nan)
+    z[200:208] = good.heights[200:208]
+    strip = bl.Scan(z, spacing_um=6.25, source="band8.npy")
+    for cmp in (bl.compare(good, strip), *bl.compare_many(good, [mate, strip])[1:]):
+        assert not cmp.lead and cmp.reason
+    # a spacing in the wrong unit is refused at once, naming the scan
+    for spacing in (500.0, 6.25e-6):
+        with pytest.raises(bl.PreprocessError, match=r"wrong\.npy.*not a breech-face scan"):
+            bl.compare(bl.Scan(good.heights, spacing_um=spacing, source="wrong.npy"), mate)
+    # float sentinels in .npy are not measured, as in X3P
+    h = good.heights.astype(np.float64)
+    h[np.random.default_rng(0).random(h.shape) < 1e-4] = 3.4e38
+    np.save(tmp_path / "s.npy", h)
+    back = bl.read_scan(tmp_path / "s.npy", spacing_um=6.25)
+    assert any("sentinel" in q for q in back.meta["quirks"])
+    assert bl.compare(back, mate).lead
+    # scattered dropouts do not make an already cut region fall apart
+    d = np.random.default_rng(1).random(good.shape) < 0.5
+    holey = bl.Scan(np.where(d, np.nan, good.heights), spacing_um=6.25)
+    assert bl.preprocess(holey).n_valid >= 0.9 * holey.n_valid

@@ -806,7 +806,7 @@ def _coarse_poses(pa: _Prepared, pb: _Prepared, cfg: CMCConfig, *, fallback: boo
     From `balllink.align`; when it finds no pose, from the brute-force search
     (`_brute_force_poses`) unless ``fallback`` is False."""
     align = _align_module()
-    if align is not None and hasattr(align, "coarse_align") and pa.tpl is not None:
+    if align is not None and hasattr(align, "coarse_align") and None not in (pa.tpl, pb.tpl):
         try:
             poses = align.coarse_align(pa.tpl, pb.tpl, n=cfg.coarse_candidates)
         except NotImplementedError:
@@ -820,7 +820,9 @@ def _coarse_poses_either(pa: _Prepared, pb: _Prepared, pbm: _Prepared, cfg: CMCC
     """Candidate poses of b or of its mirror image (whichever aligns better at the coarse
     stage): (poses, mirrored)."""
     align = _align_module()
-    if align is not None and hasattr(align, "coarse_align_either") and pa.tpl is not None:
+    if None in (pa.tpl, pb.tpl, pbm.tpl):  # a scan too thin to align at 50 µm
+        return _coarse_poses(pa, pb, cfg), False
+    if align is not None and hasattr(align, "coarse_align_either"):
         poses, mirrored = align.coarse_align_either(
             pa.tpl, pb.tpl, pbm.tpl, n=cfg.coarse_candidates
         )

@@ -652,7 +652,17 @@ def _finish(
             "in micrometres per pixel",
         )
 
-    heights = np.array(read.heights, dtype=np.float32, order="C", copy=True)
+    raw_heights = np.asarray(read.heights)
+    heights = np.array(raw_heights, dtype=np.float32, order="C", copy=True)
+    if read.format in ("npy", "npz") and raw_heights.dtype.kind == "f":
+        with np.errstate(invalid="ignore"):
+            huge = np.abs(raw_heights) >= _x3p.SENTINEL_MAGNITUDE
+        if huge.any():  # ±3.4e38, 1e30...: "not measured" markers, as in X3P
+            heights[huge] = np.nan
+            quirks.append(
+                f"{int(huge.sum())} point(s) hold a sentinel (|z| >= "
+                f"{_x3p.SENTINEL_MAGNITUDE:g}): read as not measured"
+            )
     finite = np.isfinite(heights)
     if not finite.all():
         heights[~finite] = np.nan

@@ -417,7 +417,8 @@ def _existing_face(scan: Scan, min_area_px: int) -> BreechFace:
     """
     valid = scan.mask
     if min_area_px > 0:
-        kept = morphology.remove_small_objects(valid, max_size=min_area_px)
+        # 8-connected: scattered dropouts leave diagonal neighbours, still one region
+        kept = morphology.remove_small_objects(valid, max_size=min_area_px, connectivity=2)
         valid = kept if kept.any() else valid  # a small scan keeps its one island
     spacing = scan.spacing_um
     pts = _boundary_points(valid, spacing)
@@ -1124,6 +1125,7 @@ def preprocess(scan: Scan, *, strict: bool = False, **options: Any) -> Scan:
             f"preprocess: unknown option(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}"
         )
     opts = {**DEFAULTS, **options}
+    _check_field(scan, opts["spacing_um"])
     refilter = opts["refilter"]
     if refilter not in ("auto", True, False):
         raise ValueError(f"refilter must be 'auto', True or False, got {refilter!r}")
@@ -1220,6 +1222,30 @@ def preprocess(scan: Scan, *, strict: bool = False, **options: Any) -> Scan:
     meta = dict(work.meta)
     meta["prepared"] = prepared
     return work.replace(meta=meta)
+
+
+#: Field of view (mm, the longer side) a breech-face scan can have: a 9 mm primer is about
+#: 4.4 mm across; a field outside this range means the spacing is in the wrong unit.
+FIELD_RANGE_MM = (0.2, 60.0)
+#: Largest grid `preprocess` resamples to (pixels).
+MAX_OUTPUT_PIXELS = 64_000_000
+
+
+def _check_field(scan: Scan, spacing_um: float) -> None:
+    """Refuse at once a spacing that cannot be a breech-face scan's (a unit mix-up), before
+    a resample to an absurd grid runs for minutes and eats the memory."""
+    field_mm = max(n * s for n, s in zip(scan.shape, scan.spacing_um, strict=True)) / 1000.0
+    lo, hi = FIELD_RANGE_MM
+    out_px = np.prod(
+        [n * s / float(spacing_um) for n, s in zip(scan.shape, scan.spacing_um, strict=True)]
+    )
+    if not lo <= field_mm <= hi or out_px > MAX_OUTPUT_PIXELS:
+        raise PreprocessError(
+            f"scan {_who(scan)}: {scan.shape[0]} x {scan.shape[1]} px at {scan.spacing_um} µm "
+            f"per pixel is a field of {field_mm:.3g} mm, not a breech-face scan (expected "
+            f"{lo:g}-{hi:g} mm); is the spacing in micrometres? Read it with "
+            "read_scan(path, spacing_um=...)"
+        )
 
 
 def _flag(code: str, message: str) -> dict[str, str]:
