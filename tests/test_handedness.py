@@ -272,3 +272,13 @@ def test_hostile_inputs_fail_cleanly_or_are_repaired(sims, tmp_path):
     d = np.random.default_rng(1).random(good.shape) < 0.5
     holey = bl.Scan(np.where(d, np.nan, good.heights), spacing_um=6.25)
     assert bl.preprocess(holey).n_valid >= 0.9 * holey.n_valid
+
+
+def test_gross_outliers_do_not_ruin_a_good_scan(sims):
+    good, mate = sims.scans[0], sims.scans[1]
+    z = good.heights.astype(np.float64)
+    z[np.random.default_rng(0).random(z.shape) < 1e-4] = -999999.0  # an "invalid" marker
+    spiked = bl.Scan(z, spacing_um=6.25, source="spiked.npy")
+    prep = bl.preprocess(spiked)
+    assert "gross_outliers" in [f["code"] for f in prep.meta["prepared"]["flags"]]
+    assert bl.compare(spiked, mate).lead

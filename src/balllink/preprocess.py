@@ -1126,6 +1126,7 @@ def preprocess(scan: Scan, *, strict: bool = False, **options: Any) -> Scan:
         )
     opts = {**DEFAULTS, **options}
     _check_field(scan, opts["spacing_um"])
+    scan, gross = _without_gross_outliers(scan)
     refilter = opts["refilter"]
     if refilter not in ("auto", True, False):
         raise ValueError(f"refilter must be 'auto', True or False, got {refilter!r}")
@@ -1138,6 +1139,14 @@ def preprocess(scan: Scan, *, strict: bool = False, **options: Any) -> Scan:
         roi = "existing" if state.cut else "fit"
     face = find_breech_face(scan, method=roi, margin_um=opts["margin_um"])
     flags: list[dict[str, str]] = []
+    if gross:
+        flags.append(
+            _flag(
+                "gross_outliers",
+                f"{gross} point(s) more than {GROSS_OUTLIER_UM:g} µm from the scan's median "
+                "height set to not measured",
+            )
+        )
     low = face.quality < opts["min_quality"]
     if face.method == "fit" and (low or not face.mask.any()):
         reason = face.details.get("reason") or (
@@ -1229,6 +1238,25 @@ def preprocess(scan: Scan, *, strict: bool = False, **options: Any) -> Scan:
 FIELD_RANGE_MM = (0.2, 60.0)
 #: Largest grid `preprocess` resamples to (pixels).
 MAX_OUTPUT_PIXELS = 64_000_000
+
+
+#: A point this far (µm) from the scan's median height is no measurement of a casing head
+#: (its whole relief, crater and tilt included, is well under a millimetre): an invalid
+#: marker such as -999999, or a glitch. Such points are set to not measured before anything
+#: is fitted, since a few of them would tilt every least-squares fit.
+GROSS_OUTLIER_UM = 5000.0
+
+
+def _without_gross_outliers(scan: Scan) -> tuple[Scan, int]:
+    z = scan.heights
+    median = float(np.median(z[scan.mask]))
+    with np.errstate(invalid="ignore"):
+        bad = scan.mask & (np.abs(z - median) > GROSS_OUTLIER_UM)
+    n = int(np.count_nonzero(bad))
+    if not n:
+        return scan, 0
+    log.info("%s: %d gross outlier(s) set to not measured", _who(scan), n)
+    return scan.replace(mask=scan.mask & ~bad), n
 
 
 def _check_field(scan: Scan, spacing_um: float) -> None:
