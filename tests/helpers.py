@@ -14,3 +14,15 @@ def rotate_scan(scan, deg, shift_px=(0.0, 0.0)):
     okr = ndimage.shift(ndimage.rotate(ok.astype(float), deg, reshape=True, order=1), shift_px)
     zr = np.where(okr > 0.99, zr / np.maximum(okr, 1e-6), np.nan)
     return scan.replace(heights=zr.astype(np.float32), mask=None)
+
+
+def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    """Bit-identical: same dtype, shape and bytes (NaN included)."""
+    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+
+
+def finite_corr(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation over the points finite in both (at least 100 of them)."""
+    m = np.isfinite(a) & np.isfinite(b)
+    assert m.sum() > 100
+    return float(np.corrcoef(a[m], b[m])[0, 1])

@@ -15,20 +15,11 @@ from skimage.transform import rotate
 
 import balllink as bl
 from balllink import simulate as sim
+from helpers import finite_corr as _corr
+from helpers import same_bits as _same
 
 SMALL = {"shape": (96, 96), "spacing_um": 25.0}
 MID = {"shape": (200, 200), "spacing_um": 12.5}
-
-
-def _same(a: np.ndarray, b: np.ndarray) -> bool:
-    """Bit-identical: same dtype, shape and bytes (NaN included)."""
-    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
-
-
-def _corr(a: np.ndarray, b: np.ndarray) -> float:
-    m = np.isfinite(a) & np.isfinite(b)
-    assert m.sum() > 100
-    return float(np.corrcoef(a[m], b[m])[0, 1])
 
 
 def _to_signature_frame(z: np.ndarray, row, spacing: float) -> np.ndarray:
