@@ -15,6 +15,8 @@ from skimage.transform import rotate
 
 import balllink as bl
 from balllink import simulate as sim
+from balllink.simulate import _casings, _difficulty, _streams, _surface, _truth
+from balllink.simulate._generator import Generator
 from helpers import finite_corr as _corr
 from helpers import same_bits as _same
 
@@ -258,11 +260,11 @@ def a_plane(coef, yy, xx):
 
 
 def test_raw_default_geometry():
-    gen = sim._Generator(
+    gen = Generator(
         seed=0, raw=True, difficulty="medium", shape=None, spacing_um=None, per_firearm=1
     )
     assert gen.shape == (1400, 1400) and gen.spacing == 3.125
-    prep = sim._Generator(
+    prep = Generator(
         seed=0, raw=False, difficulty="medium", shape=None, spacing_um=None, per_firearm=1
     )
     assert prep.shape == (545, 545) and prep.spacing == 6.25
@@ -365,6 +367,10 @@ def test_custom_difficulty_and_progress():
 
 
 def test_docstring_examples_run():
-    result = doctest.testmod(sim, optionflags=doctest.ELLIPSIS)
-    assert result.attempted >= 3 and result.failed == 0
+    attempted = 0
+    for module in (sim, _casings, _difficulty, _streams, _surface, _truth):
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert result.failed == 0, module.__name__
+        attempted += result.attempted
+    assert attempted >= 10
     assert bl.simulate is sim

@@ -12,8 +12,9 @@ from scipy import ndimage as ndi
 from skimage.transform import rotate
 
 import balllink as bl
-from balllink import _simulate_geometry as geo
 from balllink import simulate as sim
+from balllink.simulate import _annotations, _crop, _cuts, _mirror
+from balllink.simulate._cuts import Cut
 from helpers import finite_corr as _corr
 from helpers import same_bits as _same
 
@@ -32,9 +33,9 @@ def _moved(z: np.ndarray, pose, spacing: float) -> np.ndarray:
     return np.where(ok, moved, np.nan)
 
 
-def _cut_of(info) -> geo.Cut:
+def _cut_of(info) -> Cut:
     """The `Cut` that the truth entries describe."""
-    return geo.Cut(
+    return Cut(
         kind=info["cut"],
         centre_um=info["primer_center_um"],
         axes_um=info["primer_axes_um"],
@@ -459,7 +460,11 @@ def test_bad_arguments_say_what_to_do(call, match):
 
 
 def test_geometry_docstring_examples_run():
-    result = doctest.testmod(geo, optionflags=doctest.ELLIPSIS)
-    assert result.attempted >= 6 and result.failed == 0
+    attempted = 0
+    for module in (_annotations, _crop, _cuts, _mirror):
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert result.failed == 0, module.__name__
+        attempted += result.attempted
+    assert attempted >= 6
     for name in ("mirror", "crop", "annotations", "cut_geometries"):
         assert name in sim.__all__ and "Examples" in getattr(sim, name).__doc__
