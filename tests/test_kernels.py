@@ -12,11 +12,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from numba import config
 
 import reference as R
 from balllink import _kernels as K
 
 KINDS = ("random", "holes", "constant")
+#: With the JIT off (``make coverage-kernels``) the kernels run as Python, where NumPy 2
+#: keeps ``0.0 + float32`` in float32 (NEP 50): their sums are then float32, not the
+#: float64 that Numba infers, and agree with the float64 twins to ~1e-7 relative only.
+TIGHT = 1e-5 if config.DISABLE_JIT else 1e-9
 
 
 def make(kind: str, shape, seed: int = 0) -> np.ndarray:
@@ -104,7 +109,7 @@ def test_index_corr(kind):
     cells, regions, ridx, cidx = _index_inputs(kind, 4)
     got = K.index_corr(cells, regions, ridx, cidx)
     want = R.index_corr(cells, regions, ridx, cidx)
-    same_nan(got, want, rtol=1e-9, atol=1e-9)
+    same_nan(got, want, rtol=TIGHT, atol=TIGHT)
     if kind == "constant":  # a constant cell has no correlation: NaN, on both sides
         assert np.isnan(got).all() and np.isnan(want).all()
     else:
@@ -289,6 +294,52 @@ def test_cmcr_regions_constant_plus_tiny_noise_is_standardised():
     assert R.cmcr_regions(rot, geom, 0.5, want_b, want_n).tolist() == [True]
     region = rot[2:22, 4:24].astype(float)
     z = (region - region.mean()) / region.std(ddof=1)
+    tol = 1e-3 if config.DISABLE_JIT else 1e-5  # see TIGHT
     for out in (got_n[0], want_n[0], got_b[0], want_b[0]):
-        assert abs(out.mean()) < 1e-5 and abs(out.std(ddof=1) - 1.0) < 1e-4
-        np.testing.assert_allclose(out, z, atol=1e-4)
+        assert abs(out.mean()) < tol and abs(out.std(ddof=1) - 1.0) < tol
+        np.testing.assert_allclose(out, z, atol=10 * tol)
+
+
+def test_too_few_valid_values_give_the_defined_empty_answer():
+    """Nearly empty inputs: each kernel's "nothing to compute" branch, against its twin."""
+    # index_corr: one finite pixel in the cell, no correlation
+    cells = np.full((1, 3, 3), np.nan, np.float32)
+    cells[0, 1, 1] = 2.0
+    regions = make("random", (1, 6, 6), seed=20)
+    ridx, cidx = np.arange(3)[None, None], np.arange(3)[None, None]
+    for out in (K.index_corr(cells, regions, ridx, cidx), R.index_corr(cells, regions, ridx, cidx)):
+        assert np.isnan(out).all()
+    # cmcr_regions: a region of one finite pixel is kept (max_missing 1) but not standardised
+    rot = np.full((8, 8), np.nan, np.float32)
+    rot[3, 3] = 1.0
+    geom = np.array([[0, 7, 0, 7, 0, 0, 8, 8]], np.int64)
+    for cmcr in (K.cmcr_regions, R.cmcr_regions):
+        rbuf, rnan = np.full((1, 8, 8), 7.0, np.float32), np.full((1, 8, 8), 7.0, np.float32)
+        assert cmcr(rot, geom, 1.0, rbuf, rnan).tolist() == [True]
+        assert np.isnan(rnan).all() and (rbuf == 0).all()
+    # cell_search: cell 0 has fewer valid pixels than min_n; cell 1 has enough, but the
+    # stack around it is empty: both give NaN and offset 0
+    cells = make("random", (2, 4, 4), seed=21)
+    cells[0, 1:] = np.nan
+    stack = np.full((1, 16, 16), np.nan, np.float32)
+    stack[0, :2, :2] = 1.0
+    r0, c0 = np.array([0, 8]), np.array([0, 8])
+    for dy, dx, corr in (
+        K.cell_search(cells, stack, r0, c0, 2, np.array([8, 8])),
+        R.cell_search(cells, stack, r0, c0, 2, np.array([8, 8])),
+    ):
+        assert np.isnan(corr).all() and not dy.any() and not dx.any()
+    # decision rules: a rotation, a cell, or everything absent -> no CMC
+    theta, dx, dy, corr, present = _decision_inputs("random", 22)
+    present[2] = False  # no cell compared at rotation 2
+    present[:, 5] = False  # cell 5 compared at no rotation
+    want = R.high_cmc_candidates(dx, dy, corr, present, 20.0, 0.5)
+    got = K.high_cmc_candidates(dx, dy, corr, present, 20.0, 0.5)
+    np.testing.assert_array_equal(got, want)
+    assert not got[2].any() and not got[:, 5].any()
+    got = K.original_cmc(dx, dy, theta, corr, present, 20.0, 6.0, 0.5)
+    np.testing.assert_array_equal(got, R.original_cmc(dx, dy, theta, corr, present, 20.0, 6.0, 0.5))
+    assert not got[:, 5].any()
+    nobody = np.zeros_like(present)
+    assert not K.original_cmc(dx, dy, theta, corr, nobody, 20.0, 6.0, 0.5).any()
+    assert not R.original_cmc(dx, dy, theta, corr, nobody, 20.0, 6.0, 0.5).any()
