@@ -399,7 +399,7 @@ class CasingIndex:
         if nq == 0 or self.index_ is None or self.ntotal == 0 or len(self) == 0:
             return out_ids, out_scores
         self._check_params()
-        F.apply_search_params(self.index_, nprobe=self.nprobe, ef_search=self.ef_search)
+        self._apply_search_params()
         mirror_part: dict[int, int] = {}  # query -> index of its mirror image in `queries`
         if self.handedness == "both":  # each query also as its mirror image, when needed
             live = self.hand_[self.alive_]
@@ -431,6 +431,9 @@ class CasingIndex:
             out_ids[qi, : len(order)] = self.casing_ids_[best.rows[order]]
             out_scores[qi, : len(order)] = best.votes[order]
         return out_ids, out_scores
+
+    def _apply_search_params(self) -> None:
+        F.apply_search_params(self.index_, nprobe=self.nprobe, ef_search=self.ef_search)
 
     def _vote(self, query_pose: np.ndarray, labels: np.ndarray, dist: np.ndarray) -> CasingVotes:
         """`pose_vote` of one query's neighbours over this index's stored casings."""
