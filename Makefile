@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DATA ?=
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean coverage-kernels
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,16 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/python -m pytest -q
+
+# Line coverage of the Numba kernels: with the JIT off they run as plain Python (njit is
+# the identity, prange is range), so coverage.py sees every line the tests reach. The
+# source is given as a folder: a dotted --cov=balllink._kernels makes coverage re-import
+# numpy, which NumPy 2.4 refuses ("cannot load module more than once per process").
+coverage-kernels: $(STAMP)
+	NUMBA_DISABLE_JIT=1 COVERAGE_FILE=$(VENV)/.coverage-kernels $(BIN)/python -m pytest -q \
+		tests/test_kernels.py --cov=src/balllink --cov-report=
+	COVERAGE_FILE=$(VENV)/.coverage-kernels $(BIN)/python -m coverage report -m \
+		--include='*/balllink/_kernels.py'
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_preprocess.py

@@ -96,7 +96,10 @@ def index_corr(cells, regions, ridx, cidx):
     return out
 
 
-def masked_ncc_search(cells, regions, min_n):
+def _ncc_map(cells, regions, min_n):
+    """Masked NCC of each cell at every offset inside its region (the twin of the search
+    inside `cell_search`): Pearson over the jointly finite pixels, NaN below ``min_n`` of
+    them or where either side is constant."""
     n, h, w = cells.shape
     _, hh, ww = regions.shape
     out = np.full((n, hh - h + 1, ww - w + 1), np.nan, np.float32)
@@ -124,7 +127,7 @@ def cell_search(cells, stack, r0, c0, margin, min_n):
         regions = np.stack(
             [stack[t, a : a + h + 2 * margin, b : b + w + 2 * margin] for a, b in zip(r0, c0)]
         )
-        ncc = masked_ncc_search(cells, regions, min_n)
+        ncc = _ncc_map(cells, regions, min_n)
         for k in range(n):
             m = ncc[k]
             if np.isfinite(m).any():

@@ -1,4 +1,6 @@
-"""CasingIndex: planted retrieval, Fadul recall, save/load, bad files, remove, padding."""
+"""CasingIndex: planted retrieval, Fadul recall, save/load, bad files, remove, padding;
+the pose vote (`balllink._vote.pose_vote`) on planted poses; results recorded before the
+index was split into rooms."""
 
 from __future__ import annotations
 
@@ -9,7 +11,9 @@ import numpy as np
 import pytest
 
 import balllink as bl
-from balllink.features import embed
+from balllink import _index_faiss
+from balllink._vote import pose_vote
+from balllink.features import DESCRIPTOR_DIM, embed, mirror_keypoints
 from helpers import rotate_scan
 
 
@@ -258,17 +262,15 @@ def test_query_keypoints_caps_the_votes(sims):
 
 
 def test_many_lists_are_trained_by_two_level_kmeans(sims, monkeypatch):
-    import balllink.index as index_mod
-
     calls = []
+    real = _index_faiss.two_level_clustering
 
     def counting(x, nc1, nc2, **kw):
         calls.append((len(x), nc1, nc2))
-        return index_mod.two_level_clustering.__wrapped__(x, nc1, nc2, **kw)
+        return real(x, nc1, nc2, **kw)
 
-    counting.__wrapped__ = index_mod.two_level_clustering
-    monkeypatch.setattr(index_mod, "_TWO_LEVEL_NLIST", 16)
-    monkeypatch.setattr(index_mod, "two_level_clustering", counting)
+    monkeypatch.setattr(_index_faiss, "_TWO_LEVEL_NLIST", 16)
+    monkeypatch.setattr(_index_faiss, "two_level_clustering", counting)
     _, rows = sims
     index = _flat_index(sims, "IVF64,Flat", nprobe=64)
     assert len(calls) == 1 and calls[0][1:] == (8, 64)  # sqrt(64) coarse clusters, 64 lists
@@ -279,3 +281,159 @@ def test_many_lists_are_trained_by_two_level_kmeans(sims, monkeypatch):
     # with every list visited the search equals exact search
     exact = _flat_index(sims)
     np.testing.assert_array_equal(index.search(rows, k=4)[0], exact.search(rows, k=4)[0])
+
+
+# --------------------------------------------------------------------------- the vote
+def _pose_of(rng, n):
+    """Random keypoint poses (y_um, x_um, angle_rad) on a 3 mm field."""
+    return np.c_[rng.uniform(-1500, 1500, (n, 2)), rng.uniform(-np.pi, np.pi, n)]
+
+
+def _moved(pose, rot, ty, tx):
+    """``pose`` turned by ``rot`` about the origin, then shifted by (ty, tx) µm."""
+    y, x, a = pose.T
+    c, s = np.cos(rot), np.sin(rot)
+    return np.c_[c * y - s * x + ty, s * y + c * x + tx, a + rot]
+
+
+def _vote(query, labels, dist, stored, starts, alive=None):
+    alive = np.ones(len(starts) - 1, bool) if alive is None else alive
+    return pose_vote(
+        query,
+        labels,
+        dist,
+        starts=np.asarray(starts, np.int64),
+        alive=alive,
+        stored_pose=stored.astype(np.float16),  # as the index keeps them
+        angle_bin_deg=12.0,
+        shift_bin_um=150.0,
+    )
+
+
+@pytest.mark.parametrize(
+    "rot_deg,shift", [(0.0, (0, 0)), (137.0, (420.0, -260.0)), (-95.0, (-80.0, 33.0))]
+)
+def test_pose_vote_puts_the_casing_of_a_planted_pose_first(rot_deg, shift):
+    rng = np.random.default_rng(int(rot_deg) % 97)
+    n = 30  # keypoints per stored casing; casing 2 is the one the query shows
+    stored = np.concatenate([_pose_of(rng, n) for _ in range(4)])
+    starts = np.arange(5) * n
+    query = _moved(stored[2 * n : 3 * n], np.radians(rot_deg), *shift)
+    # each query keypoint: its true mate in casing 2, and one keypoint of each other casing
+    # (unrelated: random poses, so their votes scatter over the pose bins)
+    others = [rng.integers(c * n, (c + 1) * n, n) for c in (0, 1, 3)]
+    labels = np.c_[np.arange(2 * n, 3 * n), *others]
+    dist = np.c_[np.full(n, 0.5), rng.uniform(0.1, 1.0, (n, 3))]
+    v = _vote(query, labels, dist, stored, starts)
+    assert v.rows.tolist() == [0, 1, 2, 3]
+    assert v.votes[2] == n  # every query keypoint agrees on the planted pose
+    assert v.votes[[0, 1, 3]].max() <= 3  # unrelated keypoints do not agree
+    assert np.argmax(v.votes) == 2
+    np.testing.assert_allclose(v.nearest, [dist[:, j].min() for j in (1, 2, 0, 3)], rtol=1e-6)
+
+
+def test_pose_vote_counts_each_query_keypoint_once_and_skips_removed_casings():
+    rng = np.random.default_rng(1)
+    n = 12
+    stored = np.concatenate([_pose_of(rng, n), _pose_of(rng, n)])
+    query = _moved(stored[:n], 0.4, 100.0, -50.0)
+    # casing 0 is hit three times per query keypoint, always at the planted pose
+    labels = np.c_[np.arange(n), np.arange(n), np.arange(n), np.arange(n, 2 * n)]
+    labels[0] = -1  # FAISS found nothing for keypoint 0
+    dist = np.ones(labels.shape)
+    v = _vote(query, labels, dist, stored, [0, n, 2 * n])
+    assert v.rows.tolist() == [0, 1] and v.votes[0] == n - 1  # not 3 * (n - 1)
+    gone = _vote(query, labels, dist, stored, [0, n, 2 * n], alive=np.array([False, True]))
+    assert gone.rows.tolist() == [1]
+    empty = _vote(query[:0], labels[:0], dist[:0], stored, [0, n, 2 * n])
+    assert empty.rows.size == empty.votes.size == 0
+
+
+def test_pose_vote_of_a_pose_off_by_more_than_a_bin_is_split():
+    rng = np.random.default_rng(2)
+    n = 20
+    stored = _pose_of(rng, n)
+    half = _moved(stored[:10], 0.0, 0.0, 0.0)
+    other = _moved(stored[10:], 0.0, 0.0, 400.0)  # 400 µm away: > 2 bins of 150 µm
+    query = np.concatenate([half, other])
+    v = _vote(query, np.arange(n)[:, None], np.zeros((n, 1)), stored, [0, n])
+    assert v.votes.tolist() == [10.0]  # the best bin, not all 20
+
+
+# ------------------------------------------------------- results recorded before the split
+def _synthetic_collection(seed=2024, n_guns=5, per_gun=3, n_kp=50):
+    """Descriptor tables without the feature extractor: each firearm leaves ``n_kp`` marks
+    (a descriptor and a pose); a firing shows ~70 % of them, noisy, turned and shifted, and
+    20 unrelated keypoints."""
+    rng = np.random.default_rng(seed)
+    tables = []
+    for _ in range(n_guns):
+        marks = rng.normal(size=(n_kp, DESCRIPTOR_DIM))
+        home = np.c_[rng.uniform(-1500, 1500, (n_kp, 2)), rng.uniform(-np.pi, np.pi, n_kp)]
+        for _ in range(per_gun):
+            rot, (ty, tx) = rng.uniform(0, 2 * np.pi), rng.uniform(-300, 300, 2)
+            keep = rng.random(n_kp) < 0.7
+            pose = _moved(home[keep], rot, ty, tx)
+            desc = marks[keep] + 0.4 * rng.normal(size=(keep.sum(), DESCRIPTOR_DIM))
+            junk = np.c_[_pose_of(rng, 20), rng.normal(size=(20, DESCRIPTOR_DIM))]
+            tables.append(np.concatenate([np.c_[pose, desc], junk]).astype(np.float32))
+    return tables
+
+
+# Recorded with the single-module index.py (before the vote, FAISS, file format, casing
+# table and parameters were split into their own modules): the split changed no result.
+RECORDED = {
+    "default": (
+        [
+            [0, 20, 10, 70, 130],
+            [40, 30, 10, 140, 20],
+            [70, 60, 80, 0, 110],
+            [130, 140, 120, 80, 60],
+        ],
+        [[57, 27, 26, 1, 1], [57, 30, 2, 2, 1], [61, 28, 26, 1, 1], [28, 13, 11, 1, 1]],
+    ),
+    "tuned": (
+        [
+            [0, 20, 10, 70, 140],
+            [40, 30, 100, 10, 60],
+            [70, 60, 80, 110, 120],
+            [130, 140, 120, 0, 80],
+        ],
+        [[40, 27, 26, 1, 1], [40, 30, 1, 1, 1], [40, 27, 25, 1, 1], [25, 13, 11, 2, 1]],
+    ),
+    "same": (
+        [
+            [0, 20, 10, 130, 90],
+            [40, 30, 10, 20, 130],
+            [60, 70, 80, 0, 110],
+            [130, 140, 120, 80, 60],
+        ],
+        [[57, 27, 26, 1, 1], [57, 30, 2, 1, 1], [1, 1, 1, 1, 1], [28, 13, 11, 1, 1]],
+    ),
+}
+CONFIGS = {
+    "default": {},
+    "tuned": dict(
+        neighbors=3, angle_bin_deg=20.0, shift_bin_um=300.0, query_keypoints=40, max_stored=50
+    ),
+    "same": dict(handedness="same"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RECORDED))
+def test_search_results_are_those_recorded_before_the_split(name):
+    tables = _synthetic_collection()
+    queries = [tables[0], tables[4], mirror_keypoints(tables[7]), tables[13][::2]]
+    index = bl.CasingIndex(**CONFIGS[name])
+    index.add(np.arange(len(tables)) * 10, tables)
+    index.remove([50])
+    ids, scores = index.search(queries, k=5)
+    want_ids, want_scores = RECORDED[name]
+    np.testing.assert_array_equal(ids, want_ids)
+    np.testing.assert_array_equal(scores, want_scores)
+    # and the planted answer: each query's own firing, then its firearm's other firings
+    # (casing 50, a mate of query 1, was removed; query 2 is a mirror image, which only
+    # the default "both" handedness finds)
+    if name != "same":
+        firearm = [{0, 10, 20}, {30, 40}, {60, 70, 80}, {120, 130, 140}]
+        assert all(set(ids[i, : len(f)].tolist()) == f for i, f in enumerate(firearm))

@@ -61,6 +61,9 @@ def variance_ratio(scores, same) -> float:
     g in {KM, KNM}, the statistic the CMC literature (Zemmels et al. 2022, cmcR) uses to
     compare how well methods separate matches from non-matches. Larger is better.
 
+    When neither group varies, V is infinite if the two groups differ and undefined (NaN)
+    if every score is the same.
+
     Examples
     --------
     >>> round(variance_ratio([10, 12, 0, 1, 2], [True, True, False, False, False]), 2)
@@ -69,10 +72,14 @@ def variance_ratio(scores, same) -> float:
     km, knm = _split(scores, same)
     if km.size < 2 or knm.size < 2:
         raise ValueError("variance_ratio needs at least two KM and two KNM pairs")
+    if np.ptp(km) == 0 and np.ptp(knm) == 0:
+        # no spread: decided on the values, as the rounding of the means of constant
+        # groups would give an arbitrary ratio of two tiny numbers
+        return float("inf") if km[0] != knm[0] else float("nan")
     grand = np.concatenate([km, knm]).mean()
     between = km.size * (km.mean() - grand) ** 2 + knm.size * (knm.mean() - grand) ** 2
     within = (km.size - 1) * km.var(ddof=1) + (knm.size - 1) * knm.var(ddof=1)
-    return float(between / within) if within > 0 else float("inf")
+    return float(between / within)
 
 
 @dataclass(frozen=True)
@@ -97,6 +104,9 @@ class ErrorRates:
 def error_rates(scores, same, threshold: float) -> ErrorRates:
     """Errors when pairs with ``score >= threshold`` are called matches.
 
+    ``threshold`` may be infinite (``inf``: nothing is called a match), not NaN. With no
+    KNM (KM) pair the false-positive (false-negative) rate is 0.
+
     Examples
     --------
     >>> r = error_rates([0.9, 0.4, 0.6, 0.1], [True, True, False, False], 0.5)
@@ -104,6 +114,8 @@ def error_rates(scores, same, threshold: float) -> ErrorRates:
     (1, 1, 0.5)
     """
     km, knm = _split(scores, same)
+    if np.isnan(threshold):
+        raise ValueError("threshold is NaN: every comparison with it is false; give a number")
     return ErrorRates(
         threshold=float(threshold),
         false_positives=int(np.count_nonzero(knm >= threshold)),
