@@ -23,7 +23,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 import balllink as bl
-from balllink.preprocess import prepare_if_needed
+from balllink.preprocessing import prepare_if_needed
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("BALLLINK_SHARED", ROOT.parent / "shared"))

@@ -85,7 +85,7 @@ def odd_files(tmp_path_factory):
 
 
 def test_ingest_lists_flagged_and_unusable_files(sim_folder, odd_files, tmp_path, capsys):
-    from balllink.preprocess import flags_of, prepare_if_needed
+    from balllink.preprocessing import flags_of, prepare_if_needed
 
     folder, truth = sim_folder
     good = folder / sorted(truth)[0]

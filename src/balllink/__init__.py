@@ -28,7 +28,7 @@ from .features import embed, embed_many
 from .index import CasingIndex
 from .io import ChecksumWarning, read_scan, write_scan
 from .leads import Scope
-from .preprocess import (
+from .preprocessing import (
     BreechFace,
     bandpass,
     find_breech_face,

@@ -19,7 +19,7 @@ comparison:
 
 from __future__ import annotations
 
-import math
+from typing import NamedTuple
 
 import numpy as np
 import scipy.fft as sfft
@@ -31,9 +31,21 @@ __all__ = ["block_mean", "gaussian_stack", "nan_block_mean", "nan_gaussian"]
 _FFT_SIGMA_PX = 6.0
 
 
-def block_mean(
-    z: np.ndarray, valid: np.ndarray, ky: int, kx: int | None = None
-) -> tuple[np.ndarray, np.ndarray]:
+class BlockMean(NamedTuple):
+    """`block_mean`'s result: the mean of the valid points of each block, and their share."""
+
+    mean: np.ndarray
+    share: np.ndarray
+
+
+class Smoothed(NamedTuple):
+    """`nan_gaussian`'s result: the smoothed heights and the smoothed validity ``G(w)``."""
+
+    values: np.ndarray
+    weight: np.ndarray
+
+
+def block_mean(z: np.ndarray, valid: np.ndarray, ky: int, kx: int | None = None) -> BlockMean:
     """Average ``z`` over ``ky`` × ``kx`` blocks, counting only ``valid`` points.
 
     Parameters
@@ -48,10 +60,10 @@ def block_mean(
 
     Returns
     -------
-    mean : (ny // ky, nx // kx) float32
-        Mean of the valid points of each block (NaN where a block has none).
-    share : (ny // ky, nx // kx) float32
-        Share of each block's points that are valid, in [0, 1].
+    BlockMean
+        ``mean``, (ny // ky, nx // kx) float32: mean of the valid points of each block (NaN
+        where a block has none); ``share``, same shape: share of each block's points that
+        are valid, in [0, 1].
 
     Examples
     --------
@@ -70,7 +82,7 @@ def block_mean(
     count = valid.reshape(ny // ky, ky, nx // kx, kx).sum(axis=(1, 3), dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = (total / count).astype(np.float32)
-    return mean, (count / (ky * kx)).astype(np.float32)
+    return BlockMean(mean, (count / (ky * kx)).astype(np.float32))
 
 
 def nan_block_mean(z: np.ndarray, f: int, *, min_share: float = 0.5) -> np.ndarray:
@@ -98,10 +110,11 @@ def gaussian_stack(
 ) -> None:
     """Gaussian-filter each layer of a (k, ny, nx) float ``stack`` in place, zero outside.
 
-    Small kernels run as separable convolutions (scipy.ndimage); wide ones (σ above six
-    pixels) by FFT on a zero-padded grid (scipy.fft) with the Gaussian's exact transfer
-    function: the same filter to float precision, several times faster for σ of tens of
-    pixels.
+    The filter is scipy.ndimage's: the sampled Gaussian cut at ``truncate`` σ and
+    normalised to sum 1, zero outside the array. Small kernels run as that separable
+    convolution; wide ones (σ above six pixels) multiply the spectrum of the zero-padded
+    layers (scipy.fft) by the spectrum of the same cut kernel: the same filter to float
+    precision, several times faster for σ of tens of pixels.
 
     Examples
     --------
@@ -117,16 +130,34 @@ def gaussian_stack(
         )
         return
     ny, nx = stack.shape[1:]
-    py, px = math.ceil(truncate * sy), math.ceil(truncate * sx)
-    fy, fx = sfft.next_fast_len(ny + 2 * py, real=True), sfft.next_fast_len(nx + 2 * px, real=True)
+    ry, rx = _radius(sy, truncate), _radius(sx, truncate)
+    # zero padding by at least the kernel radius: no circular wrap-around at all
+    fy, fx = sfft.next_fast_len(ny + 2 * ry, real=True), sfft.next_fast_len(nx + 2 * rx, real=True)
     spec = sfft.rfft2(stack, s=(fy, fx), workers=-1)
-    ky = sfft.fftfreq(fy)[:, None]
-    kx = sfft.rfftfreq(fx)[None, :]
-    spec *= np.exp(-2.0 * np.pi**2 * ((sy * ky) ** 2 + (sx * kx) ** 2)).astype(spec.real.dtype)
+    gy = sfft.fft(_wrapped_kernel(sy, ry, fy)).real  # a symmetric kernel: a real spectrum
+    gx = sfft.rfft(_wrapped_kernel(sx, rx, fx)).real
+    spec *= (gy[:, None] * gx[None, :]).astype(spec.real.dtype)
     out = sfft.irfft2(spec, s=(fy, fx), workers=-1)
-    # the zero padding (>= truncate σ on each side in total) keeps the circular wrap-around
-    # as small as ndimage's truncation
     stack[:] = out[:, :ny, :nx]
+
+
+def _radius(sigma: float, truncate: float) -> int:
+    """Half-width of scipy.ndimage's Gaussian kernel (pixels)."""
+    return int(truncate * float(sigma) + 0.5)
+
+
+def _wrapped_kernel(sigma: float, radius: int, n: int) -> np.ndarray:
+    """scipy.ndimage's 1-D Gaussian kernel, centred on index 0 of a length-``n`` circle."""
+    out = np.zeros(n)
+    if sigma <= 0 or radius == 0:
+        out[0] = 1.0
+        return out
+    x = np.arange(-radius, radius + 1)
+    k = np.exp(-0.5 / (sigma * sigma) * x.astype(np.float64) ** 2)
+    k /= k.sum()
+    out[: radius + 1] = k[radius:]
+    out[n - radius :] = k[:radius]
+    return out
 
 
 def nan_gaussian(
@@ -136,7 +167,7 @@ def nan_gaussian(
     truncate: float = 4.0,
     *,
     dtype: type = np.float32,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> Smoothed:
     """Normalised convolution: ``(G(z w) / G(w), G(w))`` with ``w`` the validity mask.
 
     The NaN-aware Gaussian filter: points that were not measured neither contribute nor
@@ -157,7 +188,9 @@ def nan_gaussian(
 
     Returns
     -------
-    smoothed, weight : (ny, nx) arrays of ``dtype``
+    Smoothed
+        ``values`` (the smoothed heights, NaN where the weight is below 1e-6) and
+        ``weight`` (``G(w)``), (ny, nx) arrays of ``dtype``.
 
     Examples
     --------
@@ -176,4 +209,4 @@ def nan_gaussian(
     with np.errstate(invalid="ignore", divide="ignore"):
         out = num / den
     out[den <= 1e-6] = np.nan
-    return out, den
+    return Smoothed(out, den)

@@ -129,7 +129,7 @@ def _expand(paths) -> list[Path]:
 
 
 def _prepare(scan):
-    from .preprocess import prepare_if_needed
+    from .preprocessing import prepare_if_needed
 
     return prepare_if_needed(scan)
 

@@ -48,9 +48,10 @@ import numpy as np
 import scipy.fft as sfft
 
 from . import _kernels as K
+from ._grid import nan_block_mean as _nan_block_mean
 from ._scan import HANDEDNESS, Scan
 from .errors import PreprocessError
-from .preprocess import MIN_AREA_MM2, _nan_block_mean, prepare_if_needed
+from .preprocessing import MIN_AREA_MM2, prepare_if_needed
 
 __all__ = ["CMCConfig", "Comparison", "compare", "compare_many", "mirror_scan"]
 
@@ -715,7 +716,7 @@ def _prepare(scan: Scan, cfg: CMCConfig) -> _Prepared:
     coarse_factor = 4 * f
     zc = _nan_block_mean(z, coarse_factor)  # the built-in coarse search keeps the long waves
     if cfg.cell_highpass_um > 0 and scan.n_valid:
-        from .preprocess import bandpass
+        from .preprocessing import bandpass
 
         z = bandpass(scan, short_um=None, long_um=cfg.cell_highpass_um).masked_heights()
     zd = _nan_block_mean(z, f)
@@ -960,7 +961,7 @@ def _check_pair(a, b) -> tuple[Scan, Scan]:
         if not isinstance(s, Scan):
             raise TypeError(f"compare: {name} must be a balllink.Scan, got {type(s).__name__}")
     if not np.allclose(a.spacing_um, b.spacing_um, rtol=1e-6):
-        from .preprocess import resample
+        from .preprocessing import resample
 
         target = max(max(a.spacing_um), max(b.spacing_um))
         log.info(

@@ -233,7 +233,7 @@ def _pose(comparison) -> tuple[float, float, float]:
 
 def _default_prepare(scan: Scan) -> Scan:
     """`balllink.preprocess.prepare_if_needed` (imported on first use)."""
-    from .preprocess import prepare_if_needed
+    from .preprocessing import prepare_if_needed
 
     return prepare_if_needed(scan)
 
@@ -242,7 +242,7 @@ def _prepared_flags(scan: Scan, prep: Scan) -> tuple[Flag, ...]:
     """The flags an exhibit keeps: those of its preparation, less ``auto_prepared`` when
     the input never claimed to be prepared (preparing a raw scan is the database's job,
     not a doubt about the scan; the stored scan's ``meta`` keeps the full list)."""
-    from .preprocess import flags_of
+    from .preprocessing import flags_of
 
     flags = _as_flags(flags_of(prep))
     if not isinstance(scan.meta.get("prepared"), Mapping):

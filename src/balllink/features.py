@@ -32,8 +32,9 @@ from collections.abc import Callable, Iterable, Sequence
 import numpy as np
 from scipy import ndimage
 
+from ._grid import nan_block_mean, nan_gaussian
 from ._scan import Scan
-from .preprocess import _nan_block_mean, prepare_if_needed
+from .preprocessing import prepare_if_needed
 
 __all__ = [
     "DESCRIPTOR_DIM",
@@ -98,7 +99,7 @@ def embed(prep: Scan, *, prepare: bool = True) -> np.ndarray:
     prep : Scan
         A prepared scan (leveled, band-passed, NaN outside the breech face), spacing at most
         18.75 µm/px; it is averaged onto a 12.5 µm grid. A scan that is not prepared is
-        prepared first with the default chain (`balllink.preprocess.prepare_if_needed`).
+        prepared first with the default chain (`balllink.preprocessing.prepare_if_needed`).
     prepare : bool, default True
         False describes the scan exactly as given.
 
@@ -125,16 +126,16 @@ def embed(prep: Scan, *, prepare: bool = True) -> np.ndarray:
     _check_scan(prep)
     spacing = float(prep.spacing_um[0])
     factor = max(1, round(_WORK_SPACING_UM / spacing))
-    z = _nan_block_mean(prep.masked_heights(), factor)
+    z = nan_block_mean(prep.masked_heights(), factor)
     work_spacing = spacing * factor
     ok = np.isfinite(z)
     empty = np.zeros((0, POSE_COLUMNS + DESCRIPTOR_DIM), np.float32)
     if ok.sum() < 16:
         return empty
-    z0 = np.where(ok, z - np.median(z[ok]), 0).astype(np.float32)
-    weight = ndimage.gaussian_filter(ok.astype(np.float32), _SIGMA_PX)
-    smooth = ndimage.gaussian_filter(z0, _SIGMA_PX)
-    smooth = np.where(weight > 0.5, smooth / np.maximum(weight, 1e-6), 0).astype(np.float32)
+    # NaN-aware smoothing by normalised convolution; zero where less than half the
+    # Gaussian's weight falls on measured points
+    smooth, weight = nan_gaussian(z - np.median(z[ok]), ok, _SIGMA_PX)
+    smooth = np.where(weight > 0.5, smooth, 0).astype(np.float32)
     response = np.abs(smooth)
     peak = ndimage.maximum_filter(response, size=2 * _MIN_DISTANCE_PX + 1)
     iy, ix = np.nonzero((response == peak) & (response > 0) & ok)

@@ -8,7 +8,7 @@ import pytest
 from scipy import ndimage as ndi
 
 import balllink as bl
-from balllink.preprocess import MIN_AREA_MM2, flags_of, prepare_if_needed, surface_state
+from balllink.preprocessing import MIN_AREA_MM2, flags_of, prepare_if_needed, surface_state
 
 
 def _texture(n, seed, spacing=6.25):
