@@ -47,10 +47,10 @@ from typing import Any
 import numpy as np
 import scipy.fft as sfft
 
-from . import _kernels as K
-from ._scan import HANDEDNESS, Scan
-from .errors import PreprocessError
-from .preprocess import MIN_AREA_MM2, _nan_block_mean, prepare_if_needed
+from .. import _kernels as K
+from .._scan import HANDEDNESS, Scan
+from ..errors import PreprocessError
+from ..preprocess import MIN_AREA_MM2, _nan_block_mean, prepare_if_needed
 
 __all__ = ["CMCConfig", "Comparison", "compare", "compare_many", "mirror_scan"]
 
@@ -715,7 +715,7 @@ def _prepare(scan: Scan, cfg: CMCConfig) -> _Prepared:
     coarse_factor = 4 * f
     zc = _nan_block_mean(z, coarse_factor)  # the built-in coarse search keeps the long waves
     if cfg.cell_highpass_um > 0 and scan.n_valid:
-        from .preprocess import bandpass
+        from ..preprocess import bandpass
 
         z = bandpass(scan, short_um=None, long_um=cfg.cell_highpass_um).masked_heights()
     zd = _nan_block_mean(z, f)
@@ -748,7 +748,7 @@ def _prepared(scan: Scan, cfg: CMCConfig) -> _Prepared:
 
 def _align_module():
     try:
-        from . import align
+        from .. import align
     except ImportError:
         return None
     return align
@@ -960,7 +960,7 @@ def _check_pair(a, b) -> tuple[Scan, Scan]:
         if not isinstance(s, Scan):
             raise TypeError(f"compare: {name} must be a balllink.Scan, got {type(s).__name__}")
     if not np.allclose(a.spacing_um, b.spacing_um, rtol=1e-6):
-        from .preprocess import resample
+        from ..preprocess import resample
 
         target = max(max(a.spacing_um), max(b.spacing_um))
         log.info(
@@ -1291,7 +1291,7 @@ def mirror_scan(scan: Scan) -> Scan:
     Examples
     --------
     >>> import numpy as np, balllink as bl
-    >>> from balllink.compare import mirror_scan
+    >>> from balllink.comparison import mirror_scan
     >>> s = bl.Scan(np.arange(6.0).reshape(3, 2), spacing_um=6.25, meta={"handedness": "viewed"})
     >>> m = mirror_scan(s)
     >>> m.heights[0].tolist(), m.meta["handedness"], mirror_scan(s) is m

@@ -13,7 +13,7 @@ from scipy import ndimage as ndi
 
 import balllink as bl
 
-C = importlib.import_module("balllink.compare")
+C = importlib.import_module("balllink.comparison._compare")
 
 
 @pytest.fixture(scope="module")
