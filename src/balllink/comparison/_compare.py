@@ -179,7 +179,7 @@ def compare(
     Comparison
         ``cmc_count``, ``score``, ``rotation_deg`` / ``translation_um`` (pose of ``b``, or
         of its mirror image when ``mirrored``, relative to ``a``, between the array
-        centres of the scans as given, see the module docstring; the ``cells`` table is in
+        centres of the scans as given, see `balllink.comparison`; the ``cells`` table is in
         the frames of the prepared scans), ``lead``, ``directions``, ``cells``, ``reason``, ``mirrored``,
         ``auto_prepared``. Too little evidence (`CMCConfig.min_area_mm2`,
         `CMCConfig.min_cells`) gives ``score`` 0 and no lead, with the reason.

@@ -69,8 +69,8 @@ class Comparison:
     score : float
         Continuous similarity, higher = more similar (cmcR mode: the count).
     rotation_deg : float
-        Rotation of ``b`` relative to ``a`` in [0, 360) (see the module docstring), NaN
-        when undetermined.
+        Rotation of ``b`` relative to ``a`` in [0, 360) (the pose convention of
+        `balllink.comparison`), NaN when undetermined.
     translation_um : (float, float)
         ``(dy, dx)`` of ``b`` relative to ``a`` in micrometres (NaN when undetermined).
     lead : bool
