@@ -14,9 +14,11 @@ import balllink as bl
 from balllink.align import (
     AlignmentTemplate,
     Pose,
+    angle_diff,
     coarse_align,
     coarse_align_many,
     invert_pose,
+    masked_ncc,
     pose_transform,
     prepare_alignment,
 )
@@ -93,6 +95,57 @@ def test_invert_pose_roundtrip():
         back = invert_pose(inv)
         assert _angle_err(back.rotation_deg, pose.rotation_deg) < 1e-9
         assert np.allclose([back.dy_um, back.dx_um], [pose.dy_um, pose.dx_um])
+
+
+def test_invert_pose_twice_is_the_pose_and_angle_diff_wraps():
+    for pose in (Pose(0.0, 0.0, 0.0, 1.0), Pose(359.5, -12.0, 40.0, 0.2), Pose(90.0, 5, 5, 0.0)):
+        back = invert_pose(invert_pose(pose))
+        assert angle_diff(back.rotation_deg, pose.rotation_deg) < 1e-9
+        assert np.allclose(back[1:], pose[1:], atol=1e-9)
+    assert angle_diff(350.0, 10.0) == 20.0 == angle_diff(10.0, 350.0)
+    assert angle_diff(-170.0, 170.0) == 20.0 and angle_diff(720.0, 0.0) == 0.0
+    assert angle_diff(0.0, 180.0) == 180.0
+
+
+# ---- the masked NCC ---------------------------------------------------------------------
+
+
+def _naive_ncc(fixed, moving, u, v, min_n):
+    """Pearson correlation of fixed[y, x] with moving[y - u, x - v] over the joint pixels."""
+    ny, nx = fixed.shape
+    pairs = [
+        (fixed[y, x], moving[y - u, x - v])
+        for y in range(ny)
+        for x in range(nx)
+        if 0 <= y - u < moving.shape[0] and 0 <= x - v < moving.shape[1]
+    ]
+    f, m = np.array(pairs).T if pairs else (np.zeros(0), np.zeros(0))
+    ok = np.isfinite(f) & np.isfinite(m)
+    if ok.sum() < min_n:
+        return np.nan
+    return float(np.corrcoef(f[ok], m[ok])[0, 1])
+
+
+def test_masked_ncc_matches_naive_and_finds_planted_shift():
+    rng = np.random.default_rng(5)
+    z = ndi.gaussian_filter(rng.normal(size=(40, 44)), 1.5)
+    fixed = z[4:34, 6:38].copy()  # (30, 32)
+    moving = np.stack([z[7:37, 4:36], rng.normal(size=(30, 32))])  # moved by (3, -2); noise
+    fixed[rng.random(fixed.shape) < 0.15] = np.nan
+    moving[0, 10:16, 5:20] = np.nan
+    ncc = masked_ncc(fixed, moving, 5, min_overlap=0.3)
+    assert ncc.shape == (2, 11, 11)
+    peak = np.unravel_index(np.nanargmax(ncc[0]), (11, 11))
+    assert (peak[0] - 5, peak[1] - 5) == (3, -2) and ncc[0][peak] > 0.999
+    assert np.nanmax(ncc[1]) < 0.5
+    need = 0.3 * min(np.isfinite(fixed).sum(), np.isfinite(moving).sum(axis=(1, 2)).min())
+    for k in range(2):
+        for u, v in ((3, -2), (0, 0), (-5, 4), (5, 5)):
+            want = _naive_ncc(fixed, moving[k], u, v, max(need, 3))
+            np.testing.assert_allclose(ncc[k, u + 5, v + 5], want, atol=1e-9)
+    # too little overlap: not scored (NaN), never a zero-filled correlation
+    tiny = masked_ncc(fixed, moving[0], 5, min_overlap=1.0)
+    assert np.isnan(tiny).all()
 
 
 # ---- planted answers ----------------------------------------------------------------------

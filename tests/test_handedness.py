@@ -10,7 +10,7 @@ import pytest
 from scipy import ndimage as ndi
 
 import balllink as bl
-from balllink.compare import mirror_scan
+from balllink.comparison import mirror_scan
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import logging
 from . import align, metrics, report, simulate
 from ._scan import Scan
 from .align import Pose, coarse_align, coarse_align_many, prepare_alignment
-from .compare import CMCConfig, Comparison, compare, compare_many
+from .comparison import CMCConfig, Comparison, compare, compare_many
 from .database import LeadDatabase
 from .errors import (
     BalllinkError,

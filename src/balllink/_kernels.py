@@ -1,4 +1,4 @@
-"""Numba kernels of the CMC comparison (no validation: see compare.py for the wrappers).
+"""Numba kernels of the CMC comparison (no validation: see balllink.comparison for the wrappers).
 
 Arrays in, arrays out. NaN marks a missing height everywhere. Every kernel here has a slow,
 obvious NumPy twin in ``tests/reference.py``; ``tests/test_kernels.py`` compares them on
@@ -23,7 +23,6 @@ __all__ = [
     "gathered_argmax",
     "high_cmc_candidates",
     "index_corr",
-    "masked_ncc_search",
     "original_cmc",
     "rotate_nearest",
     "warp_rigid",
@@ -222,59 +221,6 @@ def gathered_argmax(maps, ridx, cidx, nr, nc):
                     qr[k] = a
                     qc[k] = b
     return qr, qc
-
-
-@njit(cache=True)
-def _ncc_one(cell, region, oy, ox, min_n):
-    h, w = cell.shape
-    n = 0
-    sx = 0.0
-    sy = 0.0
-    sxx = 0.0
-    syy = 0.0
-    sxy = 0.0
-    for i in range(h):
-        for j in range(w):
-            x = cell[i, j]
-            if math.isnan(x):
-                continue
-            y = region[oy + i, ox + j]
-            if math.isnan(y):
-                continue
-            n += 1
-            sx += x
-            sy += y
-            sxx += x * x
-            syy += y * y
-            sxy += x * y
-    if n < min_n or n < 2:
-        return np.nan, n
-    vx = sxx - sx * sx / n
-    vy = syy - sy * sy / n
-    if vx <= 1e-12 * max(sxx, 1e-30) or vy <= 1e-12 * max(syy, 1e-30):
-        return np.nan, n
-    return (sxy - sx * sy / n) / math.sqrt(vx * vy), n
-
-
-@njit(cache=True, parallel=True)
-def masked_ncc_search(cells, regions, min_n):
-    """Masked normalised cross-correlation of each cell over every offset inside its region.
-
-    ``cells`` (n, h, w), ``regions`` (n, H, W) with H >= h, W >= w; NaN is missing. For the
-    offset ``(oy, ox)`` (cell's top-left in the region, 0 <= oy <= H - h) the Pearson
-    correlation uses only the jointly finite pixels, renormalised per offset (not NaN to
-    zero); offsets with fewer than ``min_n[k]`` joint pixels give NaN.
-    Returns ``ncc`` (n, H - h + 1, W - w + 1) float32.
-    """
-    n, h, w = cells.shape
-    _, hh, ww = regions.shape
-    out = np.empty((n, hh - h + 1, ww - w + 1), dtype=np.float32)
-    for k in prange(n):
-        for oy in range(hh - h + 1):
-            for ox in range(ww - w + 1):
-                v, _ = _ncc_one(cells[k], regions[k], oy, ox, min_n[k])
-                out[k, oy, ox] = v
-    return out
 
 
 @njit(cache=True, parallel=True)

@@ -352,7 +352,7 @@ def _load_prepared(path):
 
 def _score_group(job):
     """Worker: one query file against its partner files (compare_many)."""
-    from .compare import compare_many
+    from .comparison import compare_many
 
     a, partners = job
     try:

@@ -267,7 +267,7 @@ def _default_read(path) -> Scan:
 
 
 def _default_compare_many(query: Scan, candidates: Sequence[Scan]) -> list:
-    from .compare import compare_many
+    from .comparison import compare_many
 
     return compare_many(query, list(candidates))
 

@@ -42,14 +42,14 @@ def default_threshold() -> float:
 
     Examples
     --------
-    >>> from balllink.compare import CMCConfig
+    >>> from balllink.comparison import CMCConfig
     >>> default_threshold() == CMCConfig().lead_threshold
     True
     """
     import importlib
 
     # the module, not the `compare` function that balllink/__init__ exports under that name
-    compare = importlib.import_module(".compare", __package__)
+    compare = importlib.import_module(".comparison", __package__)
     value = getattr(compare, "LEAD_THRESHOLD", None)
     if value is None:
         try:

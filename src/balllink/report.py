@@ -223,7 +223,7 @@ def lead_report(
         per-cell table and the pose).
     """
     if comparer is None:
-        from .compare import compare as comparer
+        from .comparison import compare as comparer
     lead: Lead = db.lead(lead_id)
     ea, eb = db.exhibit(lead.a), db.exhibit(lead.b)
     sa, sb = db.scan(lead.a), db.scan(lead.b)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib
 import math
 from dataclasses import replace
 
@@ -12,8 +11,7 @@ import pytest
 from scipy import ndimage as ndi
 
 import balllink as bl
-
-C = importlib.import_module("balllink.compare")
+from balllink.comparison import CELL_DTYPE, _cmcr, _coarse, _prepare
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +79,7 @@ def test_real_pairs_default(fadul):
     # Fadul's scans come roughly pre-oriented: same-gun rotations are within 30 degrees
     assert all(angle_err(c.rotation_deg, 0.0) < 30 for c in s_km)
     cells = s_km[0].cells
-    assert cells.dtype == C.CELL_DTYPE and cells.size > 0
+    assert cells.dtype == CELL_DTYPE and cells.size > 0
     assert set(np.unique(cells["direction"])) == {0, 1}
     assert np.all((cells["valid_fraction"] > 0) & (cells["valid_fraction"] <= 1))
     assert np.count_nonzero(cells["congruent"]) == s_km[0].cmc_count
@@ -133,7 +131,7 @@ def test_cmcr_config_values():
 
 def test_split_bounds_like_cimg():
     # CImg splits 545 px into 8 blocks of 68 or 69, covering every pixel once
-    b = C._split_bounds(545, 8)
+    b = _cmcr.split_bounds(545, 8)
     assert len(b) == 8 and b[0][0] == 0 and b[-1][1] == 544
     assert all(b[i + 1][0] == b[i][1] + 1 for i in range(7))
     assert {hi - lo + 1 for lo, hi in b} == {68, 69}
@@ -190,7 +188,8 @@ def test_to_pandas_or_clear_import_error():
 
 def test_builtin_coarse_search_when_align_finds_nothing(fadul, monkeypatch):
     # the brute-force two-stage search compare falls back on must find planted poses too
-    monkeypatch.setattr(C, "_align_module", lambda: None)
+    monkeypatch.setattr(_coarse, "coarse_align", lambda *a, **k: [])
+    monkeypatch.setattr(_coarse, "coarse_align_either", lambda *a, **k: ([], False))
     a = fadul["Fadul 2-1.x3p"]
     b = planted_copy(a, 291.0, 15.0, 4.0)
     cmp = bl.compare(a, b)
@@ -209,8 +208,8 @@ def test_cell_highpass_removes_long_waves_only():
     fine = np.sin(2 * np.pi * (x + y) / 50.0)
     scan = bl.Scan((long_wave + fine).astype(np.float32), spacing_um=6.25)
     cfg = bl.CMCConfig(downsample=1)
-    kept = C._prepare(scan, cfg).z
-    off = C._prepare(scan, replace(cfg, cell_highpass_um=0.0)).z
+    kept = _prepare.prepare(scan, cfg).z
+    off = _prepare.prepare(scan, replace(cfg, cell_highpass_um=0.0)).z
     inner = (slice(40, -40), slice(40, -40))  # away from the normalised-convolution border
     resid_long = kept[inner] - fine[inner]
     assert np.nanstd(resid_long) < 0.1 * np.nanstd(long_wave[inner])
