@@ -21,7 +21,7 @@ import platform
 import time
 from pathlib import Path
 
-from balllink.cli import _table, run_bench
+from balllink.cli import format_table, run_bench
 
 
 def main() -> None:
@@ -44,7 +44,7 @@ def main() -> None:
             workdir=args.workdir,
             keep=args.keep,
         )
-        print(_table(rows[-1:]), flush=True)
+        print(format_table(rows[-1:]), flush=True)
         out = Path(__file__).parent / "results"
         out.mkdir(exist_ok=True)
         (out / "bench_database.json").write_text(
@@ -59,7 +59,7 @@ def main() -> None:
             )
         )
     print()
-    print(_table(rows))
+    print(format_table(rows))
 
 
 if __name__ == "__main__":

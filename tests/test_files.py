@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 import balllink as bl
-from balllink import _db_store, _files
+from balllink import _files
 from balllink._files import atomic_path, atomic_write, file_sha256, jsonable
+from balllink.database import _store as _db_store
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="folder fsync is POSIX only")
 

@@ -18,16 +18,24 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from .comparison import CMCConfig
+
 __all__ = [
+    "KINDS",
+    "STATUSES",
     "Candidate",
     "Flag",
     "Lead",
     "Scope",
     "SearchResult",
     "Series",
+    "as_flags",
     "chance_probability",
     "default_threshold",
     "find_series",
+    "flags_json",
+    "flags_text",
+    "iso_date",
 ]
 
 KINDS = ("crime_scene", "test_fire")
@@ -35,28 +43,15 @@ STATUSES = ("new", "confirmed", "rejected")
 
 
 def default_threshold() -> float:
-    """The shipped lead threshold on `Comparison.score`, as measured by the compare stage.
-
-    Read from ``balllink.compare`` (``LEAD_THRESHOLD``, or the default `CMCConfig`'s
-    ``lead_threshold``) so that the database and ``Comparison.lead`` always agree.
+    """The shipped lead threshold on `Comparison.score`: the default `CMCConfig`'s
+    ``lead_threshold``, so that the database and ``Comparison.lead`` always agree.
 
     Examples
     --------
-    >>> from balllink.comparison import CMCConfig
-    >>> default_threshold() == CMCConfig().lead_threshold
-    True
+    >>> default_threshold()
+    0.5
     """
-    import importlib
-
-    # the module, not the `compare` function that balllink/__init__ exports under that name
-    compare = importlib.import_module(".comparison", __package__)
-    value = getattr(compare, "LEAD_THRESHOLD", None)
-    if value is None:
-        try:
-            value = getattr(compare.CMCConfig(), "lead_threshold", None)
-        except Exception:  # placeholder config or one that needs arguments
-            value = None
-    return float(value) if value is not None else 6.0
+    return float(CMCConfig().lead_threshold)
 
 
 @dataclass(frozen=True)
@@ -84,13 +79,13 @@ class Flag:
         return asdict(self)
 
 
-def _as_flags(raw) -> tuple[Flag, ...]:
+def as_flags(raw) -> tuple[Flag, ...]:
     """Flags from a list of ``{"code", "message"}`` dicts (``meta["prepared"]["flags"]``,
     or the stored JSON); plain strings count as codes; anything else gives ``()``.
 
     Examples
     --------
-    >>> _as_flags([{"code": "ring_irregular", "message": "q=0.3"}, "small_area"])
+    >>> as_flags([{"code": "ring_irregular", "message": "q=0.3"}, "small_area"])
     (Flag(code='ring_irregular', message='q=0.3'), Flag(code='small_area', message=''))
     """
     if not isinstance(raw, list | tuple):
@@ -107,17 +102,36 @@ def _as_flags(raw) -> tuple[Flag, ...]:
     return tuple(out)
 
 
-def _flags_json(flags: Sequence[Flag]) -> str:
-    """Flags as the JSON text stored in the ``exhibits.flags`` column."""
+def flags_json(flags: Sequence[Flag]) -> str:
+    """Flags as the JSON text stored in the ``exhibits.flags`` column.
+
+    Examples
+    --------
+    >>> flags_json([Flag("small_area", "1.2 mm²")])
+    '[{"code": "small_area", "message": "1.2 mm²"}]'
+    """
     return json.dumps([f.as_dict() for f in flags], ensure_ascii=False)
 
 
-def _flags_text(flags: Sequence[Flag]) -> str:
-    """One line for tables and CSV cells: ``code: message; code: message``."""
+def flags_text(flags: Sequence[Flag]) -> str:
+    """One line for tables and CSV cells: ``code: message; code: message``.
+
+    Examples
+    --------
+    >>> flags_text([Flag("small_area", "1.2 mm²"), Flag("ring_irregular")])
+    'small_area: 1.2 mm²; ring_irregular'
+    """
     return "; ".join(str(f) for f in flags)
 
 
-def _date(value) -> str | None:
+def iso_date(value) -> str | None:
+    """An ISO ``YYYY-MM-DD`` date from a date, a datetime or ISO text (None for none).
+
+    Examples
+    --------
+    >>> iso_date("2025-03-04T10:00"), iso_date(None)
+    ('2025-03-04', None)
+    """
     if value is None or value == "":
         return None
     if isinstance(value, _dt.datetime):
@@ -134,9 +148,13 @@ def _date(value) -> str | None:
 class Scope:
     """Which exhibits a search (or an ingest's automatic correlation) looks at.
 
+    Validated on construction: a bad value raises `ValueError` naming the field and the
+    form it takes. The database turns a scope into its query
+    (`balllink.database`); the scope itself knows nothing of SQL.
+
     Parameters
     ----------
-    agencies : sequence of str, optional
+    agencies : str or sequence of str, optional
         Only exhibits of these agencies (jurisdiction codes).
     since, until : str or date, optional
         Occurrence date range, inclusive (ISO ``YYYY-MM-DD``).
@@ -149,8 +167,12 @@ class Scope:
 
     Examples
     --------
-    >>> Scope(agencies=["A"], max_rescore=10).where()
-    ('agency IN (?)', ['A'])
+    >>> Scope(agencies=["A"], since="2025-01-01", max_rescore=10).max_rescore
+    10
+    >>> Scope(bbox=(39.0, -95.0, 38.0, -94.0))
+    Traceback (most recent call last):
+    ...
+    ValueError: Scope bbox must be (min_lat, min_lon, max_lat, max_lon) with min <= max, got (39.0, -95.0, 38.0, -94.0)
     """
 
     agencies: Sequence[str] | None = None
@@ -160,6 +182,27 @@ class Scope:
     kind: str | None = None
     bbox: tuple[float, float, float, float] | None = None
     max_rescore: int = 50
+
+    def __post_init__(self) -> None:
+        for name in ("agencies", "caliber"):
+            _check_names(name, getattr(self, name))
+        since = _scope_date("since", self.since)
+        until = _scope_date("until", self.until)
+        if since is not None and until is not None and since > until:
+            raise ValueError(f"Scope since ({since}) is after until ({until}); give since <= until")
+        if self.kind is not None and self.kind not in KINDS:
+            raise ValueError(f"Scope kind must be one of {KINDS} or None, got {self.kind!r}")
+        if self.bbox is not None:
+            _check_bbox(self.bbox)
+        try:
+            rescore = int(self.max_rescore)
+        except (TypeError, ValueError):
+            rescore = 0
+        if isinstance(self.max_rescore, bool) or rescore < 1:
+            raise ValueError(
+                f"Scope max_rescore must be an int >= 1 (candidates compared in full), "
+                f"got {self.max_rescore!r}"
+            )
 
     @classmethod
     def coerce(cls, scope) -> Scope:
@@ -178,40 +221,55 @@ class Scope:
             return cls(**scope)
         raise TypeError(f"scope must be a Scope or a dict, got {type(scope).__name__}")
 
-    def where(self) -> tuple[str, list]:
-        """SQL condition on the ``exhibits`` table and its parameters ("1" when open)."""
-        terms: list[str] = []
-        params: list = []
-        if self.agencies:
-            agencies = [self.agencies] if isinstance(self.agencies, str) else list(self.agencies)
-            terms.append(f"agency IN ({','.join('?' * len(agencies))})")
-            params += agencies
-        if self.since is not None:
-            terms.append("occurred >= ?")
-            params.append(_date(self.since))
-        if self.until is not None:
-            terms.append("occurred <= ?")
-            params.append(_date(self.until))
-        if self.caliber:
-            cals = [self.caliber] if isinstance(self.caliber, str) else list(self.caliber)
-            terms.append(f"caliber IN ({','.join('?' * len(cals))})")
-            params += cals
-        if self.kind is not None:
-            if self.kind not in KINDS:
-                raise ValueError(f"scope kind must be one of {KINDS}, got {self.kind!r}")
-            terms.append("kind = ?")
-            params.append(self.kind)
-        if self.bbox is not None:
-            lat0, lon0, lat1, lon1 = (float(v) for v in self.bbox)
-            if lat0 > lat1 or lon0 > lon1:
-                raise ValueError(
-                    f"bbox must be (min_lat, min_lon, max_lat, max_lon), got {self.bbox}"
-                )
-            terms.append("lat BETWEEN ? AND ? AND lon BETWEEN ? AND ?")
-            params += [lat0, lat1, lon0, lon1]
-        if int(self.max_rescore) < 1:
-            raise ValueError(f"max_rescore must be >= 1, got {self.max_rescore}")
-        return (" AND ".join(terms) or "1"), params
+    def names(self, field_name: str) -> list[str]:
+        """``agencies`` or ``caliber`` as a list (one name given as text is one item).
+
+        Examples
+        --------
+        >>> Scope(agencies="PD1").names("agencies"), Scope().names("caliber")
+        (['PD1'], [])
+        """
+        value = getattr(self, field_name)
+        if not value:
+            return []
+        return [value] if isinstance(value, str) else list(value)
+
+
+def _check_names(name: str, value) -> None:
+    if value is None or isinstance(value, str):
+        return
+    if isinstance(value, Sequence) and all(isinstance(v, str) for v in value):
+        return
+    raise ValueError(
+        f"Scope {name} must be a name or a list of names (text), got {value!r}; "
+        f"e.g. Scope({name}=['PD1', 'PD2'])"
+    )
+
+
+def _scope_date(name: str, value) -> str | None:
+    try:
+        return iso_date(value)
+    except ValueError:
+        raise ValueError(
+            f"Scope {name} must be an ISO date YYYY-MM-DD (or a date), got {value!r}"
+        ) from None
+
+
+def _check_bbox(bbox) -> None:
+    try:
+        values = [float(v) for v in bbox]
+    except (TypeError, ValueError):
+        values = []
+    if len(values) != 4 or not all(np.isfinite(values)):
+        raise ValueError(
+            f"Scope bbox must be 4 numbers (min_lat, min_lon, max_lat, max_lon), got {bbox!r}"
+        )
+    lat0, lon0, lat1, lon1 = values
+    if lat0 > lat1 or lon0 > lon1:
+        raise ValueError(
+            "Scope bbox must be (min_lat, min_lon, max_lat, max_lon) with min <= max, "
+            f"got {tuple(bbox)}"
+        )
 
 
 @dataclass(frozen=True)
@@ -322,7 +380,7 @@ class Lead:
     def as_row(self) -> dict:
         """Flat fields for CSV and tables: flags as ``code: message; ...`` text."""
         row = self.as_dict()
-        row["flags_a"], row["flags_b"] = _flags_text(self.flags_a), _flags_text(self.flags_b)
+        row["flags_a"], row["flags_b"] = flags_text(self.flags_a), flags_text(self.flags_b)
         return row
 
 

@@ -4,6 +4,9 @@ The lead report is one self-contained HTML file (PNG figures embedded as base64)
 exhibits' metadata and preparation flags, the scores, the two surfaces, ``b`` aligned onto
 ``a`` (mirrored first when it was compared as its mirror image) and overlaid with the
 congruent cells outlined, the per-cell table and the candidate list of ``a``.
+
+A report presents what it is given: it compares nothing and writes nothing to the audit
+trail (the caller runs the comparison and records the export).
 """
 
 from __future__ import annotations
@@ -14,13 +17,14 @@ import html
 import io
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from ._scan import Scan
-from .leads import Lead, _flags_text
+from .comparison import Comparison
+from .leads import Lead, SearchResult, flags_text
 
 __all__ = [
     "align_to",
@@ -29,6 +33,7 @@ __all__ = [
     "leads_csv",
     "leads_geojson",
     "overlay_figure",
+    "overlay_rgb",
     "score_histogram",
 ]
 
@@ -104,17 +109,22 @@ def _mirror(scan: Scan) -> Scan:
     return scan.replace(heights=np.flipud(scan.heights), mask=np.flipud(scan.mask))
 
 
-def overlay_figure(a: Scan, b: Scan, comparison, *, title: str = ""):
-    """A matplotlib figure: ``a``, ``b``, and ``b`` aligned on ``a`` overlaid (a in
-    magenta, aligned b in green: agreement looks grey) with congruent cells outlined.
+def overlay_rgb(a: Scan, b: Scan, comparison: Comparison) -> np.ndarray:
+    """The overlay image (rows, cols, 3) in [0, 1]: ``a`` in magenta, ``b`` posed by the
+    comparison (mirrored first when ``comparison.mirrored``) in green, so that surfaces
+    that agree look grey; white where neither has data.
 
-    When ``comparison.mirrored``, ``b`` is mirrored before the pose is applied (the pose
-    places the mirrored ``b`` on ``a``)."""
-    plt = _matplotlib()
-    from matplotlib.patches import Rectangle
-
-    mirrored = bool(getattr(comparison, "mirrored", False))
-    b_posed = _mirror(b) if mirrored else b
+    Examples
+    --------
+    >>> from balllink.comparison import CMCConfig, Comparison
+    >>> z = np.random.default_rng(0).normal(size=(20, 20))
+    >>> s = Scan(z, spacing_um=1.0)
+    >>> pose = Comparison(0, 0.0, 0.0, (0.0, 0.0), False, (), np.zeros(0), config=CMCConfig())
+    >>> rgb = overlay_rgb(s, s, pose)
+    >>> rgb.shape, bool(np.allclose(rgb[..., 0], rgb[..., 1]))
+    ((20, 20, 3), True)
+    """
+    b_posed = _mirror(b) if comparison.mirrored else b
     aligned = align_to(a, b_posed, comparison.rotation_deg, comparison.translation_um)
     za, zb = _norm(a.masked_heights()), _norm(aligned)
     rgb = np.ones((*a.shape, 3))
@@ -124,6 +134,21 @@ def overlay_figure(a: Scan, b: Scan, comparison, *, title: str = ""):
     rgb[..., 1] = np.where(np.isfinite(zb), zb, 1.0)
     rgb[~np.isfinite(za) & ~np.isfinite(zb)] = 1.0
     rgb[np.isfinite(za) & ~both, 1] = 0.85
+    return rgb
+
+
+def overlay_figure(a: Scan, b: Scan, comparison: Comparison, *, title: str = ""):
+    """A matplotlib figure: ``a``, ``b``, and ``b`` aligned on ``a`` overlaid (a in
+    magenta, aligned b in green: agreement looks grey, see `overlay_rgb`) with congruent
+    cells outlined.
+
+    When ``comparison.mirrored``, ``b`` is mirrored before the pose is applied (the pose
+    places the mirrored ``b`` on ``a``)."""
+    plt = _matplotlib()
+    from matplotlib.patches import Rectangle
+
+    mirrored = bool(comparison.mirrored)
+    rgb = overlay_rgb(a, b, comparison)
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.6))
     for ax, z, name in ((axes[0], a.masked_heights(), "a"), (axes[1], b.masked_heights(), "b")):
         im = ax.imshow(z, cmap="viridis")
@@ -134,10 +159,9 @@ def overlay_figure(a: Scan, b: Scan, comparison, *, title: str = ""):
         f"b{' mirrored and' if mirrored else ''} aligned on a "
         f"(θ={comparison.rotation_deg:.1f}°); congruent cells outlined"
     )
-    cells = getattr(comparison, "cells", None)
-    cfg = getattr(comparison, "config", None)
-    if cells is not None and len(cells) and cfg is not None:
-        gy, gx = cfg.grid
+    cells = comparison.cells
+    if len(cells):
+        gy, gx = comparison.config.grid
         h, w = a.shape[0] / gy, a.shape[1] / gx
         sy, sx = a.spacing_um
         for c in cells[(cells["direction"] == 0) & cells["congruent"]]:
@@ -201,34 +225,37 @@ def _flags_html(lead: Lead) -> str:
 
 def lead_report(
     db,
-    lead_id: int,
+    lead: Lead | int,
+    comparison: Comparison,
+    candidates: SearchResult,
     path=None,
-    *,
-    k: int = 10,
-    comparer: Callable | None = None,
 ) -> str:
     """The HTML report of one lead; written to ``path`` when given, returned as text.
+
+    The report presents what it is given: it runs no comparison and writes nothing to the
+    audit trail (record the export with `LeadDatabase.log_event`).
 
     Parameters
     ----------
     db : LeadDatabase
-    lead_id : int
-        A lead id from `LeadDatabase.leads`.
+        Read for the two exhibits, their stored scans and the lead threshold.
+    lead : Lead or int
+        A lead from `LeadDatabase.leads` (or its id).
+    comparison : Comparison
+        The comparison of exhibit ``a``'s stored scan with ``b``'s (e.g.
+        ``bl.compare(db.scan(lead.a), db.scan(lead.b))``): its scores, pose and per-cell
+        table are shown beside the stored ones.
+    candidates : SearchResult
+        The candidate list of exhibit ``a`` (e.g. ``db.candidates(lead.a, k=10)``, which
+        reads only).
     path : str or Path, optional
         Output ``.html`` file.
-    k : int
-        Length of the candidate list of exhibit ``a`` shown at the end.
-    comparer : callable, optional
-        ``comparer(a, b) -> Comparison``, default `balllink.compare` (run again to get the
-        per-cell table and the pose).
     """
-    if comparer is None:
-        from .comparison import compare as comparer
-    lead: Lead = db.lead(lead_id)
+    if not isinstance(lead, Lead):
+        lead = db.lead(lead)
+    cmp, cands = comparison, candidates
     ea, eb = db.exhibit(lead.a), db.exhibit(lead.b)
     sa, sb = db.scan(lead.a), db.scan(lead.b)
-    cmp = comparer(sa, sb)
-    cands = db.search(lead.a, k=k)
     fig = overlay_figure(sa, sb, cmp, title=f"lead {lead.id}: exhibit {lead.a} vs {lead.b}")
     png = _png(fig)
     meta_rows = []
@@ -243,12 +270,11 @@ def lead_report(
         {"field": "exhibit id", "a": ea.id, "b": eb.id},
         {
             "field": "preparation flags",
-            "a": _flags_text(ea.flags) or "none",
-            "b": _flags_text(eb.flags) or "none",
+            "a": flags_text(ea.flags) or "none",
+            "b": flags_text(eb.flags) or "none",
         },
     ]
     p_chance = next((c.p_chance for c in cands if c.exhibit_id == lead.b), None)
-    mirrored_now = getattr(cmp, "mirrored", None)
     score_rows = [
         {"measure": "score (stored)", "value": lead.score},
         {"measure": "CMC count (stored)", "value": lead.cmc_count},
@@ -257,16 +283,13 @@ def lead_report(
         {"measure": "rotation of b (deg)", "value": float(cmp.rotation_deg)},
         {"measure": "translation of b (dy, dx) µm", "value": tuple(cmp.translation_um)},
         {"measure": "b compared as its mirror image (stored)", "value": _yes_no(lead.mirrored)},
-        {"measure": "b compared as its mirror image (recomputed)", "value": _yes_no(mirrored_now)},
+        {"measure": "b compared as its mirror image (recomputed)", "value": _yes_no(cmp.mirrored)},
         {"measure": "lead threshold", "value": db.threshold},
         {"measure": "P(score this high by chance)", "value": p_chance},
         {"measure": "cross-jurisdiction", "value": lead.cross_jurisdiction},
         {"measure": "status", "value": f"{lead.status} {lead.examiner or ''}".strip()},
     ]
-    cells = getattr(cmp, "cells", None)
-    cell_rows = (
-        [{n: _py(c[n]) for n in cells.dtype.names} for c in cells] if cells is not None else []
-    )
+    cell_rows = [{n: _py(c[n]) for n in cmp.cells.dtype.names} for c in cmp.cells]
     cand_rows = [
         {
             "rank": c.rank,
@@ -279,7 +302,7 @@ def lead_report(
             "p_chance": c.p_chance,
             "lead": "yes" if c.score >= db.threshold else "",
             "mirrored": "yes" if c.mirrored else "",
-            "flags": _flags_text(c.flags),
+            "flags": flags_text(c.flags),
         }
         for c in cands
     ]
@@ -305,7 +328,6 @@ Examiner review required; this is an investigative lead, not an identification.<
 """
     if path is not None:
         Path(path).write_text(text, encoding="utf-8")
-    db.log_event("export", what="lead_report", lead=lead.id, path=str(path) if path else None)
     return text
 
 

@@ -1,12 +1,12 @@
 """Lead database: schema, ingest, duplicates, leads, series, audit, crash safety, index repair.
 
 Most tests inject small stand-ins through the documented `LeadDatabase` parameters
-(``comparer``, ``index_class``, ``preparer``) so they exercise the database logic alone on
-tiny synthetic scans whose truth is known: same-gun scans share a random signature, so the
-stand-in comparer (Pearson correlation x 10) scores them high and others near 0. The
-stand-in preparer passes the scans through, so a scan is flagged exactly when its
-``meta["prepared"]["flags"]`` says so (`flagged`). The end-to-end tests at the bottom use
-the real stack.
+(``comparer``, ``index_class``, ``preparer``; see the ``open_db`` fixture in conftest.py) so
+they exercise the database logic alone on tiny synthetic scans whose truth is known:
+same-gun scans share a random signature, so the stand-in comparer (Pearson correlation x 10)
+scores them high and others near 0. The stand-in preparer passes the scans through, so a
+scan is flagged exactly when its ``meta["prepared"]["flags"]`` says so (`flagged`). The
+end-to-end tests at the bottom use the real stack.
 """
 
 from __future__ import annotations
@@ -14,184 +14,22 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import signal
 import sqlite3
-import subprocess
-import sys
-import textwrap
-import time
-import warnings
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 import balllink as bl
-from balllink import _db_schema, report
-from balllink.database import FlaggedExhibit, LeadDatabase, _prepared_flags
-from balllink.leads import Flag, Scope, chance_probability, find_series
-
-# --------------------------------------------------------------------------- stand-ins
-
-
-def fake_scans(n_guns, per_gun, *, seed=0, shape=(240, 240), noise=0.4):
-    """Prepared-like scans: gun signature + fresh noise, a NaN corner; truth = gun id.
-
-    2.2 mm² each (240 x 240 px at 6.25 µm): above the minimum area, so they carry only the
-    flags a test gives them."""
-    rng = np.random.default_rng(seed)
-    sigs = rng.normal(size=(n_guns, *shape))
-    scans, guns = [], []
-    for g in range(n_guns):
-        for f in range(per_gun):
-            z = sigs[g] + noise * rng.normal(size=shape)
-            z[:3, :3] = np.nan
-            scans.append(
-                bl.Scan(
-                    z,
-                    spacing_um=6.25,
-                    meta={"prepared": {"ok": True, "spacing_um": 6.25}},
-                    source=f"gun{g}-fire{f}",
-                )
-            )
-            guns.append(g)
-    return scans, np.array(guns)
-
-
-def _corr(a, b):
-    x, y = a.masked_heights().ravel(), b.masked_heights().ravel()
-    ok = np.isfinite(x) & np.isfinite(y)
-    return float(np.corrcoef(x[ok], y[ok])[0, 1])
-
-
-def fake_compare_many(query, candidates):
-    """Correlation x 10; ``mirrored`` when either scan's source ends in ``-mirror``."""
-    out = []
-    for c in candidates:
-        r = max(0.0, _corr(query, c))
-        mirrored = any(str(s.source).endswith("-mirror") for s in (query, c))
-        out.append(
-            SimpleNamespace(
-                score=10 * r,
-                cmc_count=round(10 * r),
-                rotation_deg=0.0,
-                translation_um=(0, 0),
-                mirrored=mirrored,
-            )
-        )
-    return out
-
-
-def passthrough(scan):
-    """Stand-in preparer: the fake scans are prepared already."""
-    return scan
-
-
-RING = {"code": "ring_irregular", "message": "ring fit quality 0.21: a hole touching the edge"}
-
-
-def flagged(scan, *flags):
-    """The scan as a preparer that noted problems returns it (``flags``: dicts)."""
-    meta = {**scan.meta, "prepared": {**scan.meta["prepared"], "flags": list(flags or [RING])}}
-    return scan.replace(meta=meta)
-
-
-class FakeIndex:
-    """Exact inner-product search on normalised flattened scans; saved as .npz."""
-
-    def __init__(self):
-        self.ids = np.zeros(0, np.int64)
-        self.vecs = None
-
-    @staticmethod
-    def _vec(scan):
-        v = np.nan_to_num(scan.masked_heights().ravel())
-        return v / (np.linalg.norm(v) + 1e-9)
-
-    def add(self, ids, scans):
-        v = np.stack([self._vec(s) for s in scans])
-        self.vecs = v if self.vecs is None else np.vstack([self.vecs, v])
-        self.ids = np.concatenate([self.ids, np.asarray(ids, np.int64)])
-
-    def search(self, scans, k):
-        q = np.stack([self._vec(s) for s in scans])
-        sim = q @ self.vecs.T if self.vecs is not None else np.zeros((len(q), 0))
-        order = np.argsort(-sim, axis=1)[:, :k]
-        ids = np.full((len(q), k), -1, np.int64)
-        sc = np.zeros((len(q), k), np.float32)
-        ids[:, : order.shape[1]] = self.ids[order]
-        sc[:, : order.shape[1]] = np.take_along_axis(sim, order, 1)
-        return ids, sc
-
-    def remove(self, ids):
-        keep = ~np.isin(self.ids, ids)
-        self.ids, self.vecs = self.ids[keep], self.vecs[keep]
-
-    def save(self, path):
-        with open(path, "wb") as fh:
-            np.savez(fh, ids=self.ids, vecs=self.vecs if self.vecs is not None else np.zeros(0))
-
-    @classmethod
-    def load(cls, path):
-        try:
-            z = np.load(path)
-            out = cls()
-            out.ids = z["ids"]
-            out.vecs = z["vecs"] if z["vecs"].size else None
-            return out
-        except Exception as exc:
-            raise bl.IndexFormatError(f"{path}: {exc}") from None
-
-    def __len__(self):
-        return int(self.ids.size)
-
-
-def open_db(path, **kw):
-    kw.setdefault("threshold", 5.0)
-    kw.setdefault("preparer", passthrough)
-    return LeadDatabase(path, comparer=fake_compare_many, index_class=FakeIndex, **kw)
-
-
-AGENCIES = ("CITY", "COUNTY", "STATE")
-
-
-def items_for(scans):
-    return [
-        (s, {"agency": AGENCIES[i % 3], "case_id": f"C{i}", "occurred": f"2025-0{1 + i % 9}-15"})
-        for i, s in enumerate(scans)
-    ]
-
-
-# --------------------------------------------------------------------------- unit
-
-
-def test_find_series_components():
-    assert find_series([(5, 1), (1, 9), (3, 4)]) == [[1, 5, 9], [3, 4]]
-    assert find_series([]) == []
-
-
-def test_chance_probability_counts_null_at_or_above():
-    null = np.arange(10.0)
-    assert chance_probability(9.0, null) == pytest.approx(2 / 11)
-    assert chance_probability(100.0, null) == pytest.approx(1 / 11)
-    assert chance_probability(-1.0, null) == 1.0
-
-
-def test_scope_validation():
-    with pytest.raises(ValueError, match="kind"):
-        Scope(kind="pistol").where()
-    with pytest.raises(ValueError, match="unknown scope"):
-        Scope.coerce({"agency": "A"})
-    with pytest.raises(ValueError, match="bbox"):
-        Scope(bbox=(10, 0, 5, 1)).where()
-
+from balllink import report
+from balllink.database import FlaggedExhibit, LeadDatabase
+from balllink.database._exhibits import prepared_flags
+from balllink.leads import Flag, Scope
 
 # --------------------------------------------------------------------------- database
 
 
-def test_ingest_leads_series_and_duplicates(tmp_path):
+def test_ingest_leads_series_and_duplicates(tmp_path, open_db, fake_scans, items_for):
     scans, guns = fake_scans(4, 3)
     with open_db(tmp_path / "l.db") as db:
         rep = db.ingest_many(items_for(scans))
@@ -217,7 +55,7 @@ def test_ingest_leads_series_and_duplicates(tmp_path):
         assert db.check().ok
 
 
-def test_same_case_pairs_are_not_leads_and_threshold_adjusts(tmp_path):
+def test_same_case_pairs_are_not_leads_and_threshold_adjusts(tmp_path, open_db, fake_scans):
     scans, _ = fake_scans(1, 3)
     with open_db(tmp_path / "l.db") as db:
         db.ingest_many(scans[:2], case_id="X", agency="A")
@@ -228,7 +66,7 @@ def test_same_case_pairs_are_not_leads_and_threshold_adjusts(tmp_path):
         assert len(db.leads(threshold=-1.0)) == 2  # still never the same-case pair
 
 
-def test_exhibit_fields_roundtrip_and_validation(tmp_path):
+def test_exhibit_fields_roundtrip_and_validation(tmp_path, open_db, fake_scans):
     scans, _ = fake_scans(1, 2)
     with open_db(tmp_path / "l.db") as db:
         eid = db.ingest(
@@ -259,7 +97,7 @@ def test_exhibit_fields_roundtrip_and_validation(tmp_path):
         assert db.count() == 1
 
 
-def test_search_scope_counts_and_chance(tmp_path):
+def test_search_scope_counts_and_chance(tmp_path, open_db, fake_scans, items_for):
     scans, _ = fake_scans(6, 3, seed=1)
     with open_db(tmp_path / "l.db", rescore_k=4) as db:
         ids = db.ingest_many(items_for(scans)).ingested
@@ -281,7 +119,7 @@ def test_search_scope_counts_and_chance(tmp_path):
         assert actions.count("search") == 4
 
 
-def test_status_workflow_and_series_follow_rejections(tmp_path):
+def test_status_workflow_and_series_follow_rejections(tmp_path, open_db, fake_scans, items_for):
     scans, _ = fake_scans(1, 3, seed=2)
     with open_db(tmp_path / "l.db") as db:
         db.ingest_many(items_for(scans))
@@ -302,7 +140,7 @@ def test_status_workflow_and_series_follow_rejections(tmp_path):
         assert len(db.series()[0].exhibits) == 3
 
 
-def test_audit_trail_detects_edit_and_deletion(tmp_path):
+def test_audit_trail_detects_edit_and_deletion(tmp_path, open_db, fake_scans, items_for):
     scans, _ = fake_scans(2, 2, seed=3)
     path = tmp_path / "l.db"
     with open_db(path) as db:
@@ -336,7 +174,7 @@ def test_audit_trail_detects_edit_and_deletion(tmp_path):
     assert not truncated.ok  # the first error met is the bogus record 3 or the tail
 
 
-def test_audit_tail_deletion_detected(tmp_path):
+def test_audit_tail_deletion_detected(tmp_path, open_db, fake_scans, items_for):
     scans, _ = fake_scans(1, 2, seed=3)
     path = tmp_path / "l.db"
     with open_db(path) as db:
@@ -351,7 +189,7 @@ def test_audit_tail_deletion_detected(tmp_path):
         assert not rep.ok and "head" in rep.reason
 
 
-def test_bad_files_are_skipped_with_reasons(tmp_path):
+def test_bad_files_are_skipped_with_reasons(tmp_path, open_db, fake_scans):
     scans, _ = fake_scans(2, 2, seed=4)
     garbage = tmp_path / "garbage.x3p"
     garbage.write_bytes(b"this is not a zip")
@@ -374,7 +212,9 @@ def test_bad_files_are_skipped_with_reasons(tmp_path):
 # --------------------------------------------------------------------------- flags
 
 
-def test_flagged_scan_is_stored_compared_and_shown_everywhere(tmp_path):
+def test_flagged_scan_is_stored_compared_and_shown_everywhere(
+    tmp_path, open_db, fake_scans, items_for, flagged, ring
+):
     """A scan whose preparation noted a problem is kept, compared, and its flag travels
     with it: exhibit, ingest report, search results (as candidate and as query), leads,
     CSV / JSON / GeoJSON exports, audit trail and check counts."""
@@ -385,11 +225,11 @@ def test_flagged_scan_is_stored_compared_and_shown_everywhere(tmp_path):
         rep = db.ingest_many(items)
         assert len(rep.ingested) == 6 and not rep.skipped
         eid = rep.ingested[1]
-        assert rep.flagged == [FlaggedExhibit("gun0-fire1", eid, (Flag(**RING),))]
-        assert list(rep.as_dict()["flagged"][0]["flags"]) == [RING]
+        assert rep.flagged == [FlaggedExhibit("gun0-fire1", eid, (Flag(**ring),))]
+        assert list(rep.as_dict()["flagged"][0]["flags"]) == [ring]
         assert rep.counts()["flagged"] == 1 and rep.as_dict()["counts"]["ingested"] == 6
         # stored and compared like any other exhibit
-        assert db.exhibit(eid).flags == (Flag(**RING),) and db.exhibit(eid).flagged
+        assert db.exhibit(eid).flags == (Flag(**ring),) and db.exhibit(eid).flagged
         assert [e.id for e in db.exhibits(flagged=True)] == [eid]
         assert len(db.exhibits(flagged=False)) == 5
         n_pairs = (
@@ -401,13 +241,13 @@ def test_flagged_scan_is_stored_compared_and_shown_everywhere(tmp_path):
         # search: as a candidate, and as the query
         res = db.search(rep.ingested[0], k=5)
         by_id = {c.exhibit_id: c for c in res}
-        assert by_id[eid].flags == (Flag(**RING),) and by_id[eid].flagged
+        assert by_id[eid].flags == (Flag(**ring),) and by_id[eid].flagged
         assert not any(c.flags for c in res if c.exhibit_id != eid)
         as_json = json.loads(json.dumps(res.as_dict()))
         cand = next(c for c in as_json["candidates"] if c["exhibit_id"] == eid)
-        assert cand["flags"] == [RING] and cand["flagged"]
-        assert db.search(eid, k=2).query_flags == (Flag(**RING),)
-        assert db.search(scans[1].replace(source="new"), k=1).query_flags == (Flag(**RING),)
+        assert cand["flags"] == [ring] and cand["flagged"]
+        assert db.search(eid, k=2).query_flags == (Flag(**ring),)
+        assert db.search(scans[1].replace(source="new"), k=1).query_flags == (Flag(**ring),)
         # leads: the same-gun pairs with the flagged exhibit carry its flag on its side
         leads = db.leads()
         with_flag = [x for x in leads if eid in (x.a, x.b)]
@@ -416,7 +256,7 @@ def test_flagged_scan_is_stored_compared_and_shown_everywhere(tmp_path):
             side = lead.flags_a if lead.a == eid else lead.flags_b
             other = lead.flags_b if lead.a == eid else lead.flags_a
             if lead in with_flag:
-                assert side == (Flag(**RING),) and other == () and lead.flagged
+                assert side == (Flag(**ring),) and other == () and lead.flagged
             else:
                 assert not lead.flagged
         # exports
@@ -429,7 +269,7 @@ def test_flagged_scan_is_stored_compared_and_shown_everywhere(tmp_path):
             assert r["flagged"] == str(lead.flagged)
             assert ("ring_irregular: ring fit quality 0.21" in text) == lead.flagged
         dumped = json.loads(json.dumps([x.as_dict() for x in with_flag]))
-        assert all(RING in d["flags_a"] + d["flags_b"] and d["flagged"] for d in dumped)
+        assert all(ring in d["flags_a"] + d["flags_b"] and d["flagged"] for d in dumped)
         geo = report.leads_geojson(db, with_flag)
         assert all(f["properties"]["flagged"] for f in geo["features"])
         # audit and check
@@ -439,9 +279,9 @@ def test_flagged_scan_is_stored_compared_and_shown_everywhere(tmp_path):
         assert check.ok and check.counts["flagged_exhibits"] == 1
 
 
-def test_strict_refuses_flagged_scans_with_the_reason(tmp_path):
+def test_strict_refuses_flagged_scans_with_the_reason(tmp_path, open_db, fake_scans, flagged, ring):
     scans, _ = fake_scans(1, 3, seed=14)
-    scans[2] = flagged(scans[2], RING, {"code": "small_area", "message": "1.0 mm²"})
+    scans[2] = flagged(scans[2], ring, {"code": "small_area", "message": "1.0 mm²"})
     with open_db(tmp_path / "l.db", strict=True) as db:
         rep = db.ingest_many(scans, agency="A")
         assert len(rep.ingested) == 2 and not rep.flagged
@@ -457,7 +297,9 @@ def test_strict_refuses_flagged_scans_with_the_reason(tmp_path):
         assert codes == ["ring_irregular", "small_area"]
 
 
-def test_unusable_files_are_listed_while_the_batch_goes_on(tmp_path):
+def test_unusable_files_are_listed_while_the_batch_goes_on(
+    tmp_path, open_db, fake_scans, flagged, fake_compare_many, fake_index
+):
     scans, _ = fake_scans(1, 3, seed=15)
     garbage = tmp_path / "garbage.x3p"
     garbage.write_bytes(b"this is not a zip")
@@ -480,14 +322,14 @@ def test_unusable_files_are_listed_while_the_batch_goes_on(tmp_path):
         assert db.count() == 3 and db.check().ok
     # the default preparer (balllink.preprocess) refuses a scan without a measured point
     with LeadDatabase(
-        tmp_path / "real.db", comparer=fake_compare_many, index_class=FakeIndex
+        tmp_path / "real.db", comparer=fake_compare_many, index_class=fake_index
     ) as db:
         rep = db.ingest_many([empty, garbage], agency="A")
         assert [n for n, _ in rep.skipped] == ["empty.x3p", str(garbage)]
         assert "no measured" in rep.skipped[0][1] and db.count() == 0
 
 
-def test_mirrored_comparisons_are_kept(tmp_path):
+def test_mirrored_comparisons_are_kept(tmp_path, open_db, fake_scans, items_for):
     scans, _ = fake_scans(1, 3, seed=16)
     scans[2] = scans[2].replace(source="gun0-fire2-mirror")
     with open_db(tmp_path / "l.db") as db:
@@ -514,218 +356,15 @@ def test_exhibit_flags_leave_out_the_databases_own_preparation():
     ]
     prep = raw.replace(meta={"prepared": {"ok": True, "flags": flags}})
     # a raw input: preparing it is the database's job, not a doubt about the scan
-    assert _prepared_flags(raw, prep) == (Flag("small_area", "0.1 mm²"),)
+    assert prepared_flags(raw, prep) == (Flag("small_area", "0.1 mm²"),)
     # an input that claimed to be prepared and was not: the correction is worth a flag
     claimed = raw.replace(meta={"prepared": {"ok": True}})
-    assert [f.code for f in _prepared_flags(claimed, prep)] == ["small_area", "auto_prepared"]
+    assert [f.code for f in prepared_flags(claimed, prep)] == ["small_area", "auto_prepared"]
     # nothing recorded, but 4 x 4 px is far below the minimum area: said all the same
-    assert [f.code for f in _prepared_flags(raw, raw)] == ["small_area"]
+    assert [f.code for f in prepared_flags(raw, raw)] == ["small_area"]
 
 
-def _v1_copy(new_sqlite: Path, old_sqlite: Path) -> None:
-    """Copy every row of a database into a file made by the version-1 schema SQL."""
-    con = sqlite3.connect(old_sqlite)
-    con.executescript(_db_schema._MIGRATIONS[1])
-    con.execute("INSERT INTO schema_version VALUES (1, '2025-01-01T00:00:00+00:00')")
-    con.execute("ATTACH DATABASE ? AS new", (str(new_sqlite),))
-    for table in ("settings", "exhibits", "comparisons", "lead_status", "audit"):
-        cols = ",".join(r[1] for r in con.execute(f"PRAGMA main.table_info({table})"))
-        con.execute(f"INSERT INTO main.{table} ({cols}) SELECT {cols} FROM new.{table}")
-    con.commit()
-    con.execute("DETACH DATABASE new")
-    con.close()
-
-
-def test_old_schema_database_migrates_without_losing_rows(tmp_path):
-    scans, _ = fake_scans(2, 3, seed=17)
-    path = tmp_path / "l.db"
-    with open_db(path) as db:
-        db.ingest_many(items_for(scans[:5]))
-        db.set_status(db.leads()[0].id, "confirmed", examiner="Ann")
-        before = [(x.id, x.a, x.b, x.score, x.status) for x in db.leads()]
-        exhibits = [(e.id, e.case_id, e.scan_hash) for e in db.exhibits()]
-        n_audit = len(db.audit())
-    sqlite = path / "leads.sqlite"
-    old = tmp_path / "old.sqlite"
-    _v1_copy(sqlite, old)
-    for f in path.glob("leads.sqlite*"):
-        f.unlink()
-    old.rename(sqlite)
-    con = sqlite3.connect(sqlite)
-    assert "flags" not in [r[1] for r in con.execute("PRAGMA table_info(exhibits)")]
-    con.close()
-
-    with open_db(path) as db:
-        con = db._sql()
-        assert con.execute("SELECT max(version) FROM schema_version").fetchone()[0] == 2
-        assert _db_schema.SCHEMA_VERSION == 2
-        assert [(e.id, e.case_id, e.scan_hash) for e in db.exhibits()] == exhibits
-        assert [(x.id, x.a, x.b, x.score, x.status) for x in db.leads()] == before
-        assert all(e.flags == () for e in db.exhibits())
-        assert all(x.mirrored is None and not x.flagged for x in db.leads())  # not recorded
-        assert len(db.audit()) == n_audit and db.check().ok
-        # and it takes new exhibits, flagged or not, with the new columns
-        rep = db.ingest_many([flagged(scans[5])], agency="Z", case_id="new")
-        (new,) = rep.ingested
-        assert db.exhibit(new).flags == (Flag(**RING),)
-        fresh = [x for x in db.leads() if new in (x.a, x.b)]
-        assert fresh and all(x.mirrored is False and x.flagged for x in fresh)
-        assert db.check().ok and db.verify_audit().ok
-
-
-def test_missing_or_corrupt_index_is_rebuilt_with_warning(tmp_path):
-    scans, _ = fake_scans(3, 2, seed=5)
-    path = tmp_path / "l.db"
-    with open_db(path) as db:
-        db.ingest_many(items_for(scans))
-        before = db.search(1, k=3)
-    for damage in ("corrupt", "missing"):
-        index_file = path / "index.faiss"
-        if damage == "corrupt":
-            index_file.write_bytes(index_file.read_bytes()[:50])
-        else:
-            index_file.unlink()
-        with open_db(path, rescore_k=2) as db:
-            with pytest.warns(RuntimeWarning, match="rebuilding"):
-                n = len(db.index)
-            assert n == 6
-            assert db.check().ok
-            after = db.search(1, k=3)
-            assert [c.exhibit_id for c in after] == [c.exhibit_id for c in before]
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            with open_db(path) as db:  # saved again: no warning the next time
-                assert len(db.index) == 6
-
-
-def test_index_catches_up_after_unsaved_ingest(tmp_path):
-    scans, _ = fake_scans(2, 2, seed=6)
-    path = tmp_path / "l.db"
-    with open_db(path) as db:
-        db.ingest_many(scans[:2])
-    db = open_db(path)
-    db.ingest_many(scans[2:], save_every=10**6)
-    db._index_dirty = False  # simulate a crash: the index file was not saved
-    db._con.close()
-    db._con = None
-    with open_db(path) as db:
-        assert len(db.index) == 4 and db.check().ok
-
-
-def test_newer_schema_refused_and_foreign_sqlite_refused(tmp_path):
-    path = tmp_path / "l.db"
-    open_db(path).close()
-    con = sqlite3.connect(path / "leads.sqlite")
-    con.execute("INSERT INTO schema_version VALUES (99, 'future')")
-    con.commit()
-    con.close()
-    with pytest.raises(bl.DatabaseError, match="newer"):
-        open_db(path)
-    other = tmp_path / "other.db"
-    other.mkdir()
-    con = sqlite3.connect(other / "leads.sqlite")
-    con.execute("CREATE TABLE x (y)")
-    con.commit()
-    con.close()
-    with pytest.raises(bl.DatabaseError, match="not a balllink"):
-        open_db(other)
-    f = tmp_path / "file.db"
-    f.write_text("x")
-    with pytest.raises(bl.DatabaseError, match="folder"):
-        open_db(f)
-
-
-def test_readers_work_while_a_writer_holds_the_lock(tmp_path):
-    scans, _ = fake_scans(2, 2, seed=7)
-    path = tmp_path / "l.db"
-    writer = open_db(path)
-    writer.ingest_many(scans[:2], agency="A")
-    writer._lock.acquire()  # a writer in the middle of a batch
-    try:
-        reader = open_db(path, rescore_k=1)
-        writer._ingest_one(scans[2], {"agency": "B"}, correlate=True, scope=Scope())
-        assert reader.count() == 3
-        res = reader.search(scans[3], k=1)  # the reader's index catches up in memory
-        assert res.n_in_scope == 3 and res.n_rescored == 1
-        assert len(reader.index) == 3
-        reader.close()  # does not wait for the writer's lock
-    finally:
-        writer._lock.release()
-        writer.close()
-    with open_db(path) as db:
-        assert db.check().ok and len(db.index) == 3
-
-
-# --------------------------------------------------------------------------- crash safety
-
-_CHILD = textwrap.dedent(
-    """
-    import sys, time
-    sys.path.insert(0, {tests!r})
-    import test_database as t
-    from balllink.database import LeadDatabase
-
-    def slow(query, candidates):  # slow enough that the kills land mid-batch
-        time.sleep(0.02)
-        return t.fake_compare_many(query, candidates)
-
-    scans, _ = t.fake_scans(5, 4, seed=11)
-    db = LeadDatabase({path!r}, threshold=5.0, comparer=slow, index_class=t.FakeIndex,
-                      preparer=t.passthrough)
-    print("START", flush=True)
-    rep = db.ingest_many(t.items_for(scans), save_every=3)
-    db.close()
-    print("DONE", len(rep.ingested), len(rep.duplicates))
-    """
-)
-
-
-def test_killed_ingest_resumes_without_duplicates(tmp_path):
-    path = tmp_path / "l.db"
-    code = _CHILD.format(tests=str(Path(__file__).parent), path=str(path))
-    rng = np.random.default_rng(0)
-    env = {**os.environ, "PYTHONHASHSEED": "0"}
-    counts = []
-    for _ in range(5):
-        proc = subprocess.Popen(
-            [sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True
-        )
-        assert proc.stdout.readline().strip() == "START"  # imports done, batch starting
-        time.sleep(float(rng.uniform(0.0, 0.3)))  # a random moment of the batch
-        killed = proc.poll() is None
-        if killed:
-            proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        proc.stdout.close()
-        with open_db(path) as db:
-            rep = db.check()
-            assert rep.ok, rep.problems
-            if killed:
-                counts.append(db.count())
-    # the kills landed mid-batch: some exhibits stored, not all, more after each restart
-    assert len([c for c in counts if 0 < c < 20]) >= 2, counts
-    assert counts == sorted(counts)
-    out = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
-    )
-    assert out.stdout.split()[-3] == "DONE"
-
-    with open_db(path) as db:
-        assert db.check(deep=True).ok
-        assert db.count() == 20
-        hashes = [e.source_hash for e in db.exhibits()]
-        assert len(set(hashes)) == 20
-        # every pair compared exactly once, whatever the kills
-        con = db._sql()
-        assert con.execute("SELECT count(*) FROM comparisons").fetchone()[0] == 190
-        assert len(db.series()) == 5
-        assert db.verify_audit().ok
-        ingests = [r for r in db.audit() if r["action"] == "ingest"]
-        assert len(ingests) == 20
-    assert json.loads((path / "index.json").read_text())["n"] == 20
-
-
-def test_bulk_load_from_a_generator_then_search(tmp_path):
+def test_bulk_load_from_a_generator_then_search(tmp_path, open_db, fake_scans):
     scans, _ = fake_scans(5, 2, seed=12)
     with open_db(tmp_path / "l.db", rescore_k=3) as db:
         gen = ((s, {"agency": "A", "case_id": f"c{i}"}) for i, s in enumerate(scans[::2]))
@@ -782,7 +421,8 @@ def test_mirrored_export_is_linked_and_says_so(tmp_path):
         (lead,) = [x for x in leads if x.mirrored]
         res = db.search(lead.a, k=3)
         assert {c.exhibit_id: c.mirrored for c in res}[lead.b] is True
-        text = report.lead_report(db, lead.id, k=3)
+        comparison = bl.compare(db.scan(lead.a), db.scan(lead.b))
+        text = report.lead_report(db, lead, comparison, db.candidates(lead.a, k=3))
         assert "mirror image (recomputed)</td><td>yes" in text
         assert "mirror image (stored)</td><td>yes" in text
 

@@ -1,19 +1,21 @@
-"""SQLite schema of the lead database, its version and its migrations.
+"""SQLite schema of the lead database, its version, its migrations, and the connection.
 
 The schema version lives in the ``schema_version`` table (one row per applied version).
 Opening a database written by an older balllink applies the migrations in order inside
 one transaction; opening one written by a newer balllink is refused with a message that
-says which version is needed.
+says which version is needed. `Sql` is the open connection of one database; every write
+goes through its ``BEGIN IMMEDIATE`` transaction (one writer at a time).
 """
 
 from __future__ import annotations
 
 import sqlite3
 from datetime import UTC, datetime
+from pathlib import Path
 
-from .errors import DatabaseError
+from ..errors import DatabaseError
 
-__all__ = ["SCHEMA_VERSION", "connect", "ensure_schema"]
+__all__ = ["LATEST_STATUS", "SCHEMA_VERSION", "Sql", "connect", "ensure_schema", "now"]
 
 SCHEMA_VERSION = 2
 
@@ -104,7 +106,15 @@ ALTER TABLE comparisons ADD COLUMN mirrored INTEGER CHECK (mirrored IN (0, 1));
 _MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2}
 
 
-def _now() -> str:
+#: The latest status row of each lead (the one that counts).
+LATEST_STATUS = (
+    "SELECT lead, status, examiner, time FROM lead_status "
+    "WHERE id IN (SELECT max(id) FROM lead_status GROUP BY lead)"
+)
+
+
+def now() -> str:
+    """The current UTC time as ISO text (microseconds): every time stamp of the database."""
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
@@ -158,9 +168,54 @@ def ensure_schema(con: sqlite3.Connection, path: str) -> int:
             for statement in _MIGRATIONS[v].split(";"):
                 if statement.strip():
                     con.execute(statement)
-            con.execute("INSERT INTO schema_version VALUES (?, ?)", (v, _now()))
+            con.execute("INSERT INTO schema_version VALUES (?, ?)", (v, now()))
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
         raise
     return SCHEMA_VERSION
+
+
+class Sql:
+    """The SQLite connection of one lead database, schema created or migrated on opening.
+
+    Calling it gives the connection (`DatabaseError` once closed); `tx` is a write
+    transaction.
+    """
+
+    def __init__(self, path: Path, label: str):
+        self.label = label
+        self._con: sqlite3.Connection | None = connect(str(path))
+        ensure_schema(self._con, label)
+
+    def __call__(self) -> sqlite3.Connection:
+        if self._con is None:
+            raise DatabaseError(f"{self.label}: the lead database is closed")
+        return self._con
+
+    @property
+    def closed(self) -> bool:
+        return self._con is None
+
+    def tx(self) -> Transaction:
+        return Transaction(self())
+
+    def close(self) -> None:
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+
+
+class Transaction:
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on error); one writer at a time."""
+
+    def __init__(self, con: sqlite3.Connection):
+        self.con = con
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.con.execute("BEGIN IMMEDIATE")
+        return self.con
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        self.con.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        return False

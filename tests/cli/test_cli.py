@@ -128,31 +128,27 @@ def test_ingest_lists_flagged_and_unusable_files(sim_folder, odd_files, tmp_path
     assert name == str(quarter) and "strict" in reason and expected[0]["code"] in reason
 
 
-def test_flags_and_mirroring_shown_in_leads_search_and_report(
-    sim_folder, tmp_path, capsys, monkeypatch
-):
-    import balllink.database as database
+def test_flags_and_mirroring_shown_in_leads_search_and_report(sim_folder, tmp_path, capsys):
+    from balllink.preprocessing import prepare_if_needed
 
     folder, truth = sim_folder
     gun0 = [n for n in sorted(truth) if truth[n] == 0]
     other = next(n for n in sorted(truth) if truth[n] != 0)
-    real = database._default_prepare
     note = {"code": "ring_irregular", "message": "ring fit quality 0.21 (test)"}
 
     def flagging(scan):  # the real preparation, plus a flag on the second firing of gun 0
-        prep = real(scan)
+        prep = prepare_if_needed(scan)
         if scan.source and scan.source.endswith(gun0[1]):
             prepared = {**prep.meta.get("prepared", {}), "flags": [note]}
             prep = prep.replace(meta={**prep.meta, "prepared": prepared})
         return prep
 
-    monkeypatch.setattr(database, "_default_prepare", flagging)
     db = tmp_path / "f.db"
     files = [folder / gun0[0], folder / gun0[1], folder / other]
-    code, out, _ = run(capsys, "ingest", *files, "--agency", "A", "--db", db, "--json")
-    rep = json.loads(out)
-    assert code == 0 and rep["counts"]["flagged"] == 1 and rep["counts"]["new_leads"] == 1
-    flagged_id = rep["flagged"][0]["exhibit_id"]
+    with bl.LeadDatabase(db, preparer=flagging) as d:  # the CLI reads what was stored
+        rep = d.ingest_many(files, agency="A")
+    assert rep.counts()["flagged"] == 1 and rep.counts()["new_leads"] == 1
+    flagged_id = rep.flagged[0].exhibit_id
 
     code, out, _ = run(capsys, "leads", "--db", db, "--json")
     (lead,) = json.loads(out)
@@ -174,12 +170,18 @@ def test_flags_and_mirroring_shown_in_leads_search_and_report(
     cands = {c["exhibit_id"]: c for c in json.loads(out)["candidates"]}
     assert cands[flagged_id]["flags"] == [note] and cands[flagged_id]["mirrored"] is False
     code, out, _ = run(capsys, "search", flagged_id, "--db", db)
-    assert "query flagged: ring_irregular: ring fit quality 0.21 (test)" in out
+    assert code == 0 and "query flagged: ring_irregular: ring fit quality 0.21 (test)" in out
 
     html = tmp_path / "lead.html"
+    with bl.LeadDatabase(db) as d:
+        n_audit = len(d.audit())
     assert run(capsys, "report", lead["id"], "--db", db, "-o", html)[0] == 0
     text = html.read_text()
     assert "Preparation flags." in text and "ring fit quality 0.21 (test)" in text
+    with bl.LeadDatabase(db) as d:  # the export is recorded once; the report searched nothing
+        (record,) = d.audit()[n_audit:]
+    assert record["action"] == "export" and record["detail"]["what"] == "lead_report"
+    assert record["detail"]["lead"] == lead["id"] and record["detail"]["path"] == str(html)
 
 
 def test_leads_series_exports(built_db, capsys, tmp_path):

@@ -1,0 +1,199 @@
+"""The database commands: ingest, search, leads, series, status, report, check."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+from .. import report
+from ..comparison import compare
+from ..leads import Scope
+from ._common import (
+    Bar,
+    emit,
+    expand,
+    flag_codes,
+    format_table,
+    lead_rows,
+    open_db,
+    series_rows,
+)
+
+__all__ = [
+    "cmd_check",
+    "cmd_ingest",
+    "cmd_leads",
+    "cmd_report",
+    "cmd_search",
+    "cmd_series",
+    "cmd_status",
+    "write_lead_report",
+]
+
+
+def _read_fields(csv_path) -> dict[str, dict]:
+    """file name or path -> exhibit fields, from a CSV with a ``file`` column."""
+    with open(csv_path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if rows and "file" not in rows[0]:
+        raise ValueError(f"{csv_path}: the fields CSV needs a 'file' column")
+    return {r.pop("file"): {k: v for k, v in r.items() if v not in (None, "")} for r in rows}
+
+
+def cmd_ingest(args) -> int:
+    paths = expand(args.paths)
+    if not paths:
+        print("balllink ingest: no scan files given", file=sys.stderr)
+        return 2
+    common = {"agency": args.agency}
+    for name in ("case_id", "kind", "caliber", "occurred", "make", "model", "serial"):
+        if getattr(args, name):
+            common[name] = getattr(args, name)
+    per_file = _read_fields(args.fields) if args.fields else {}
+    items = []
+    for p in paths:
+        extra = per_file.get(str(p)) or per_file.get(p.name) or {}
+        items.append((p, extra))
+    bar = Bar("ingest", not args.json)
+    with open_db(args, rescore_k=args.rescore, threshold=args.threshold) as db:
+        rep = db.ingest_many(
+            items,
+            correlate=not args.no_correlate,
+            progress=bar,
+            strict=args.strict,
+            **common,
+        )
+    bar.close()
+    emit(args, rep.as_dict(), _ingest_text(rep))
+    return 1 if rep.skipped else 0
+
+
+def _ingest_text(rep) -> str:
+    """The ingest summary: counts, then every flagged exhibit and every skipped file."""
+    lines = [
+        f"ingested {len(rep.ingested)} exhibit(s) ({len(rep.flagged)} flagged), "
+        f"{len(rep.duplicates)} already stored, {len(rep.skipped)} skipped; "
+        f"{rep.n_compared} comparisons, {len(rep.new_leads)} new lead(s)"
+    ]
+    if rep.flagged:
+        lines.append("flagged (stored and compared; check these scans before relying on them):")
+        for f in rep.flagged:
+            lines.append(f"  exhibit {f.exhibit_id}  {f.name}")
+            lines += [f"    {flag}" for flag in f.flags]
+    if rep.skipped:
+        lines.append("skipped (could not be used):")
+        lines += [f"  {name}: {why.removeprefix(f'{name}: ')}" for name, why in rep.skipped]
+    return "\n".join(lines)
+
+
+def _scope(args):
+    bbox = tuple(float(v) for v in args.bbox.split(",")) if args.bbox else None
+    return Scope(
+        agencies=args.agency or None,
+        since=args.since,
+        until=args.until,
+        caliber=args.caliber,
+        kind=args.kind,
+        bbox=bbox,
+        max_rescore=args.max_rescore or max(args.k, 50),
+    )
+
+
+def cmd_search(args) -> int:
+    with open_db(args) as db:
+        query = int(args.query) if args.query.isdigit() else args.query
+        res = db.search(query, k=args.k, scope=_scope(args))
+    rows = [
+        {
+            "rank": c.rank,
+            "exhibit": c.exhibit_id,
+            "case": c.case_id,
+            "agency": c.agency,
+            "score": c.score,
+            "cmc": c.cmc_count,
+            "rot°": c.rotation_deg,
+            "p_chance": c.p_chance,
+            "lead": "LEAD" if c.score >= res.threshold else "",
+            "mirrored": "M" if c.mirrored else "",
+            "flags": flag_codes(c.flags),
+        }
+        for c in res
+    ]
+    head = f"{res.n_in_scope} exhibit(s) in scope, {res.n_rescored} rescored"
+    if res.query_flags:
+        head += "\nquery flagged: " + "; ".join(map(str, res.query_flags))
+    emit(args, res.as_dict(), head + "\n" + format_table(rows))
+    return 0
+
+
+def cmd_leads(args) -> int:
+    with open_db(args) as db:
+        leads = db.leads(
+            args.threshold, since=args.since, status=args.status, cross_only=args.cross_only
+        )
+        fmt = "json" if args.json and args.format == "table" else args.format
+        out = open(args.output, "w", newline="") if args.output else sys.stdout
+        try:
+            if fmt == "csv":
+                report.leads_csv(leads, out)
+            elif fmt == "json":
+                out.write(json.dumps([lead.as_dict() for lead in leads], indent=2) + "\n")
+            elif fmt == "geojson":
+                out.write(json.dumps(report.leads_geojson(db, leads), indent=2) + "\n")
+            else:
+                rows = lead_rows(leads, full=True)
+                out.write(f"{len(leads)} lead(s) at threshold {db.threshold:g}\n")
+                out.write(format_table(rows) + "\n")
+        finally:
+            if args.output:
+                out.close()
+        if fmt != "table" or args.output:
+            db.log_event("export", what="leads", format=fmt, n=len(leads), path=args.output)
+    return 0
+
+
+def cmd_series(args) -> int:
+    with open_db(args) as db:
+        series = db.series(args.threshold)
+    text = f"{len(series)} series\n" + format_table(series_rows(series))
+    emit(args, [s.as_dict() for s in series], text)
+    return 0
+
+
+def cmd_status(args) -> int:
+    with open_db(args) as db:
+        db.set_status(args.lead, args.status, examiner=args.examiner, note=args.note)
+        lead = db.lead(args.lead)
+    emit(args, lead.as_dict(), f"lead {lead.id}: {lead.status} ({lead.examiner})")
+    return 0
+
+
+def write_lead_report(db, lead_id: int, path: Path, *, k: int = 10) -> None:
+    """Compare the lead's two stored scans again (for the pose and the per-cell table),
+    take exhibit a's candidate list (read only), write the HTML report and record the
+    export in the audit trail."""
+    lead = db.lead(lead_id)
+    comparison = compare(db.scan(lead.a), db.scan(lead.b))
+    candidates = db.candidates(lead.a, k=k)
+    report.lead_report(db, lead, comparison, candidates, path)
+    db.log_event("export", what="lead_report", lead=lead.id, path=str(path))
+
+
+def cmd_report(args) -> int:
+    out = Path(args.output or f"lead-{args.lead}.html")
+    with open_db(args) as db:
+        write_lead_report(db, args.lead, out, k=args.k)
+    emit(args, {"report": str(out)}, f"wrote {out}")
+    return 0
+
+
+def cmd_check(args) -> int:
+    with open_db(args) as db:
+        rep = db.check(deep=args.deep)
+    lines = [f"{'OK' if rep.ok else 'PROBLEMS'}: {rep.counts}"]
+    lines += [f"  problem: {p}" for p in rep.problems]
+    lines += [f"  warning: {w}" for w in rep.warnings]
+    emit(args, rep.as_dict(), "\n".join(lines))
+    return 0 if rep.ok else 1

@@ -1,0 +1,353 @@
+"""Ingest: exhibit fields checked, scans read, prepared, stored, correlated, leads kept.
+
+Crash safety: a stored scan is written before the SQLite row that references it; each
+exhibit with its comparisons and audit record is one SQLite transaction; the index is
+saved at the end of a batch (and every ``save_every`` exhibits). A killed ingest run again
+finds the exhibits already stored (by file hash, then by prepared-scan hash) and goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from .._files import file_sha256
+from .._scan import Scan
+from ..errors import BalllinkError, DatabaseError, PreprocessError
+from ..leads import KINDS, Flag, Scope, flags_json, iso_date
+from ._audit import AuditTrail
+from ._exhibits import FIELDS, Exhibits, prepared_flags
+from ._index_cache import IndexCache
+from ._schema import Sql, now
+from ._search import Searcher
+from ._settings import Settings
+from ._store import WriteLock, scan_sha256, stored_form
+
+__all__ = ["FlaggedExhibit", "IngestReport", "Ingester", "exhibit_fields"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FlaggedExhibit:
+    """An exhibit stored by an ingest although its preparation noted problems."""
+
+    name: str
+    exhibit_id: int
+    flags: tuple[Flag, ...]
+
+
+@dataclass
+class IngestReport:
+    """What a batch ingest did.
+
+    Attributes
+    ----------
+    ingested : list of int
+        New exhibit ids, flagged ones included.
+    duplicates : list of (name, exhibit id)
+        Scans already stored (same file or same prepared scan); nothing was added.
+    skipped : list of (name, reason)
+        Every file that could not be used (unreadable, nothing measured, or flagged
+        under ``strict=True``) and why.
+    flagged : list of FlaggedExhibit
+        Every exhibit of this batch stored with preparation flags, with the flags.
+    new_leads : list of int
+        Comparison ids of the leads this batch created.
+    n_compared : int
+        Full comparisons run.
+    """
+
+    ingested: list[int] = field(default_factory=list)
+    duplicates: list[tuple[str, int]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    flagged: list[FlaggedExhibit] = field(default_factory=list)
+    new_leads: list[int] = field(default_factory=list)
+    n_compared: int = 0
+
+    def counts(self) -> dict[str, int]:
+        """How many of each: the summary line of a batch."""
+        return {
+            "ingested": len(self.ingested),
+            "flagged": len(self.flagged),
+            "duplicates": len(self.duplicates),
+            "skipped": len(self.skipped),
+            "compared": self.n_compared,
+            "new_leads": len(self.new_leads),
+        }
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "counts": self.counts()}
+
+
+class Outcome(NamedTuple):
+    """What `Ingester.ingest_one` did with one item."""
+
+    exhibit_id: int
+    duplicate: bool
+    n_compared: int = 0
+    leads: Sequence[int] = ()
+    flags: tuple[Flag, ...] = ()
+
+
+class NewExhibit(NamedTuple):
+    """A prepared scan, stored, with the row values of its exhibit."""
+
+    prep: Scan
+    values: dict
+    source: str | None
+    source_hash: str
+    scan_hash: str
+    scan_file: str
+    flags: tuple[Flag, ...]
+
+
+class Stored(NamedTuple):
+    """The new exhibit's id and the comparison ids of the leads it made."""
+
+    exhibit_id: int
+    leads: list[int]
+
+
+class Source(NamedTuple):
+    """An item to ingest: the scan (None until a file is read), its path, its hash."""
+
+    scan: Scan | None
+    path: str | None
+    digest: str
+
+
+def source_of(item) -> Source:
+    """A scan (hashed by content) or a scan file (hashed by its bytes)."""
+    if isinstance(item, Scan):
+        return Source(item, item.source, scan_sha256(item))
+    path = Path(item)
+    try:
+        digest = file_sha256(path)
+    except OSError as exc:
+        raise DatabaseError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    return Source(None, str(path), digest)
+
+
+def exhibit_fields(fields: Mapping[str, Any], source: str | None, digest: str) -> dict:
+    """The exhibit's column values from the fields given at ingest, checked.
+
+    Empty text counts as not given; ``kind`` defaults to ``crime_scene``, ``agency`` to
+    ``unknown``, ``case_id`` to the file's stem (else ``exhibit-<hash>``).
+
+    Examples
+    --------
+    >>> v = exhibit_fields({"agency": "PD1", "occurred": "2025-03-04T09:00"}, "a/c1.x3p", "ab")
+    >>> v["case_id"], v["kind"], v["occurred"]
+    ('c1', 'crime_scene', '2025-03-04')
+    >>> exhibit_fields({"lat": 95}, None, "ab")
+    Traceback (most recent call last):
+    ...
+    ValueError: lat must lie in [-90, 90], got 95.0
+    """
+    unknown = set(fields) - set(FIELDS)
+    if unknown:
+        raise ValueError(f"unknown exhibit field(s) {sorted(unknown)}; use {list(FIELDS)}")
+    out = {k: fields.get(k) for k in FIELDS}
+    for k in FIELDS:
+        if isinstance(out[k], str) and not out[k].strip():
+            out[k] = None
+    out["kind"] = out["kind"] or "crime_scene"
+    if out["kind"] not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {out['kind']!r}")
+    out["agency"] = str(out["agency"] or "unknown")
+    if out["case_id"] is None:
+        out["case_id"] = Path(source).stem if source else f"exhibit-{digest[:12]}"
+    out["case_id"] = str(out["case_id"])
+    out["occurred"] = iso_date(out["occurred"])
+    for k in ("lat", "lon"):
+        if out[k] is not None:
+            out[k] = float(out[k])
+    if out["lat"] is not None and not -90 <= out["lat"] <= 90:
+        raise ValueError(f"lat must lie in [-90, 90], got {out['lat']}")
+    if out["lon"] is not None and not -180 <= out["lon"] <= 180:
+        raise ValueError(f"lon must lie in [-180, 180], got {out['lon']}")
+    for k in ("make", "model", "serial", "caliber", "notes"):
+        if out[k] is not None:
+            out[k] = str(out[k])
+    return out
+
+
+class Ingester:
+    """Adds exhibits to one database (see `LeadDatabase.ingest_many`)."""
+
+    def __init__(
+        self,
+        sql: Sql,
+        exhibits: Exhibits,
+        index: IndexCache,
+        searcher: Searcher,
+        settings: Settings,
+        audit: AuditTrail,
+        lock: WriteLock,
+    ):
+        self._sql = sql
+        self._exhibits = exhibits
+        self._index = index
+        self._searcher = searcher
+        self._settings = settings
+        self._audit = audit
+        self._lock = lock
+
+    def ingest_many(
+        self,
+        items: Iterable,
+        fields: Mapping[str, Any],
+        *,
+        correlate: bool,
+        scope: Scope,
+        strict: bool,
+        progress: Callable | None,
+        save_every: int,
+    ) -> IngestReport:
+        total = len(items) if hasattr(items, "__len__") else None  # iterators stay lazy
+        report = IngestReport()
+        with self._lock:
+            self._exhibits.store.clean_temp()
+            self._index.clean_temp()
+            self._index.get()  # open / catch up before the batch
+            since_save = 0
+            for done, item in enumerate(items, start=1):
+                obj, extra = item if isinstance(item, tuple) else (item, {})
+                merged = {**fields, **(extra or {})}
+                name = obj.source or obj.name if isinstance(obj, Scan) else str(obj)
+                try:
+                    out = self.ingest_one(
+                        obj, merged, correlate=correlate, scope=scope, strict=strict
+                    )
+                except (BalllinkError, OSError, ValueError) as exc:
+                    log.warning("skipped %s: %s", name, exc)
+                    report.skipped.append((name, str(exc)))
+                else:
+                    if out.duplicate:
+                        report.duplicates.append((name, out.exhibit_id))
+                    else:
+                        self._count(report, name, out)
+                        since_save += 1
+                        # saving rewrites the whole index: space the saves with its size
+                        if since_save >= max(save_every, len(self._index.indexed) // 10):
+                            self._index.save()
+                            since_save = 0
+                if progress is not None:
+                    progress(done, total)
+            if self._index.needs_save:
+                self._index.save()
+        return report
+
+    @staticmethod
+    def _count(report: IngestReport, name: str, out: Outcome) -> None:
+        report.ingested.append(out.exhibit_id)
+        if out.flags:
+            codes = ", ".join(f.code for f in out.flags)
+            log.warning("stored %s flagged (%s)", name, codes)
+            report.flagged.append(FlaggedExhibit(name, out.exhibit_id, out.flags))
+        report.n_compared += out.n_compared
+        report.new_leads += out.leads
+
+    def ingest_one(self, obj, fields, *, correlate, scope, strict: bool = False) -> Outcome:
+        """Store one scan or file with its comparisons; raises when it cannot be used."""
+        scan, source, source_hash = source_of(obj)
+        existing = self._exhibits.find(source_hash)
+        if existing is not None:
+            return Outcome(existing, True)
+        values = exhibit_fields(fields, source, source_hash)
+        if scan is None:
+            scan = self._searcher.read(source)
+        prep = stored_form(self._searcher.prepare(scan))
+        if prep.n_valid == 0:
+            raise PreprocessError(f"scan {prep.name}: nothing usable left after preparation")
+        scan_hash = scan_sha256(prep)
+        existing = self._exhibits.find(source_hash, scan_hash)
+        if existing is not None:
+            return Outcome(existing, True)
+        flags = prepared_flags(scan, prep)
+        if strict and flags:
+            raise PreprocessError(
+                "refused under strict=True, its preparation was flagged: "
+                + "; ".join(map(str, flags))
+                + " (ingest without strict to store it flagged)"
+            )
+        rel = self._exhibits.store.save(prep, scan_hash)  # file first, row after
+        comparisons, cand_ids = [], []
+        if correlate and self._exhibits.count():
+            cand_ids = self._searcher.retrieve(prep, scope).ids
+            if cand_ids:
+                cands = [self._exhibits.scan(i) for i in cand_ids]
+                comparisons = self._searcher.compare_many(prep, cands)
+        new = NewExhibit(prep, values, source, source_hash, scan_hash, rel, flags)
+        stored = self._insert(new, cand_ids, comparisons)
+        self._exhibits.store.remember(stored.exhibit_id, prep)
+        self._index.add_new(stored.exhibit_id, prep, now_=correlate)
+        return Outcome(stored.exhibit_id, False, len(comparisons), stored.leads, flags)
+
+    def _insert(self, new: NewExhibit, cand_ids: Sequence[int], comparisons) -> Stored:
+        """The exhibit row, its comparisons and the audit record: one transaction."""
+        prep, values, flags = new.prep, new.values, new.flags
+        created = now()
+        with self._sql.tx() as con:
+            cur = con.execute(
+                "INSERT INTO exhibits (case_id, agency, kind, make, model, serial, occurred, "
+                "lat, lon, caliber, notes, source, source_hash, scan_hash, scan_file, ny, nx, "
+                "spacing_um, n_valid, created, flags) VALUES (" + ",".join("?" * 21) + ")",
+                (
+                    *(values[k] for k in FIELDS),
+                    new.source,
+                    new.source_hash,
+                    new.scan_hash,
+                    new.scan_file,
+                    prep.shape[0],
+                    prep.shape[1],
+                    float(prep.spacing_um[1]),
+                    prep.n_valid,
+                    created,
+                    flags_json(flags),
+                ),
+            )
+            eid = int(cur.lastrowid)
+            leads = []
+            cases = {r["id"]: r["case_id"] for r in self._exhibits.summaries(cand_ids).values()}
+            for cid, cmp in zip(cand_ids, comparisons):
+                score = float(cmp.score)
+                dy, dx = (float(v) for v in cmp.translation_um)
+                cur = con.execute(
+                    "INSERT INTO comparisons (a, b, query, score, cmc_count, rotation_deg, "
+                    "dy_um, dx_um, reason, created, mirrored) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        min(cid, eid),
+                        max(cid, eid),
+                        eid,
+                        score if np.isfinite(score) else 0.0,
+                        int(cmp.cmc_count),
+                        float(cmp.rotation_deg),
+                        dy,
+                        dx,
+                        cmp.reason or None,
+                        created,
+                        int(bool(cmp.mirrored)),
+                    ),
+                )
+                if score >= self._settings.threshold and cases[cid] != values["case_id"]:
+                    leads.append(int(cur.lastrowid))
+            self._audit.append(
+                "ingest",
+                exhibit=eid,
+                source=new.source,
+                source_hash=new.source_hash,
+                scan_hash=new.scan_hash,
+                case_id=values["case_id"],
+                agency=values["agency"],
+                compared=len(comparisons),
+                new_leads=leads,
+                flags=[f.code for f in flags],
+            )
+        return Stored(eid, leads)

@@ -1,0 +1,233 @@
+"""Search: scope to SQL, retrieval through the index, full rescoring, chance probability.
+
+A search looks at the exhibits in a `Scope`; at most ``scope.max_rescore`` of them, the best
+the candidate index finds (all of them when there are fewer), are compared in full; each
+candidate's ``p_chance`` is the share of the database's non-match scores at least as high
+(`balllink.leads.chance_probability`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from typing import NamedTuple
+
+import numpy as np
+
+from .._scan import Scan
+from ..leads import Candidate, Flag, Scope, SearchResult, chance_probability, iso_date
+from ._audit import AuditTrail
+from ._exhibits import Exhibits, prepared_flags, stored_flags
+from ._index_cache import IndexCache
+from ._schema import LATEST_STATUS, Sql
+from ._settings import Settings
+
+__all__ = ["NullScores", "Query", "Retrieval", "Searcher", "scope_where"]
+
+
+def scope_where(scope: Scope) -> tuple[str, list]:
+    """SQL condition on the ``exhibits`` table for a scope, and its parameters ("1" when open).
+
+    Examples
+    --------
+    >>> scope_where(Scope(agencies=["A"], since="2025-01-01", max_rescore=10))
+    ('agency IN (?) AND occurred >= ?', ['A', '2025-01-01'])
+    >>> scope_where(Scope())
+    ('1', [])
+    """
+    terms: list[str] = []
+    params: list = []
+    agencies = scope.names("agencies")
+    if agencies:
+        terms.append(f"agency IN ({','.join('?' * len(agencies))})")
+        params += agencies
+    if scope.since is not None:
+        terms.append("occurred >= ?")
+        params.append(iso_date(scope.since))
+    if scope.until is not None:
+        terms.append("occurred <= ?")
+        params.append(iso_date(scope.until))
+    calibers = scope.names("caliber")
+    if calibers:
+        terms.append(f"caliber IN ({','.join('?' * len(calibers))})")
+        params += calibers
+    if scope.kind is not None:
+        terms.append("kind = ?")
+        params.append(scope.kind)
+    if scope.bbox is not None:
+        lat0, lon0, lat1, lon1 = (float(v) for v in scope.bbox)
+        terms.append("lat BETWEEN ? AND ? AND lon BETWEEN ? AND ?")
+        params += [lat0, lat1, lon0, lon1]
+    return (" AND ".join(terms) or "1"), params
+
+
+class Retrieval(NamedTuple):
+    """The exhibits of a scope chosen for the full comparison."""
+
+    ids: list[int]
+    retrieval_scores: list[float] | None  # None: every exhibit in scope, no index used
+    n_in_scope: int
+
+
+class Query(NamedTuple):
+    """A search query, prepared."""
+
+    scan: Scan
+    exhibit_id: int | None
+    label: str
+    flags: tuple[Flag, ...]
+
+
+class NullScores:
+    """Scores of pairs taken as non-matches: below the threshold and not confirmed, or
+    rejected by an examiner. Cached until comparisons, statuses or the threshold change."""
+
+    def __init__(self, sql: Sql):
+        self._sql = sql
+        self._cache: tuple[tuple, np.ndarray] | None = None
+
+    def get(self, threshold: float) -> np.ndarray:
+        con = self._sql()
+        row = con.execute(
+            "SELECT (SELECT max(id) FROM comparisons), (SELECT max(id) FROM lead_status)"
+        ).fetchone()
+        key = (row[0], row[1], threshold)
+        if self._cache is not None and self._cache[0] == key:
+            return self._cache[1]
+        rows = con.execute(
+            f"SELECT c.score FROM comparisons c LEFT JOIN ({LATEST_STATUS}) s ON s.lead = c.id "
+            "WHERE (c.score < ? AND coalesce(s.status, '') != 'confirmed') "
+            "OR s.status = 'rejected'",
+            (threshold,),
+        )
+        null = np.sort(np.fromiter((r[0] for r in rows), dtype=np.float64))
+        self._cache = (key, null)
+        return null
+
+
+class Searcher:
+    """Ranked, rescored candidates of one database.
+
+    ``read(path) -> Scan``, ``prepare(scan) -> Scan`` and ``compare_many(query, scans)``
+    are the database's reader, preparer and comparer.
+    """
+
+    def __init__(
+        self,
+        sql: Sql,
+        exhibits: Exhibits,
+        index: IndexCache,
+        settings: Settings,
+        audit: AuditTrail,
+        *,
+        read: Callable,
+        prepare: Callable,
+        compare_many: Callable,
+    ):
+        self._sql = sql
+        self._exhibits = exhibits
+        self._index = index
+        self._settings = settings
+        self._audit = audit
+        self.read = read
+        self.prepare = prepare
+        self.compare_many = compare_many
+        self._null = NullScores(sql)
+
+    def query(self, exhibit_or_scan) -> Query:
+        """A stored exhibit by id (its stored scan), or a scan or scan file, prepared."""
+        if isinstance(exhibit_or_scan, int | np.integer):
+            eid = int(exhibit_or_scan)
+            flags = self._exhibits.get(eid).flags
+            return Query(self._exhibits.scan(eid), eid, f"exhibit {eid}", flags)
+        scan = exhibit_or_scan
+        if not isinstance(scan, Scan):
+            label = str(scan)
+            scan = self.read(scan)
+        else:
+            label = scan.source or scan.name
+        prep = self.prepare(scan)
+        return Query(prep, None, label, prepared_flags(scan, prep))
+
+    def retrieve(self, prep: Scan, scope: Scope, exclude: int | None = None) -> Retrieval:
+        """The exhibits in ``scope`` to compare in full with ``prep`` (at most
+        ``scope.max_rescore``: the best the index finds when there are more)."""
+        where, params = scope_where(scope)
+        in_scope = np.asarray(self._exhibits.ids(where, params), dtype=np.int64)
+        if exclude is not None:
+            in_scope = in_scope[in_scope != exclude]
+        n_in = int(in_scope.size)
+        limit = int(scope.max_rescore)
+        if n_in <= limit:
+            return Retrieval(in_scope.tolist(), None, n_in)
+        index = self._index.get()
+        allowed = set(in_scope.tolist())
+        k = min(len(index), max(4 * limit, 64))
+        while True:
+            ids, scores = index.search([prep], k)
+            ids, scores = np.asarray(ids)[0], np.asarray(scores)[0]
+            keep = [(int(i), float(s)) for i, s in zip(ids, scores) if i >= 0 and i in allowed]
+            if len(keep) >= limit or k >= len(index):
+                break
+            k = min(len(index), k * 4)
+        keep = keep[:limit]
+        return Retrieval([i for i, _ in keep], [s for _, s in keep], n_in)
+
+    def candidates(self, exhibit_or_scan, k: int, scope: Scope) -> SearchResult:
+        """The ranked candidate list; reads only (no audit record)."""
+        return self._rank(self.query(exhibit_or_scan), k, scope)
+
+    def search(self, exhibit_or_scan, k: int, scope: Scope) -> SearchResult:
+        """`candidates`, recorded in the audit trail."""
+        query = self.query(exhibit_or_scan)
+        res = self._rank(query, k, scope)
+        with self._sql.tx():
+            self._audit.append(
+                "search",
+                query=query.label,
+                k=int(k),
+                n_in_scope=res.n_in_scope,
+                n_rescored=res.n_rescored,
+                top=[c.exhibit_id for c in res],
+            )
+        return res
+
+    def _rank(self, query: Query, k: int, scope: Scope) -> SearchResult:
+        found = self.retrieve(query.scan, scope, exclude=query.exhibit_id)
+        ids = found.ids
+        comps = self.compare_many(query.scan, [self._exhibits.scan(i) for i in ids]) if ids else []
+        null = self._null.get(self._settings.threshold)
+        info = self._exhibits.summaries(ids)
+        rows = []
+        for j, (eid, cmp) in enumerate(zip(ids, comps)):
+            score = float(cmp.score) if np.isfinite(cmp.score) else 0.0
+            dy, dx = (float(v) for v in cmp.translation_um)
+            rows.append(
+                Candidate(
+                    rank=0,
+                    exhibit_id=eid,
+                    score=score,
+                    cmc_count=int(cmp.cmc_count),
+                    rotation_deg=float(cmp.rotation_deg),
+                    translation_um=(dy, dx),
+                    p_chance=chance_probability(score, null),
+                    case_id=info[eid]["case_id"],
+                    agency=info[eid]["agency"],
+                    retrieval_score=(
+                        None if found.retrieval_scores is None else found.retrieval_scores[j]
+                    ),
+                    mirrored=bool(cmp.mirrored),
+                    flags=stored_flags(info[eid]["flags"]),
+                )
+            )
+        rows.sort(key=lambda c: (-c.score, -c.cmc_count, c.exhibit_id))
+        cands = [replace(c, rank=n + 1) for n, c in enumerate(rows[: int(k)])]
+        return SearchResult(
+            cands,
+            found.n_in_scope,
+            len(ids),
+            query.exhibit_id,
+            self._settings.threshold,
+            scope,
+            tuple(query.flags),
+        )
