@@ -31,8 +31,9 @@ from pathlib import Path
 import numpy as np
 
 import balllink as bl
+from balllink.preprocessing import prepare_if_needed
 
-C = importlib.import_module("balllink.compare")
+C = importlib.import_module("balllink.comparison")
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("BALLLINK_SHARED", ROOT.parent / "shared"))
@@ -66,11 +67,11 @@ def mirror_alternate(names, scans):
 
 def eval_default(names, truth, scans, cfg, limit=None):
     t0 = time.perf_counter()
-    prepared = {n: C.prepare_if_needed(scans[n]) for n in names}
+    prepared = {n: prepare_if_needed(scans[n]) for n in names}
     for n in names:  # the per-scan work of the comparison, cached on the scan objects
-        C._prepared(prepared[n], cfg)
+        C.prepared(prepared[n], cfg)
         if cfg.handedness != "same":
-            C._prepared(C.mirror_scan(prepared[n]), cfg)
+            C.prepared(C.mirror_scan(prepared[n]), cfg)
     t_prep = time.perf_counter() - t0
     pairs = list(itertools.combinations(names, 2))
     if limit:
@@ -185,7 +186,7 @@ def out_of_fold(rows, truth):
         test = np.array([f in g for g in guns])
         tr = ~test
         center = 0.5 * (raw[tr & same].min() + raw[tr & ~same].max())
-        z = (raw[test] - center) / C._CAL_WIDTH
+        z = (raw[test] - center) / C.CAL_WIDTH
         # a pair involving f is tested once per firearm it involves; keep the last
         held[test] = 1.0 / (1.0 + np.exp(-z))
     er = bl.metrics.error_rates(held, same, 0.5)
@@ -210,7 +211,7 @@ def histogram(rows, threshold, path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     same = np.array([r["same"] for r in rows])
-    raw_thr = C._CAL_CENTER + C._CAL_WIDTH * math.log(threshold / (1 - threshold))
+    raw_thr = C.CAL_CENTER + C.CAL_WIDTH * math.log(threshold / (1 - threshold))
     fig, axes = plt.subplots(1, 2, figsize=(9.6, 3.4), dpi=100)
     top = max(r["cmc_count"] for r in rows)
     for ax, key, thr, label, bins in (

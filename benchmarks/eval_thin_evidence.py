@@ -4,7 +4,7 @@ For each source scan (one per firearm), the best-filled square window of each si
 out and compared, with the minimum-evidence gate switched off (``min_area_mm2=0``,
 ``min_cells=0``), against every scan of the other firearms (false leads) and of its own
 firearm (true leads). The table gives, per crop size, the usable area of the crops and the
-lead rates; it is what `balllink.preprocess.MIN_AREA_MM2` (the gate of
+lead rates; it is what `balllink.preprocessing.MIN_AREA_MM2` (the gate of
 `CMCConfig.min_area_mm2`) rests on. Real Fadul scans by default; ``--sim DIFFICULTY:SEED``
 for simulated sets (6 firearms x 4). Writes ``benchmarks/results/eval_thin_evidence.json``.
 
