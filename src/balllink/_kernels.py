@@ -275,10 +275,12 @@ def cell_search(cells, stack, r0, c0, margin, min_n):
                 syy = 0.0
                 sxy = 0.0
                 for v in range(nv[k]):
-                    y = stack[t, br + ii[k, v], bc + jj[k, v]]
+                    # float64 before squaring: a float32 product loses the variance of a
+                    # window with a large mean and a small spread (one-pass cancellation)
+                    y = np.float64(stack[t, br + ii[k, v], bc + jj[k, v]])
                     if math.isnan(y):
                         continue
-                    x = xv[k, v]
+                    x = np.float64(xv[k, v])
                     cnt += 1
                     sx += x
                     sy += y
