@@ -15,9 +15,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import scipy.fft as sfft
-from scipy import ndimage as ndi
 
-from ._grid import block_mean, nan_gaussian
+from ._grid import block_mean, nan_gaussian, warp_weighted
 from ._pose import rotation_matrix
 from ._scan import Scan
 from .errors import PreprocessError
@@ -257,10 +256,9 @@ def rotated(level: Level, angles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         # output o - cc = R (i - centre)  =>  input i = R^T (o - cc) + centre
         rt = rotation_matrix(float(angle)).T
         offset = np.asarray(level.centre) - rt @ cc
-        mv = ndi.affine_transform(level.mask, rt, offset, output_shape=(side, side), order=1)
-        vv = ndi.affine_transform(level.values, rt, offset, output_shape=(side, side), order=1)
-        ok = mv > 0.999
-        v = np.where(ok, vv / np.where(ok, mv, 1.0), 0.0)
+        warped = warp_weighted(level.values, level.mask, rt, offset, output_shape=(side, side))
+        ok = warped.weight > 0.999
+        v = np.where(ok, warped.values, 0.0)
         # interpolation smooths: restore unit mean square so energies estimate overlap sizes
         ms = float(np.mean(v[ok] ** 2)) if ok.any() else 0.0
         out_v[i] = v / math.sqrt(ms) if ms > 0 else v

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._grid import warp_weighted
 from ._scan import Scan
 from .comparison import Comparison
 from .leads import Lead, SearchResult, flags_text
@@ -64,31 +65,24 @@ def align_to(a: Scan, b: Scan, rotation_deg: float, translation_um) -> np.ndarra
     >>> bool(np.allclose(align_to(s, s, 0.0, (0.0, 0.0)), z))
     True
     """
-    from skimage.transform import AffineTransform, warp
-
     if rotation_deg is None or not np.isfinite(rotation_deg):
         rotation_deg, translation_um = 0.0, (0.0, 0.0)
     dy, dx = (0.0 if v is None or not np.isfinite(v) else float(v) for v in translation_um)
     sy, sx = b.spacing_um
     ay, ax = a.spacing_um
-    # (x, y) pixel coordinates; counter-clockwise as displayed with y down is -theta
+    # (row, column) pixel coordinates, row 0 on top: counter-clockwise as displayed
     t = np.deg2rad(rotation_deg)
-    cb = np.array([(b.shape[1] - 1) / 2.0, (b.shape[0] - 1) / 2.0])
-    ca = np.array([(a.shape[1] - 1) / 2.0, (a.shape[0] - 1) / 2.0])
-    rot = np.array([[np.cos(t), np.sin(t)], [-np.sin(t), np.cos(t)]])
-    scale = np.diag([sx / ax, sy / ay])
-    m = scale @ rot
-    offset = ca + np.array([dx / ax, dy / ay]) - m @ cb
-    forward = np.eye(3)
-    forward[:2, :2] = m
-    forward[:2, 2] = offset  # b pixel -> a pixel
-    z = np.nan_to_num(b.masked_heights(), nan=0.0)
+    cb = np.array([(b.shape[0] - 1) / 2.0, (b.shape[1] - 1) / 2.0])
+    ca = np.array([(a.shape[0] - 1) / 2.0, (a.shape[1] - 1) / 2.0])
+    rot = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+    forward = np.diag([sy / ay, sx / ax]) @ rot  # b pixel -> a pixel, about the centres
+    inverse = np.linalg.inv(forward)
+    offset = cb - inverse @ (ca + np.array([dy / ay, dx / ax]))
     valid = b.mask.astype(np.float64)
-    inv = AffineTransform(matrix=np.linalg.inv(forward))
-    out = warp(z, inv, output_shape=a.shape, order=1, cval=0.0, preserve_range=True)
-    w = warp(valid, inv, output_shape=a.shape, order=1, cval=0.0, preserve_range=True)
-    out = np.where(w > 0.5, out / np.maximum(w, 1e-9), np.nan)
-    return out.astype(np.float32)
+    out = warp_weighted(
+        np.where(b.mask, b.heights, 0.0), valid, inverse, offset, output_shape=a.shape
+    )
+    return np.where(out.weight > 0.5, out.values, np.nan).astype(np.float32)
 
 
 def _png(fig) -> str:

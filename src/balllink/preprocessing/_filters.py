@@ -14,7 +14,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage import morphology
 
-from .._grid import gaussian_stack, nan_gaussian
+from .._grid import gaussian_stack, nan_gaussian, warp_weighted
 from .._scan import Scan
 from ..errors import PreprocessError
 from ._checks import check_scan, positive, scan_name
@@ -301,15 +301,11 @@ def resample(
     else:
         ws = w
 
-    def warp(a):
-        return ndi.affine_transform(
-            a, (fy, fx), output_shape=(ny, nx), order=1, mode="constant", cval=0.0
-        )
-
-    num, den, cover = warp(z), warp(ws), warp(w)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = num / den
-    valid = (cover >= 0.5) & (den > 1e-6)
+    warped = warp_weighted(z, ws, (fy, fx), output_shape=(ny, nx))
+    # measured where at least half of the (unsmoothed) mask arrives
+    cover = warped.weight if ws is w else warp_weighted(w, w, (fy, fx), output_shape=(ny, nx))[1]
+    out = warped.values
+    valid = (cover >= 0.5) & np.isfinite(out)
     out[~valid] = np.nan
     meta = scan.with_history(
         "resample", spacing_um=new, from_spacing_um=old, anti_aliasing=anti_aliasing
