@@ -1,5 +1,5 @@
 """CasingIndex: planted retrieval, Fadul recall, save/load, bad files, remove, padding;
-the pose vote (`balllink._vote.pose_vote`) on planted poses; results recorded before the
+the pose vote (`balllink.index._vote.pose_vote`) on planted poses; results recorded before the
 index was split into rooms."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 import balllink as bl
-from balllink import _index_faiss
-from balllink._vote import pose_vote
 from balllink.features import DESCRIPTOR_DIM, embed, mirror_keypoints
+from balllink.index import _faiss as _index_faiss
+from balllink.index._vote import pose_vote
 from helpers import rotate_scan
 
 

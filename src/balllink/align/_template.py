@@ -16,10 +16,10 @@ from typing import Any, NamedTuple
 import numpy as np
 import scipy.fft as sfft
 
-from ._grid import block_mean, nan_gaussian, warp_weighted
+from .._grid import block_mean, nan_gaussian, warp_weighted
+from .._scan import Scan
+from ..errors import PreprocessError
 from ._pose import rotation_matrix
-from ._scan import Scan
-from .errors import PreprocessError
 
 __all__ = [
     "DEFAULTS",

@@ -15,8 +15,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._scan import Scan
-from .features import DESCRIPTOR_DIM, POSE_COLUMNS, embed
+from .._scan import Scan
+from ..features import DESCRIPTOR_DIM, POSE_COLUMNS, embed
 
 __all__ = ["HAND_CODES", "CasingRows", "CasingTable", "Removed", "casing_rows"]
 
@@ -98,7 +98,7 @@ class CasingTable:
         hand: np.ndarray,
         pose: np.ndarray,
     ) -> CasingTable:
-        """The table of saved arrays (as `balllink._index_file.IndexFile` holds them)."""
+        """The table of saved arrays (as `balllink.index._file.IndexFile` holds them)."""
         self = cls()
         self.casing_ids, self.starts, self.alive, self.hand = casing_ids, starts, alive, hand
         self._pose = pose

@@ -17,11 +17,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._files import atomic_path
-from ._index_casings import CasingTable
-from ._index_faiss import deserialize, serialize
-from .errors import IndexFormatError
-from .features import DESCRIPTOR_DIM, DESCRIPTOR_VERSION
+from .._files import atomic_path
+from ..errors import IndexFormatError
+from ..features import DESCRIPTOR_DIM, DESCRIPTOR_VERSION
+from ._casings import CasingTable
+from ._faiss import deserialize, serialize
 
 __all__ = ["IndexFile", "read_index_file", "write_index_file"]
 

@@ -43,7 +43,7 @@ import faiss
 import numpy as np
 from faiss.contrib.clustering import two_level_clustering
 
-from .features import DESCRIPTOR_DIM
+from ..features import DESCRIPTOR_DIM
 
 __all__ = [
     "apply_search_params",

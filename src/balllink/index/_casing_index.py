@@ -14,11 +14,11 @@ Two configurations: ``CasingIndex()`` (``"Flat"``, exact; a lab's own collection
 few ten thousand casings: Fadul recall@10 = 1.000 under any rotation) and
 ``CasingIndex.compressed(n)`` (``"IVF{nlist}_HNSW32,PQ52x4fs"``, 3.3 KB per casing, about
 20 ms per query at 1e5–1e6 casings). Their measured figures, and the alternatives tried
-and dropped, are in `balllink._index_faiss`.
+and dropped, are in `balllink.index._faiss`.
 
-Rooms: FAISS is behind `balllink._index_faiss` (factory, search parameters, training), the
-vote is the pure function `balllink._vote.pose_vote`, the file format is
-`balllink._index_file` and the casing bookkeeping `balllink._index_casings`; this module
+Rooms: FAISS is behind `balllink.index._faiss` (factory, search parameters, training), the
+vote is the pure function `balllink.index._vote.pose_vote`, the file format is
+`balllink.index._file` and the casing bookkeeping `balllink.index._casings`; this module
 ties them together.
 """
 
@@ -30,13 +30,13 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
-from . import _index_faiss as F
-from ._index_casings import CasingRows, CasingTable, casing_rows
-from ._index_file import IndexFile, read_index_file, write_index_file
-from ._index_params import PARAM_NAMES, check_params, compressed_config, params_json
+from ..errors import IndexFormatError
+from ..features import POSE_COLUMNS, mirror_keypoints
+from . import _faiss as F
+from ._casings import CasingRows, CasingTable, casing_rows
+from ._file import IndexFile, read_index_file, write_index_file
+from ._params import PARAM_NAMES, check_params, compressed_config, params_json
 from ._vote import CasingVotes, best_of, drop_wrong_hand, pose_vote
-from .errors import IndexFormatError
-from .features import POSE_COLUMNS, mirror_keypoints
 
 __all__ = ["CasingIndex"]
 
@@ -142,7 +142,7 @@ class CasingIndex:
         strongest keypoints of each stored casing, the 128 strongest of each query, 32 lists
         visited per query keypoint. About 3.3 KB per casing (26-byte code, 8-byte id and
         6-byte pose per keypoint). Measured figures are in ``benchmarks/bench_index.py`` and
-        `balllink._index_faiss`.
+        `balllink.index._faiss`.
 
         Parameters
         ----------

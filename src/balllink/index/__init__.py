@@ -1,0 +1,16 @@
+"""The candidate index: FAISS over local keypoint descriptors, ranked by a pose vote.
+
+`CasingIndex` is the public class (`balllink.CasingIndex`). Inside, one job a module:
+``_casing_index`` (the class), ``_faiss`` (the only module that touches FAISS: factory,
+search parameters, training, serialisation), ``_vote`` (the pose vote, a pure function of
+arrays), ``_casings`` (per-casing bookkeeping), ``_params`` (parameter checks) and
+``_file`` (the saved file, written and read as a pair).
+
+>>> import balllink as bl
+>>> bl.index.CasingIndex is bl.CasingIndex
+True
+"""
+
+from ._casing_index import CasingIndex
+
+__all__ = ["CasingIndex"]
