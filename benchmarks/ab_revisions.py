@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keys", required=True, help="comma-separated dotted keys into the JSON")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--warmup", action="store_true", help="run each tree once, unmeasured")
+    p.add_argument("--name", default="", help="output name (default: ab_<script>.json)")
     p.add_argument("extra", nargs=argparse.REMAINDER, help="-- arguments for the script")
     args = p.parse_args(argv)
     extra = args.extra[1:] if args.extra[:1] == ["--"] else args.extra
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         ratio = n / b if b else float("nan")
         rows[k] = {"base": values["base"][k], "new": values["new"][k], "ratio_median": ratio}
         print(f"{k:40s} {b:12.5g} {n:12.5g} {ratio:9.3f}")
-    out = ROOT / "benchmarks" / "results" / f"ab_{Path(args.script).stem}.json"
+    out = ROOT / "benchmarks" / "results" / (args.name or f"ab_{Path(args.script).stem}.json")
     out.write_text(
         json.dumps(
             {"base": args.base, "script": args.script, "extra": extra, "figures": rows}, indent=1
