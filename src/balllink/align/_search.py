@@ -13,7 +13,7 @@ import numpy as np
 import scipy.fft as sfft
 
 from .._scan import Scan
-from ._pose import Pose, angle_diff, invert_pose, pose_transform
+from ._pose import Pose, angle_diff, invert_pose
 from ._template import (
     AlignmentTemplate,
     as_template,
@@ -21,24 +21,12 @@ from ._template import (
     fft_size,
     fixed_spectra,
     half,
-    prepare_alignment,
     rotated,
     spectra,
     stack_spectra,
 )
 
-__all__ = [
-    "AlignmentTemplate",
-    "Pose",
-    "angle_diff",
-    "coarse_align",
-    "coarse_align_either",
-    "coarse_align_many",
-    "invert_pose",
-    "masked_ncc",
-    "pose_transform",
-    "prepare_alignment",
-]
+__all__ = ["coarse_align", "coarse_align_either", "coarse_align_many", "masked_ncc"]
 
 log = logging.getLogger(__name__)
 
