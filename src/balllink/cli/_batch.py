@@ -16,7 +16,7 @@ from ..comparison import compare_many
 from ..io import read_scan
 from ..leads import default_threshold
 from ..preprocessing import prepare_if_needed
-from ._common import Bar, emit, read_truth
+from ._common import Bar, check_output, db_path, emit, read_truth
 
 __all__ = ["Evaluation", "cmd_evaluate", "cmd_score", "evaluate_folder"]
 
@@ -96,31 +96,63 @@ def _run_groups(groups, jobs: int, on_rows, bar) -> None:
             bar(done, total)
 
 
-def cmd_score(args) -> int:
-    with open(args.pairs, newline="") as fh:
-        reader = csv.reader(fh)
-        rows = [r for r in reader if r and not r[0].startswith("#")]
-    if rows and rows[0][:2] in (["file_a", "file_b"], ["a", "b"]):
-        rows = rows[1:]
-    base = Path(args.pairs).parent
+def _read_pairs(path) -> list[tuple[str, str]]:
+    """The pairs of a pairs CSV (header and ``#`` comments skipped); a row without two
+    files is an error naming the row."""
     pairs = []
-    for r in rows:
-        if len(r) < 2:
-            print(f"balllink score: {args.pairs}: a row needs two files: {r}", file=sys.stderr)
-            return 2
-        pairs.append((r[0].strip(), r[1].strip()))
-    out = Path(args.output)
-    done = set()
-    if out.exists():
-        with open(out, newline="") as fh:
-            done = {(r["file_a"], r["file_b"]) for r in csv.DictReader(fh) if r.get("score")}
-    todo = [p for p in pairs if p not in done]
-    groups: dict[str, list[str]] = defaultdict(list)
-    for a, b in todo:
-        groups[a].append(b)
+    with open(path, newline="") as fh:
+        reader = csv.reader(fh)
+        for r in reader:
+            if not r or r[0].startswith("#"):
+                continue
+            if not pairs and r[:2] in (["file_a", "file_b"], ["a", "b"]):
+                continue
+            if len(r) < 2 or not r[0].strip() or not r[1].strip():
+                raise ValueError(f"{path}, line {reader.line_num}: a row needs two files, got {r}")
+            pairs.append((r[0].strip(), r[1].strip()))
+    return pairs
+
+
+def _unique(pairs) -> list[tuple[str, str]]:
+    """The pairs in order, each unordered pair once.
+
+    Examples
+    --------
+    >>> _unique([("a", "b"), ("b", "a"), ("a", "b"), ("a", "c")])
+    [('a', 'b'), ('a', 'c')]
+    """
+    seen, out = set(), []
+    for a, b in pairs:
+        if frozenset((a, b)) not in seen:
+            seen.add(frozenset((a, b)))
+            out.append((a, b))
+    return out
+
+
+def cmd_score(args) -> int:
+    base = Path(args.pairs).parent
 
     def resolve(f):
         return str(f if Path(f).is_absolute() or Path(f).exists() else base / f)
+
+    all_pairs = _read_pairs(args.pairs)
+    pairs = _unique(all_pairs)
+    inputs = [args.pairs, *{resolve(f) for p in pairs for f in p}]
+    out = check_output(args.output, db=db_path(args), inputs=inputs)
+    done = set()
+    if out.exists():
+        with open(out, newline="") as fh:
+            done = {
+                frozenset((r["file_a"], r["file_b"]))
+                for r in csv.DictReader(fh)
+                if r.get("score") or r.get("file_a") == r.get("file_b")
+            }
+    todo = [p for p in pairs if frozenset(report.csv_row(p)) not in done]  # as written
+    selfs = [(a, b) for a, b in todo if resolve(a) == resolve(b)]
+    groups: dict[str, list[str]] = defaultdict(list)
+    for a, b in todo:
+        if (a, b) not in selfs:
+            groups[a].append(b)
 
     jobs = [(resolve(a), [resolve(b) for b in bs]) for a, bs in groups.items()]
     names = {resolve(f): f for p in todo for f in p}
@@ -131,19 +163,23 @@ def cmd_score(args) -> int:
         if new_file:
             writer.writeheader()
 
-        def on_rows(rows):
+        def on_rows(rows, named=False):
             nonlocal failed
             for r in rows:
-                r["file_a"], r["file_b"] = names[r["file_a"]], names[r["file_b"]]
+                if not named:
+                    r["file_a"], r["file_b"] = names[r["file_a"]], names[r["file_b"]]
                 failed += not r["score"]
-                writer.writerow(r)
+                writer.writerow(report.csv_row(r))
             fh.flush()
+
+        on_rows([_row(a, b, reason=f"{a}: a file paired with itself") for a, b in selfs], True)
 
         bar = Bar("score", not args.json)
         _run_groups(jobs, args.jobs, on_rows, bar)
         bar.close()
     summary = {
         "pairs": len(pairs),
+        "duplicates_dropped": len(all_pairs) - len(pairs),
         "already_scored": len(pairs) - len(todo),
         "scored": len(todo) - failed,
         "failed": failed,
@@ -153,7 +189,7 @@ def cmd_score(args) -> int:
         args,
         summary,
         f"{summary['scored']} pair(s) scored, {summary['already_scored']} already in {out}, "
-        f"{failed} failed",
+        f"{failed} failed, {summary['duplicates_dropped']} duplicate pair(s) dropped",
     )
     return 1 if failed else 0
 
@@ -198,6 +234,8 @@ def cmd_evaluate(args) -> int:
     summary = report.evaluation_summary(names, labels, scores, thr)
     summary["failed_pairs"] = failed
     outdir = Path(args.output)
+    for name in ("scores.csv", "histogram.png", "evaluation.json"):
+        check_output(outdir / name, db=db_path(args), inputs=[args.truth])
     outdir.mkdir(parents=True, exist_ok=True)
     iu = np.triu_indices(len(names), 1)
     same = np.asarray(labels)[iu[0]] == np.asarray(labels)[iu[1]]
@@ -210,7 +248,8 @@ def cmd_evaluate(args) -> int:
         w = csv.writer(fh)
         w.writerow(["file_a", "file_b", "score", "same_firearm"])
         for i, j in zip(*iu):
-            w.writerow([names[i], names[j], f"{scores[i, j]:.6g}", int(labels[i] == labels[j])])
+            row = [names[i], names[j], f"{scores[i, j]:.6g}", int(labels[i] == labels[j])]
+            w.writerow(report.csv_row(row))
     summary["histogram"] = str(outdir / "histogram.png")
     report.write_json(summary, outdir / "evaluation.json")
     text = "\n".join(

@@ -9,9 +9,12 @@ from pathlib import Path
 
 from .. import report
 from ..comparison import compare
+from ..io import read_scan
 from ..leads import Scope
 from ._common import (
     Bar,
+    check_output,
+    db_path,
     emit,
     expand,
     flag_codes,
@@ -33,13 +36,71 @@ __all__ = [
 ]
 
 
-def _read_fields(csv_path) -> dict[str, dict]:
-    """file name or path -> exhibit fields, from a CSV with a ``file`` column."""
+def _read_fields(csv_path) -> dict[str, tuple[int, dict]]:
+    """file name or path -> (CSV line, exhibit fields), from a CSV with a ``file`` column.
+
+    A row with more cells than the header, without a file, or naming a file twice is an
+    error naming the row."""
     with open(csv_path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    if rows and "file" not in rows[0]:
-        raise ValueError(f"{csv_path}: the fields CSV needs a 'file' column")
-    return {r.pop("file"): {k: v for k, v in r.items() if v not in (None, "")} for r in rows}
+        reader = csv.DictReader(fh)
+        header = reader.fieldnames or []
+        if "file" not in header:
+            raise ValueError(f"{csv_path}: the fields CSV needs a 'file' column")
+        out: dict[str, tuple[int, dict]] = {}
+        for r in reader:
+            line = reader.line_num
+            if None in r:
+                raise ValueError(
+                    f"{csv_path}, line {line}: {len(header) + len(r[None])} fields, "
+                    f"the header has {len(header)} ({','.join(header)})"
+                )
+            name = (r.pop("file") or "").strip()
+            if not name:
+                raise ValueError(f"{csv_path}, line {line}: no file named in the 'file' column")
+            if name in out:
+                raise ValueError(
+                    f"{csv_path}, line {line}: {name} already given on line {out[name][0]}"
+                )
+            out[name] = (line, {k: v for k, v in r.items() if v not in (None, "")})
+    return out
+
+
+def _fields_for(paths, per_file: dict, csv_path) -> list[dict]:
+    """Each path's fields; a fields row that matches no path is an error naming the row."""
+    used, extras = set(), []
+    for p in paths:
+        key = str(p) if str(p) in per_file else p.name if p.name in per_file else None
+        used.add(key)
+        extras.append(per_file[key][1] if key is not None else {})
+    unmatched = [(line, name) for name, (line, _) in per_file.items() if name not in used]
+    if unmatched:
+        line, name = min(unmatched)
+        raise ValueError(
+            f"{csv_path}, line {line}: {name} matches none of the files given "
+            f"({len(unmatched)} unmatched row(s)); fix the name or give that file"
+        )
+    return extras
+
+
+class _Photos:
+    """Ingest items that read PNG/TIFF photographs with the given spacing, lazily (one scan
+    in memory at a time); a file that cannot be read is kept in ``failed``."""
+
+    def __init__(self, items, spacing_um):
+        self.items, self.spacing, self.failed = items, spacing_um, []
+
+    def __len__(self):
+        return len(self.items)
+
+    def __iter__(self):
+        for p, extra in self.items:
+            if p.suffix.lower() not in {".png", ".tif", ".tiff"}:
+                yield p, extra
+                continue
+            try:
+                yield read_scan(p, spacing_um=self.spacing), extra
+            except (ValueError, OSError) as exc:
+                self.failed.append((str(p), str(exc)))
 
 
 def cmd_ingest(args) -> int:
@@ -52,10 +113,9 @@ def cmd_ingest(args) -> int:
         if getattr(args, name):
             common[name] = getattr(args, name)
     per_file = _read_fields(args.fields) if args.fields else {}
-    items = []
-    for p in paths:
-        extra = per_file.get(str(p)) or per_file.get(p.name) or {}
-        items.append((p, extra))
+    items = list(zip(paths, _fields_for(paths, per_file, args.fields)))
+    if args.spacing is not None:
+        items = _Photos(items, args.spacing)
     bar = Bar("ingest", not args.json)
     with open_db(args, rescore_k=args.rescore, threshold=args.threshold) as db:
         rep = db.ingest_many(
@@ -66,6 +126,8 @@ def cmd_ingest(args) -> int:
             **common,
         )
     bar.close()
+    if args.spacing is not None:
+        rep.skipped.extend(items.failed)
     emit(args, rep.as_dict(), _ingest_text(rep))
     return 1 if rep.skipped else 0
 
@@ -89,14 +151,13 @@ def _ingest_text(rep) -> str:
 
 
 def _scope(args):
-    bbox = tuple(float(v) for v in args.bbox.split(",")) if args.bbox else None
     return Scope(
         agencies=args.agency or None,
         since=args.since,
         until=args.until,
         caliber=args.caliber,
         kind=args.kind,
-        bbox=bbox,
+        bbox=args.bbox,
         max_rescore=args.max_rescore or max(args.k, 50),
     )
 
@@ -129,10 +190,14 @@ def cmd_search(args) -> int:
 
 
 def cmd_leads(args) -> int:
+    if args.output:
+        check_output(args.output, db=db_path(args))
     with open_db(args) as db:
         leads = db.leads(
             args.threshold, since=args.since, status=args.status, cross_only=args.cross_only
         )
+        if args.until:
+            leads = [x for x in leads if _until(x.created, args.until)]
         fmt = "json" if args.json and args.format == "table" else args.format
         out = open(args.output, "w", newline="") if args.output else sys.stdout
         try:
@@ -152,6 +217,17 @@ def cmd_leads(args) -> int:
         if fmt != "table" or args.output:
             db.log_event("export", what="leads", format=fmt, n=len(leads), path=args.output)
     return 0
+
+
+def _until(created: str, until: str) -> bool:
+    """``created`` (ISO, date or date and time) is at or before ``until`` (same form).
+
+    Examples
+    --------
+    >>> _until("2025-03-04 10:00:00", "2025-03-04"), _until("2025-03-04T10:00", "2025-03-03")
+    (True, False)
+    """
+    return created.replace(" ", "T")[: len(until)] <= until
 
 
 def cmd_series(args) -> int:
@@ -182,7 +258,7 @@ def write_lead_report(db, lead_id: int, path: Path, *, k: int = 10) -> None:
 
 
 def cmd_report(args) -> int:
-    out = Path(args.output or f"lead-{args.lead}.html")
+    out = check_output(args.output or f"lead-{args.lead}.html", db=db_path(args))
     with open_db(args) as db:
         write_lead_report(db, args.lead, out, k=args.k)
     emit(args, {"report": str(out)}, f"wrote {out}")

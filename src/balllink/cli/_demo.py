@@ -17,7 +17,11 @@ from ..database import LeadDatabase
 from ._commands import write_lead_report
 from ._common import SCAN_SUFFIXES, Bar, format_table, lead_rows, read_truth, series_rows
 
-__all__ = ["AGENCIES", "MIRRORING_AGENCY", "cmd_demo"]
+__all__ = ["AGENCIES", "DEMO_MARKER", "MIRRORING_AGENCY", "cmd_demo"]
+
+#: The file ``demo`` writes into the database it makes: only such a database is replaced by
+#: the next ``demo`` run (any other needs ``--force``).
+DEMO_MARKER = "made-by-balllink-demo"
 
 
 AGENCIES = {
@@ -178,9 +182,14 @@ def cmd_demo(args) -> int:
 
     out = Path(args.out)
     dbdir = out / "balllink.db"
-    if dbdir.exists():
-        shutil.rmtree(dbdir)
-    out.mkdir(parents=True, exist_ok=True)
+    if dbdir.exists() and not (args.force or (dbdir / DEMO_MARKER).is_file()):
+        print(
+            f"balllink demo: {dbdir} exists and was not made by 'balllink demo'; refusing to "
+            "replace it (it may be a real lead database). Choose another --out, or give --force "
+            "to delete it",
+            file=sys.stderr,
+        )
+        return 2
     data = Path(args.data) if args.data else None
     if data is not None:
         if not data.is_dir():
@@ -192,6 +201,12 @@ def cmd_demo(args) -> int:
                 f"balllink demo: no scans ({', '.join(SCAN_SUFFIXES)}) in {data}", file=sys.stderr
             )
             return 2
+    if dbdir.is_dir() and not dbdir.is_symlink():
+        shutil.rmtree(dbdir)
+    elif dbdir.exists() or dbdir.is_symlink():
+        dbdir.unlink()  # --force on a file or a link: the link goes, not its target
+    out.mkdir(parents=True, exist_ok=True)
+    if data is not None:
         say(f"Real scans from {data}: {len(items)} files, as if from {len(AGENCIES)} agencies")
     else:
         say("Simulating a region of 3 agencies over 2025 (balllink.simulate)...")
@@ -202,6 +217,7 @@ def cmd_demo(args) -> int:
         )
     rescore = args.rescore or (50 if data is not None else 6)
     db = LeadDatabase(dbdir, rescore_k=rescore, threshold=args.threshold)
+    (dbdir / DEMO_MARKER).write_text("made by 'balllink demo'; demo replaces it on its next run\n")
     bar = Bar("ingest", not args.json)
     ids: list = []
     skipped, flagged = [], []

@@ -2,7 +2,9 @@
 
 Every command takes ``--db PATH`` (default: the ``BALLLINK_DB`` environment variable, else
 ``./balllink.db``) and ``--json`` for machine-readable output. Exit codes: 0 success,
-1 partial failure (some files skipped, a check that found problems), 2 bad usage or input.
+1 partial failure (some files skipped, a check that found problems), 2 bad usage or input
+or a database/OS error (one line naming the database and what to do; ``--debug`` shows the
+traceback), 3 an unexpected error.
 ``ingest`` stores scans whose preparation was flagged (exit 0) and lists them with their
 flags; with ``--strict`` it skips them instead (exit 1).
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sqlite3
 import sys
 
 from ..errors import BalllinkError
@@ -25,6 +28,7 @@ from ._commands import (
     cmd_series,
     cmd_status,
 )
+from ._common import bbox_arg, date_arg, db_path, error_line, spacing_arg
 from ._demo import cmd_demo
 
 __all__ = ["build_parser", "main"]
@@ -37,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common.add_argument("--json", action="store_true", help="machine-readable output")
     common.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    common.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     parser = argparse.ArgumentParser(prog="balllink", description=__doc__, parents=[common])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -46,11 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--case", dest="case_id", help="case number (default: the file name)")
     p.add_argument("--kind", choices=("crime_scene", "test_fire"))
     p.add_argument("--caliber")
-    p.add_argument("--occurred", help="incident date YYYY-MM-DD")
+    p.add_argument("--occurred", type=date_arg, help="incident date YYYY-MM-DD")
     p.add_argument("--make")
     p.add_argument("--model")
     p.add_argument("--serial")
     p.add_argument("--fields", help="CSV with a 'file' column and exhibit fields per file")
+    p.add_argument(
+        "--spacing", type=spacing_arg, help="µm per pixel of PNG/TIFF photographs (height maps)"
+    )
     p.add_argument("--rescore", type=int, default=50, help="candidates compared in full")
     p.add_argument("--threshold", type=float, help="set the database's lead threshold")
     p.add_argument("--no-correlate", action="store_true", help="store only (bulk archive load)")
@@ -65,16 +73,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("query", help="scan file or exhibit id")
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--agency", action="append", help="only these agencies (repeatable)")
-    p.add_argument("--since")
-    p.add_argument("--until")
+    p.add_argument("--since", type=date_arg, help="occurred on or after YYYY-MM-DD")
+    p.add_argument("--until", type=date_arg, help="occurred on or before YYYY-MM-DD")
     p.add_argument("--caliber")
     p.add_argument("--kind", choices=("crime_scene", "test_fire"))
-    p.add_argument("--bbox", help="min_lat,min_lon,max_lat,max_lon")
+    p.add_argument("--bbox", type=bbox_arg, help="min_lat,min_lon,max_lat,max_lon")
     p.add_argument("--max-rescore", type=int, help="candidates compared in full (default 50)")
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("leads", parents=[common], help="list or export leads")
-    p.add_argument("--since", help="created at or after (ISO date/time)")
+    p.add_argument("--since", type=date_arg, help="created at or after (ISO date/time)")
+    p.add_argument("--until", type=date_arg, help="created at or before (ISO date/time)")
     p.add_argument("--threshold", type=float)
     p.add_argument("--status", action="append", choices=("new", "confirmed", "rejected"))
     p.add_argument("--cross-only", action="store_true", help="cross-jurisdiction leads only")
@@ -121,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--rescore", type=int, help="candidates compared per casing (default 6, 50 with --data)"
     )
     p.add_argument("--threshold", type=float, help="lead threshold (default: shipped)")
+    p.add_argument(
+        "--force", action="store_true", help="replace OUT/balllink.db even if demo did not make it"
+    )
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("check", parents=[common], help="SQLite, index, scans, audit agree?")
@@ -143,11 +155,24 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    debug = args.debug or "--debug" in (sys.argv[1:] if argv is None else argv)
     try:
         return int(args.func(args))
-    except (BalllinkError, ValueError, OSError) as exc:
-        print(f"balllink {args.command}: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"balllink {args.command}: interrupted", file=sys.stderr)
         return 130
+    except (BalllinkError, ValueError, OSError, sqlite3.Error) as exc:
+        if debug:
+            raise
+        line = error_line(exc, db_path(args)).replace("\n", " ")
+        print(f"balllink {args.command}: {line}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a bug: one line, the traceback with --debug
+        if debug:
+            raise
+        print(
+            f"balllink {args.command}: unexpected {type(exc).__name__}: {exc} "
+            "(rerun with --debug for the traceback and report it)",
+            file=sys.stderr,
+        )
+        return 3
