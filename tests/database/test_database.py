@@ -168,8 +168,8 @@ def test_audit_trail_detects_edit_and_deletion(tmp_path, open_db, fake_scans, it
         assert db.verify_audit().ok  # restored exactly
     deleted, _ = tamper("DELETE FROM audit WHERE seq=3")
     assert not deleted.ok and deleted.first_bad == 4
-    tamper("INSERT INTO audit SELECT 3, time, who, action, detail, prev_hash, hash FROM audit "
-           "WHERE seq=1")  # fmt: skip
+    tamper("INSERT INTO audit SELECT 3, time, who, action, detail, prev_hash, hash, rows "
+           "FROM audit WHERE seq=1")  # fmt: skip
     truncated, _ = tamper("DELETE FROM audit WHERE seq=7")
     assert not truncated.ok  # the first error met is the bogus record 3 or the tail
 

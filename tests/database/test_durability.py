@@ -21,6 +21,7 @@ import pytest
 
 import balllink as bl
 from balllink.database import _schema
+from balllink.database._audit import audit_hash
 from balllink.leads import Flag, Scope
 
 
@@ -33,6 +34,17 @@ def _v1_copy(new_sqlite: Path, old_sqlite: Path) -> None:
     for table in ("settings", "exhibits", "comparisons", "lead_status", "audit"):
         cols = ",".join(r[1] for r in con.execute(f"PRAGMA main.table_info({table})"))
         con.execute(f"INSERT INTO main.{table} ({cols}) SELECT {cols} FROM new.{table}")
+    # the records as an old balllink wrote them: chained without row commitments
+    prev = "0" * 64
+    for seq, at, who, action, detail in con.execute(
+        "SELECT seq, time, who, action, detail FROM main.audit ORDER BY seq"
+    ).fetchall():
+        digest = audit_hash(prev, seq, at, who, action, detail)
+        con.execute("UPDATE main.audit SET prev_hash=?, hash=? WHERE seq=?", (prev, digest, seq))
+        con.execute(
+            "UPDATE main.settings SET value=? WHERE key='audit_head'", (f'[{seq}, "{digest}"]',)
+        )
+        prev = digest
     con.commit()
     con.execute("DETACH DATABASE new")
     con.close()
@@ -61,13 +73,15 @@ def test_old_schema_database_migrates_without_losing_rows(
 
     with open_db(path) as db:
         con = db._sql()
-        assert con.execute("SELECT max(version) FROM schema_version").fetchone()[0] == 2
-        assert _schema.SCHEMA_VERSION == 2
+        version = con.execute("SELECT max(version) FROM schema_version").fetchone()[0]
+        assert version == _schema.SCHEMA_VERSION >= 3
         assert [(e.id, e.case_id, e.scan_hash) for e in db.exhibits()] == exhibits
         assert [(x.id, x.a, x.b, x.score, x.status) for x in db.leads()] == before
         assert all(e.flags == () for e in db.exhibits())
         assert all(x.mirrored is None and not x.flagged for x in db.leads())  # not recorded
         assert len(db.audit()) == n_audit and db.check().ok
+        # rows stored before the row commitments: "not covered", not tampered
+        assert any("not covered" in n for n in db.verify_audit().notes)
         # and it takes new exhibits, flagged or not, with the new columns
         rep = db.ingest_many([flagged(scans[5])], agency="Z", case_id="new")
         (new,) = rep.ingested

@@ -17,10 +17,10 @@ import sqlite3
 import sys
 
 from ..errors import BalllinkError
+from ._audit_cmd import cmd_audit_head, cmd_audit_verify, cmd_check
 from ._batch import cmd_evaluate, cmd_score
 from ._bench import cmd_bench
 from ._commands import (
-    cmd_check,
     cmd_ingest,
     cmd_leads,
     cmd_report,
@@ -136,8 +136,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("check", parents=[common], help="SQLite, index, scans, audit agree?")
-    p.add_argument("--deep", action="store_true", help="re-hash every stored scan")
+    p.add_argument("--deep", action="store_true", help="reload every stored scan")
+    p.add_argument("--head", help="an audit head kept elsewhere: fail when not in the chain")
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("audit", parents=[common], help="the audit trail's head; verify it")
+    audit = p.add_subparsers(dest="audit_command", required=True)
+    q = audit.add_parser("head", parents=[common], help="print the head hash and record count")
+    q.set_defaults(func=cmd_audit_head)
+    q = audit.add_parser("verify", parents=[common], help="verify the chain and the rows")
+    q.add_argument("--head", help="an audit head kept elsewhere: fail when not in the chain")
+    q.set_defaults(func=cmd_audit_verify)
 
     p = sub.add_parser("bench", parents=[common], help="ingest rate and search latency")
     p.add_argument("--sizes", default="1000", help="comma-separated database sizes")

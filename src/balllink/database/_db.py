@@ -15,7 +15,7 @@ from ..io import read_scan
 from ..leads import Lead, Scope, SearchResult, Series
 from ..preprocessing import prepare_if_needed
 from ._audit import AuditReport, AuditTrail, login
-from ._check import CheckReport, check
+from ._check import CheckReport, check, orphaned
 from ._exhibits import Exhibit, Exhibits
 from ._index_cache import IndexCache
 from ._ingest import Ingester, IngestReport
@@ -107,9 +107,12 @@ class LeadDatabase:
         self.rescore_k = int(rescore_k)
         self.strict = bool(strict)
         self._lock = WriteLock(self.path / "write.lock")
+        problem = orphaned(self.path, self.path / SQLITE_NAME, store)
+        if problem:
+            raise DatabaseError(problem)
         self._sql = Sql(self.path / SQLITE_NAME, str(self.path))
         self._audit = AuditTrail(self._sql, user or os.environ.get("BALLLINK_USER") or login())
-        self._exhibits = Exhibits(self._sql, store)
+        self._exhibits = Exhibits(self._sql, store, self._audit)
         self._index = IndexCache(self.path, self._exhibits, self._lock, index_class)
         self._settings = Settings(self._sql, self._audit)
         self._searcher = Searcher(
@@ -204,14 +207,33 @@ class LeadDatabase:
         """The audit trail, oldest first: seq, time, who, action, detail (dict)."""
         return self._audit.records(since=since)
 
-    def verify_audit(self) -> AuditReport:
-        """Walk the hash chain of the audit trail; report the first broken record.
+    def verify_audit(self, *, head: str | None = None) -> AuditReport:
+        """Walk the hash chain of the audit trail; report the first broken record, and
+        every evidence row changed since the trail committed to it.
 
         An edited record no longer matches its hash; a deleted record breaks the sequence
-        and the chain; a deleted tail no longer matches the head kept in ``settings``.
-        (Keep `AuditReport.head` somewhere else too to detect a rewrite of everything.)
+        and the chain; a deleted tail no longer matches the head kept in ``settings``. An
+        exhibit, comparison, status or threshold edited with the sqlite3 shell no longer
+        matches the row hash its audit record holds. ``head``: a hash kept elsewhere (see
+        `audit_head`); the check fails when it is no longer in the chain (a rewritten or
+        deleted trail).
         """
-        return self._audit.verify()
+        return self._audit.verify(head=head)
+
+    def audit_head(self) -> tuple[str, int]:
+        """The hash of the last audit record and the number of records: keep it elsewhere
+        (printed by ``balllink audit head``) and give it to `verify_audit` / `check` later.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as tmp, LeadDatabase(tmp + "/l.db") as db:
+        ...     db.log_event("export", what="leads")
+        ...     head, n = db.audit_head()
+        ...     print(n, db.verify_audit(head=head).ok, db.verify_audit(head="ab" * 32).ok)
+        1 True False
+        """
+        return self._audit.head()
 
     # ------------------------------------------------------------------ exhibits
     def exhibit(self, exhibit_id: int) -> Exhibit:
@@ -459,12 +481,16 @@ class LeadDatabase:
         return self._leads.series(self.threshold if threshold is None else float(threshold))
 
     # ------------------------------------------------------------------ check
-    def check(self, *, deep: bool = False) -> CheckReport:
-        """Check that SQLite, the stored scans and the index agree, and the audit chain.
+    def check(self, *, deep: bool = False, head: str | None = None) -> CheckReport:
+        """Check that SQLite, the stored scans and the index agree, and the audit chain
+        (with the evidence rows it covers).
 
         Parameters
         ----------
         deep : bool
-            Also re-hash every stored scan (reads them all).
+            Also reload every stored scan and check its content hash (without it: each
+            file's size and byte hash against the ones recorded at ingest).
+        head : str, optional
+            An audit head kept elsewhere (`audit_head`): a problem when not in the chain.
         """
-        return check(self._sql, self._exhibits, self._index, self._audit, deep=deep)
+        return check(self._sql, self._exhibits, self._index, self._audit, deep=deep, head=head)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -12,7 +13,12 @@ from ..errors import DatabaseError
 from ..leads import Flag, as_flags
 from ..preprocessing import flags_of
 from ._schema import Sql
-from ._store import ScanStore
+from ._store import ScanStore, StoredScanError
+
+log = logging.getLogger(__name__)
+
+#: The flag an exhibit gets when its stored scan was found damaged and quarantined.
+DAMAGED = "scan_damaged"
 
 __all__ = ["FIELDS", "Exhibit", "Exhibits", "prepared_flags", "stored_flags"]
 
@@ -98,9 +104,10 @@ def prepared_flags(scan: Scan, prep: Scan) -> tuple[Flag, ...]:
 class Exhibits:
     """Reads the ``exhibits`` table of one database and the scans its rows point to."""
 
-    def __init__(self, sql: Sql, store: ScanStore):
+    def __init__(self, sql: Sql, store: ScanStore, audit=None):
         self._sql = sql
         self.store = store
+        self.audit = audit  # an AuditTrail: records the flag of a quarantined scan
 
     def _record(self, row: sqlite3.Row) -> Exhibit:
         return Exhibit(
@@ -144,11 +151,62 @@ class Exhibits:
         scan = self.store.cached(exhibit_id)
         if scan is not None:
             return scan
-        row = self._sql().execute("SELECT scan_file FROM exhibits WHERE id=?", (exhibit_id,))
-        row = row.fetchone()
+        row = (
+            self._sql()
+            .execute("SELECT scan_file, scan_hash FROM exhibits WHERE id=?", (exhibit_id,))
+            .fetchone()
+        )
         if row is None:
             raise self._missing(exhibit_id)
-        return self.store.load(exhibit_id, row["scan_file"])
+        try:
+            return self.store.load(exhibit_id, row["scan_file"], row["scan_hash"])
+        except StoredScanError as exc:
+            self._quarantine(exhibit_id, row["scan_file"], exc)
+            raise
+
+    def loadable(self, ids: Sequence[int]) -> tuple[list[int], list[Scan]]:
+        """The stored scans of ``ids`` that can be read, with their ids; each damaged one
+        is quarantined, flagged, logged as a warning and left out (the caller goes on)."""
+        kept, scans = [], []
+        for i in ids:
+            try:
+                scans.append(self.scan(i))
+            except StoredScanError as exc:
+                log.warning("skipped exhibit %d: %s", int(i), exc)
+                continue
+            kept.append(int(i))
+        return kept, scans
+
+    def _quarantine(self, exhibit_id: int, rel: str, exc: StoredScanError) -> None:
+        """Move a damaged stored scan to quarantine and flag its exhibit (audited).
+
+        Best effort: when the folder or the database cannot be written, only logged."""
+        try:
+            moved = self.store.quarantine(rel)
+            if moved is None and any(f.code == DAMAGED for f in self.get(exhibit_id).flags):
+                return  # quarantined and flagged before
+            with self._sql.tx() as con:
+                row = con.execute("SELECT flags FROM exhibits WHERE id=?", (exhibit_id,))
+                flags = json.loads(row.fetchone()["flags"] or "[]")
+                if not any(f.get("code") == DAMAGED for f in flags if isinstance(f, dict)):
+                    where = f"; moved to {moved}" if moved else ""
+                    flags.append({"code": DAMAGED, "message": f"{exc}{where}"})
+                    con.execute(
+                        "UPDATE exhibits SET flags=? WHERE id=?",
+                        (json.dumps(flags), exhibit_id),
+                    )
+                if self.audit is not None:
+                    self.audit.append(
+                        "quarantine",
+                        covers=[("exhibits", [exhibit_id])],
+                        exhibit=exhibit_id,
+                        file=rel,
+                        moved_to=None if moved is None else str(moved),
+                        reason=str(exc),
+                    )
+            log.warning("exhibit %d: %s; quarantined to %s", exhibit_id, exc, moved)
+        except Exception as err:  # never hide the original error behind this one
+            log.warning("exhibit %d: could not quarantine %s: %s", exhibit_id, rel, err)
 
     def find(self, source_hash: str, scan_hash: str | None = None) -> int | None:
         """The exhibit stored from this file (or holding this prepared scan), if any."""

@@ -32,6 +32,14 @@ log = logging.getLogger(__name__)
 PENDING_BATCH = 1000
 
 
+def _manifest_n(path: Path) -> int:
+    """The number of casings a saved index manifest lists (0 when none or unreadable)."""
+    try:
+        return int(json.loads(path.read_text()).get("n", 0))
+    except (OSError, ValueError, AttributeError, TypeError):
+        return 0
+
+
 class IndexCache:
     """The candidate index of one database folder, opened on first use.
 
@@ -76,11 +84,12 @@ class IndexCache:
         """Add exhibits (their stored scans unless given) to the open index."""
         for start in range(0, len(ids), batch):
             chunk = list(ids[start : start + batch])
-            preps = (
-                list(scans[start : start + batch])
-                if scans is not None
-                else [self._exhibits.scan(i) for i in chunk]
-            )
+            if scans is not None:
+                preps = list(scans[start : start + batch])
+            else:  # a damaged stored scan is quarantined and left out (warned)
+                chunk, preps = self._exhibits.loadable(chunk)
+            if not chunk:
+                continue
             self._index.add(np.asarray(chunk, dtype=np.int64), preps)
             self.indexed.update(int(i) for i in chunk)
         self.dirty = True
@@ -171,6 +180,14 @@ class IndexCache:
         try:
             data, ids_path, manifest_path = self.files
             ids = np.asarray(sorted(self.indexed), dtype=np.int64)
+            if not ids.size and self._exhibits.count() == 0 and _manifest_n(manifest_path):
+                # never replace a saved index by an empty one while SQLite holds nothing:
+                # that is a deleted or emptied database, not an empty one
+                raise DatabaseError(
+                    f"{self.folder}: the SQLite file holds no exhibits but the saved index "
+                    f"holds {_manifest_n(manifest_path)}; the index is not overwritten "
+                    "(restore leads.sqlite from a backup)"
+                )
             # the manifest goes last: until it is replaced, the old trio stays consistent
             # (a mismatch after a crash between the renames only triggers a rebuild)
             with atomic_path(data) as tmp, atomic_path(ids_path) as tmp_ids:

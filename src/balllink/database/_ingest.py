@@ -281,8 +281,8 @@ class Ingester:
         comparisons, cand_ids = [], []
         if correlate and self._exhibits.count():
             cand_ids = self._searcher.retrieve(prep, scope).ids
+            cand_ids, cands = self._exhibits.loadable(cand_ids)  # damaged: skipped, warned
             if cand_ids:
-                cands = [self._exhibits.scan(i) for i in cand_ids]
                 comparisons = self._searcher.compare_many(prep, cands)
         new = NewExhibit(prep, values, source, source_hash, scan_hash, rel, flags)
         stored = self._insert(new, cand_ids, comparisons)
@@ -298,7 +298,9 @@ class Ingester:
             cur = con.execute(
                 "INSERT INTO exhibits (case_id, agency, kind, make, model, serial, occurred, "
                 "lat, lon, caliber, notes, source, source_hash, scan_hash, scan_file, ny, nx, "
-                "spacing_um, n_valid, created, flags) VALUES (" + ",".join("?" * 21) + ")",
+                "spacing_um, n_valid, created, flags, file_sha256, file_size) VALUES ("
+                + ",".join("?" * 23)
+                + ")",
                 (
                     *(values[k] for k in FIELDS),
                     new.source,
@@ -311,10 +313,11 @@ class Ingester:
                     prep.n_valid,
                     created,
                     flags_json(flags),
+                    *self._exhibits.store.file_record(new.scan_file),
                 ),
             )
             eid = int(cur.lastrowid)
-            leads = []
+            leads, comp_ids = [], []
             cases = {r["id"]: r["case_id"] for r in self._exhibits.summaries(cand_ids).values()}
             for cid, cmp in zip(cand_ids, comparisons):
                 score = float(cmp.score)
@@ -336,10 +339,12 @@ class Ingester:
                         int(bool(cmp.mirrored)),
                     ),
                 )
+                comp_ids.append(int(cur.lastrowid))
                 if score >= self._settings.threshold and cases[cid] != values["case_id"]:
                     leads.append(int(cur.lastrowid))
             self._audit.append(
                 "ingest",
+                covers=[("exhibits", [eid]), ("comparisons", comp_ids)],
                 exhibit=eid,
                 source=new.source,
                 source_hash=new.source_hash,

@@ -93,12 +93,13 @@ class LeadBook:
             row = row.fetchone()
             if row is None:
                 raise DatabaseError(f"{self._sql.label}: no lead with id {lead_id}")
-            con.execute(
+            cur = con.execute(
                 "INSERT INTO lead_status (lead, status, examiner, time, note) VALUES (?,?,?,?,?)",
                 (int(lead_id), status, str(examiner), now(), note),
             )
             self._audit.append(
                 "status",
+                covers=[("lead_status", [int(cur.lastrowid)])],
                 lead=int(lead_id),
                 a=row["a"],
                 b=row["b"],

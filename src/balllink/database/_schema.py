@@ -17,7 +17,7 @@ from ..errors import DatabaseError
 
 __all__ = ["LATEST_STATUS", "SCHEMA_VERSION", "Sql", "connect", "ensure_schema", "now"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _V1 = """
 CREATE TABLE IF NOT EXISTS schema_version (
@@ -101,9 +101,26 @@ ALTER TABLE exhibits ADD COLUMN flags TEXT NOT NULL DEFAULT '[]';
 ALTER TABLE comparisons ADD COLUMN mirrored INTEGER CHECK (mirrored IN (0, 1));
 """
 
+# Version 3: evidence integrity. Each stored scan's file bytes (SHA-256 and size, NULL for
+# scans stored before), the row hashes each audit record commits to (``audit.rows``, NULL
+# for records written before), and where that coverage starts (``audit_coverage``: the last
+# audit record and the largest row ids and the threshold at migration; older rows are
+# "not covered", not tampered).
+_V3 = """
+ALTER TABLE exhibits ADD COLUMN file_sha256 TEXT;
+ALTER TABLE exhibits ADD COLUMN file_size INTEGER;
+ALTER TABLE audit ADD COLUMN rows TEXT;
+INSERT OR REPLACE INTO settings VALUES ('audit_coverage', json_object(
+    'seq', (SELECT coalesce(max(seq), 0) FROM audit),
+    'exhibits', (SELECT coalesce(max(id), 0) FROM exhibits),
+    'comparisons', (SELECT coalesce(max(id), 0) FROM comparisons),
+    'lead_status', (SELECT coalesce(max(id), 0) FROM lead_status),
+    'threshold', (SELECT value FROM settings WHERE key = 'threshold')))
+"""
+
 # version -> script that brings a database from version-1 to version. Version 1 creates.
 # A script, once released, never changes: databases in the field were made with it.
-_MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2}
+_MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2, 3: _V3}
 
 
 #: The latest status row of each lead (the one that counts).

@@ -194,12 +194,13 @@ class Searcher:
 
     def _rank(self, query: Query, k: int, scope: Scope) -> SearchResult:
         found = self.retrieve(query.scan, scope, exclude=query.exhibit_id)
-        ids = found.ids
-        comps = self.compare_many(query.scan, [self._exhibits.scan(i) for i in ids]) if ids else []
+        ids, scans = self._exhibits.loadable(found.ids)  # damaged scans: skipped, warned
+        comps = self.compare_many(query.scan, scans) if ids else []
+        rscore = dict(zip(found.ids, found.retrieval_scores or ()))
         null = self._null.get(self._settings.threshold)
         info = self._exhibits.summaries(ids)
         rows = []
-        for j, (eid, cmp) in enumerate(zip(ids, comps)):
+        for eid, cmp in zip(ids, comps):
             score = float(cmp.score) if np.isfinite(cmp.score) else 0.0
             dy, dx = (float(v) for v in cmp.translation_um)
             rows.append(
@@ -213,9 +214,7 @@ class Searcher:
                     p_chance=chance_probability(score, null),
                     case_id=info[eid]["case_id"],
                     agency=info[eid]["agency"],
-                    retrieval_score=(
-                        None if found.retrieval_scores is None else found.retrieval_scores[j]
-                    ),
+                    retrieval_score=rscore.get(eid),
                     mirrored=bool(cmp.mirrored),
                     flags=stored_flags(info[eid]["flags"]),
                 )

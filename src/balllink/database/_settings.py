@@ -44,4 +44,6 @@ class Settings:
             return
         with self._sql.tx() as con:
             write_setting(con, "threshold", repr(threshold))
-            self._audit.append("threshold", threshold=threshold)
+            self._audit.append(
+                "threshold", covers=[("settings", ["threshold"])], threshold=threshold
+            )

@@ -7,6 +7,11 @@ the file, so that reading it back gives the scan as it was stored, bit for bit.
 `write_scan` writes through `balllink._files.atomic_write` (a temporary name in the same
 folder, flushed to disk, then renamed), so a reader, or a process restarted after a
 crash, sees either the whole file or none.
+
+The exhibit row keeps the file's SHA-256 and size (`ScanStore.file_record`), and a load
+checks the scan read back against its content hash (the file name): a damaged file raises
+`StoredScanError` naming the file and the exhibit, and `ScanStore.quarantine` moves it
+to ``<db>/quarantine/`` (never deleted).
 """
 
 from __future__ import annotations
@@ -14,17 +19,26 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import os
 from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 
-from .._files import jsonable
+from .._files import file_sha256, jsonable
 from .._scan import HANDEDNESS, Scan
-from ..errors import DatabaseError, ScanFormatError
+from ..errors import DatabaseError
 from ..io import read_scan, write_scan
 
-__all__ = ["ScanStore", "WriteLock", "load_scan", "save_scan", "scan_sha256", "stored_form"]
+__all__ = [
+    "ScanStore",
+    "StoredScanError",
+    "WriteLock",
+    "load_scan",
+    "save_scan",
+    "scan_sha256",
+    "stored_form",
+]
 
 #: Salt of the content hash (the name of the first store layout; kept so hashes never change).
 _HASH_SALT = "balllink-prepared-scan-1"
@@ -32,6 +46,15 @@ _HASH_SALT = "balllink-prepared-scan-1"
 STORED_KEY = "stored_scan"
 #: The bits of ``np.float32(np.nan)``: the NaN a scan file read back holds.
 _NAN_BITS = np.float32(np.nan).view(np.uint32)
+
+
+class StoredScanError(DatabaseError):
+    """A stored scan is missing or damaged: ``path`` and ``exhibit_id`` (None when unknown)."""
+
+    def __init__(self, message: str, path: Path, exhibit_id: int | None = None):
+        super().__init__(message)
+        self.path = Path(path)
+        self.exhibit_id = exhibit_id
 
 
 def scan_sha256(scan: Scan) -> str:
@@ -91,19 +114,34 @@ def save_scan(scan: Scan, folder: Path, digest: str) -> str:
     return rel
 
 
-def load_scan(path: Path) -> Scan:
-    """Read a stored prepared scan back; `DatabaseError` naming the file when it is missing,
-    damaged, or was not read back exactly as written."""
+def load_scan(path: Path, expected: str | None = None, *, exhibit_id: int | None = None) -> Scan:
+    """Read a stored prepared scan back; `StoredScanError` (a `DatabaseError`) naming the
+    file (and exhibit) when it is missing, damaged, not read back exactly as written, or
+    its content hash is not ``expected`` (default: the file name, when it is a hash)."""
     path = Path(path)
+    who = "" if exhibit_id is None else f" of exhibit {exhibit_id}"
     try:
         read = read_scan(path, apply_mask=False)
     except FileNotFoundError:
-        raise DatabaseError(f"stored scan {path} is missing") from None
-    except (ScanFormatError, OSError, ValueError) as exc:
-        raise DatabaseError(f"stored scan {path} is damaged: {exc}") from None
+        raise StoredScanError(f"stored scan {path}{who} is missing", path, exhibit_id) from None
+    except Exception as exc:  # any damage (zip, npz, JSON, shape): never a traceback
+        raise StoredScanError(
+            f"stored scan {path}{who} is damaged: {exc}", path, exhibit_id
+        ) from None
     if read.meta.get("quirks"):
-        raise DatabaseError(
-            f"stored scan {path} was not read back as written: {'; '.join(read.meta['quirks'])}"
+        raise StoredScanError(
+            f"stored scan {path}{who} was not read back as written: "
+            + "; ".join(read.meta["quirks"]),
+            path,
+            exhibit_id,
+        )
+    if expected is None and len(path.stem) == 64:
+        expected = path.stem
+    if expected is not None and scan_sha256(read) != expected:
+        raise StoredScanError(
+            f"stored scan {path}{who} is damaged: its content does not match its hash",
+            path,
+            exhibit_id,
         )
     stored = read.meta.get(STORED_KEY)
     if isinstance(stored, dict):
@@ -135,13 +173,38 @@ class ScanStore:
             self._cache.move_to_end(exhibit_id)
         return scan
 
-    def load(self, exhibit_id: int, rel: str) -> Scan:
-        """The stored scan ``rel`` of an exhibit, from the cache when there."""
+    def load(self, exhibit_id: int, rel: str, expected: str | None = None) -> Scan:
+        """The stored scan ``rel`` of an exhibit, from the cache when there; its content
+        hash is checked against ``expected`` (`StoredScanError` when it differs)."""
         scan = self.cached(exhibit_id)
         if scan is None:
-            scan = load_scan(self.path(rel))
+            scan = load_scan(self.path(rel), expected, exhibit_id=exhibit_id)
             self.remember(exhibit_id, scan)
         return scan
+
+    def file_record(self, rel: str) -> tuple[str, int]:
+        """SHA-256 and size of the stored file ``rel`` (kept with the exhibit)."""
+        path = self.path(rel)
+        return file_sha256(path), path.stat().st_size
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.folder.parent / "quarantine"
+
+    def quarantine(self, rel: str) -> Path | None:
+        """Move a damaged stored file to ``<db>/quarantine/`` (never deleted); its new path,
+        None when there was nothing to move."""
+        src = self.path(rel)
+        if not src.exists():
+            return None
+        self.quarantine_dir.mkdir(exist_ok=True)
+        dest = self.quarantine_dir / src.name
+        n = 1
+        while dest.exists():
+            dest = self.quarantine_dir / f"{src.stem}.{n}{src.suffix}"
+            n += 1
+        os.replace(src, dest)
+        return dest
 
     def remember(self, exhibit_id: int, scan: Scan) -> None:
         """Keep a prepared scan in the bounded LRU cache."""
