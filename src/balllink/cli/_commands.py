@@ -25,7 +25,6 @@ from ._common import (
 )
 
 __all__ = [
-    "cmd_check",
     "cmd_ingest",
     "cmd_leads",
     "cmd_report",
@@ -263,13 +262,3 @@ def cmd_report(args) -> int:
         write_lead_report(db, args.lead, out, k=args.k)
     emit(args, {"report": str(out)}, f"wrote {out}")
     return 0
-
-
-def cmd_check(args) -> int:
-    with open_db(args) as db:
-        rep = db.check(deep=args.deep)
-    lines = [f"{'OK' if rep.ok else 'PROBLEMS'}: {rep.counts}"]
-    lines += [f"  problem: {p}" for p in rep.problems]
-    lines += [f"  warning: {w}" for w in rep.warnings]
-    emit(args, rep.as_dict(), "\n".join(lines))
-    return 0 if rep.ok else 1
