@@ -138,24 +138,25 @@ def _png_declaring(width: int, height: int) -> bytes:
     )
 
 
-def _tiff_declaring(width: int, height: int) -> bytes:
-    """A little-endian TIFF whose one IFD declares ``width`` x ``height`` 8-bit grey pixels."""
+def _tiff_declaring(width: int, height: int, *, compression=1, payload=b"") -> bytes:
+    """A little-endian TIFF whose one IFD declares ``width`` x ``height`` 8-bit grey pixels in
+    one strip holding ``payload`` (compressed with TIFF ``compression``: 1 none, 8 deflate)."""
     entries = [
-        (256, 4, 1, width),  # ImageWidth (LONG)
-        (257, 4, 1, height),  # ImageLength
-        (258, 3, 1, 8),  # BitsPerSample
-        (259, 3, 1, 1),  # Compression: none
-        (262, 3, 1, 1),  # Photometric: min-is-black
-        (273, 4, 1, 8),  # StripOffsets: right after the header (into the IFD, harmless)
-        (277, 3, 1, 1),  # SamplesPerPixel
-        (278, 4, 1, height),  # RowsPerStrip
-        (279, 4, 1, width * height & 0xFFFFFFFF),  # StripByteCounts
+        (256, 4, width),  # ImageWidth (LONG)
+        (257, 4, height),  # ImageLength
+        (258, 3, 8),  # BitsPerSample
+        (259, 3, compression),  # Compression
+        (262, 3, 1),  # Photometric: min-is-black
+        (273, 4, 8 + 2 + 12 * 9 + 4),  # StripOffsets: right after the IFD
+        (277, 3, 1),  # SamplesPerPixel
+        (278, 4, height),  # RowsPerStrip
+        (279, 4, len(payload) if compression != 1 else width * height & 0xFFFFFFFF),
     ]
     ifd = struct.pack("<H", len(entries))
-    for tag, kind, count, value in entries:
+    for tag, kind, value in entries:
         packed = struct.pack("<HH", value, 0) if kind == 3 else struct.pack("<I", value)
-        ifd += struct.pack("<HHI", tag, kind, count) + packed
-    return b"II*\x00" + struct.pack("<I", 8) + ifd + struct.pack("<I", 0)
+        ifd += struct.pack("<HHI", tag, kind, 1) + packed
+    return b"II*\x00" + struct.pack("<I", 8) + ifd + struct.pack("<I", 0) + payload
 
 
 def _tiff(array: np.ndarray, **options: Any) -> bytes:
@@ -489,6 +490,16 @@ CASES: dict[str, Case] = {
     "tiff-truncated-half": _file("t.tif", VALID_TIFF[: len(VALID_TIFF) // 2], **S),
     "tiff-bad-ifd-offset": _file("o.tif", b"II*\x00" + struct.pack("<I", 10**8), **S),
     "tiff-absurd-dimensions": _file("b.tiff", _tiff_declaring(10**6, 10**6), **S),
+    "tiff-16000-square-no-data": _file("b.tif", _tiff_declaring(16000, 16000), **S),
+    "tiff-16000-square-deflate-bomb": _file(
+        "d.tif",
+        _tiff_declaring(16000, 16000, compression=8, payload=zlib.compress(b"\7" * 999)),
+        **S,
+    ),
+    "tiff-unknown-compression": _file(
+        "u.tif", _tiff_declaring(4, 4, compression=60000, payload=b"\0" * 16), **S
+    ),
+    "png-8000-square-no-data": _file("b.png", _png_declaring(8000, 8000), **S),
     "tiff-zero-width": _file("z.tiff", _tiff_declaring(0, 5), **S),
     "tiff-no-spacing": _file("n.tif", VALID_TIFF),
     "tiff-complex-pixels": _file("c.tif", _tiff(np.ones((4, 4), np.complex64)), **S),
