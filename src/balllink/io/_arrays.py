@@ -79,6 +79,10 @@ class OwnScan:
     annotations: dict[str, np.ndarray] = field(default_factory=dict)
 
 
+#: The dtype kinds `load_npy` is asked for, in words.
+_KIND_NAMES = {"b": "bool", "i": "integer", "u": "unsigned integer", "f": "float", "U": "text"}
+
+
 def load_npy(
     stream: io.IOBase, available: int, what: str, path: Path, *, kinds: str = "biuf"
 ) -> np.ndarray:
@@ -95,7 +99,10 @@ def load_npy(
     except Exception as error:  # numpy's header parser on untrusted bytes: any failure
         raise fail(path, f"{what} is not a valid .npy array: {error!r}") from None
     if dtype.hasobject or dtype.kind not in kinds:
-        raise fail(path, f"{what} has the dtype {dtype}, expected a number type")
+        expected = ", ".join(_KIND_NAMES.get(kind, kind) for kind in kinds)
+        raise fail(path, f"{what} has the dtype {dtype}, expected one of: {expected}")
+    if any(n < 0 for n in shape):
+        raise fail(path, f"{what} declares the shape {shape}, with a negative dimension")
     count = int(np.prod(shape, dtype=np.int64)) if shape else 1
     needed = count * dtype.itemsize
     left = available - (stream.tell() - start)

@@ -249,6 +249,19 @@ def _spacing_pair(value: Any, path: Path) -> tuple[float, float]:
     return pair
 
 
+def _stored_spacing(value: Any, path: Path) -> tuple[float, float]:
+    """The spacing a file stores: `ScanFormatError` naming the file when it is unusable (the
+    file is at fault, not the caller's ``spacing_um``)."""
+    try:
+        return _spacing_pair(value, path)
+    except ValueError:
+        raise fail(
+            path,
+            f"the spacing stored in the file, {value}, is not a positive finite (dy, dx) in "
+            "micrometres; pass the right one: read_scan(path, spacing_um=(dy, dx))",
+        ) from None
+
+
 def _region(
     path: Path, annotations: dict[str, np.ndarray], names: list[str], what: str
 ) -> np.ndarray:
@@ -341,7 +354,7 @@ def _finish(
                 f"spacing_um {spacing} given by the caller replaces the file's {read.spacing_um}"
             )
     elif read.spacing_um is not None:
-        spacing = _spacing_pair(read.spacing_um, path)
+        spacing = _stored_spacing(read.spacing_um, path)
     else:
         what = "an image (PNG/TIFF)" if read.format == "image" else f"a .{read.format} file"
         raise fail(
