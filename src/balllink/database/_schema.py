@@ -50,9 +50,18 @@ def is_disk_full(exc: BaseException) -> bool:
     return False
 
 
+def _no_space(folder: str) -> bool:
+    """True when the file system of ``folder`` has no free block left (an SQLite "disk I/O
+    error" there is a full disk)."""
+    try:
+        return os.statvfs(folder).f_bavail == 0
+    except (OSError, AttributeError):
+        return False
+
+
 def sqlite_failure(label: str, exc: sqlite3.Error, doing: str) -> DatabaseError:
     """One clear error for an SQLite failure while ``doing`` something to database ``label``."""
-    if is_disk_full(exc):
+    if is_disk_full(exc) or ("I/O error" in str(exc) and _no_space(label)):
         return DiskFullError(
             f"{label}: the disk is full (trying to {doing}); nothing of it was kept. Free some "
             "space and run the command again"
@@ -190,7 +199,9 @@ def connect(
         con.execute("PRAGMA foreign_keys=ON")
         con.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
     except sqlite3.DatabaseError as exc:
-        raise DatabaseError(f"{path}: not a balllink lead database ({exc})") from None
+        if getattr(exc, "sqlite_errorcode", None) == 26:  # SQLITE_NOTADB
+            raise DatabaseError(f"{path}: not a balllink lead database ({exc})") from None
+        raise sqlite_failure(str(Path(path).parent), exc, "open the lead database") from None
     return con
 
 
