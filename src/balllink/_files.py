@@ -9,6 +9,11 @@ that writes a file, hashes one or stores ``Scan.meta`` as JSON uses these.
   durable by an ``fsync`` of the folder where the OS allows it. A reader, or a process
   restarted after a crash, sees the whole old file or the whole new one, never a torn one;
   on any failure the temporary file is removed and the old file is left as it was.
+  ``mode=`` gives the new file exact permission bits (the umask does not apply).
+* `private_dir` / `file_mode_in`: the permissions of the lead database. A folder it creates
+  is ``0700`` (a sub-folder takes the bits of its parent), and a file it writes takes the
+  read/write bits of its folder (``0600`` in a private folder, ``0660`` in one a lab has
+  shared with ``chmod g+rwX``): private by default, shareable by one ``chmod`` of the folder.
 * `file_sha256`: SHA-256 of a file's bytes (``hashlib.file_digest``).
 * `jsonable`: the JSON form of a metadata value, with one NaN/Inf policy (kept; see there).
 """
@@ -25,20 +30,89 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["atomic_path", "atomic_write", "file_sha256", "jsonable"]
+__all__ = [
+    "PRIVATE_DIR_MODE",
+    "atomic_path",
+    "atomic_write",
+    "file_mode_in",
+    "file_sha256",
+    "jsonable",
+    "private_dir",
+]
 
 _ATTEMPTS = 100  # names tried before giving up (as tempfile does)
+#: A folder the lead database creates: the owner only.
+PRIVATE_DIR_MODE = 0o700
 
 
-def _create_temporary(path: Path) -> Path:
-    """Create an empty, new file beside ``path``; permissions as for ``open(..., "w")``."""
+def private_dir(path: str | os.PathLike[str], *, like: str | os.PathLike[str] | None = None):
+    """Create the folder ``path`` (missing parents as usual) with exact permissions.
+
+    A new folder gets ``0700`` (`PRIVATE_DIR_MODE`), or the permission bits of the folder
+    ``like`` (a sub-folder of the database takes those of its parent, so a folder a lab
+    shared stays shared). An existing folder is left as it is (its owner may have shared
+    it on purpose).
+
+    Returns
+    -------
+    pathlib.Path
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> top = private_dir(Path(tempfile.mkdtemp()) / "db")
+    >>> sub = private_dir(top / "scans", like=top)
+    >>> oct(top.stat().st_mode & 0o777), oct(sub.stat().st_mode & 0o777)
+    ('0o700', '0o700')
+    """
+    path = Path(os.fspath(path))
+    if path.is_dir():
+        return path
+    mode = PRIVATE_DIR_MODE if like is None else os.stat(like).st_mode & 0o7777
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir()
+    except FileExistsError:
+        if not path.is_dir():
+            raise
+        return path  # made meanwhile by another process: its mode stands
+    os.chmod(path, mode)  # exact: the umask applied to mkdir
+    return path
+
+
+def file_mode_in(folder: str | os.PathLike[str]) -> int:
+    """The permissions of a file the database writes into ``folder``: the folder's own read
+    and write bits (``0600`` in a ``0700`` folder, ``0660`` in a ``0770`` one).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> folder = tempfile.mkdtemp(); os.chmod(folder, 0o750)
+    >>> oct(file_mode_in(folder))
+    '0o640'
+    """
+    return os.stat(folder).st_mode & 0o666 | 0o600
+
+
+def _create_temporary(path: Path, mode: int | None) -> Path:
+    """Create an empty, new file beside ``path``; permissions ``mode`` exactly, or (None)
+    as for ``open(..., "w")``."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     for _ in range(_ATTEMPTS):
         temporary = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
         try:
-            os.close(os.open(temporary, flags, 0o666))  # the umask applies, unlike mkstemp
+            handle = os.open(temporary, flags, 0o666 if mode is None else mode & 0o600)
         except FileExistsError:
             continue
+        try:
+            if mode is not None and hasattr(os, "fchmod"):
+                os.fchmod(handle, mode)  # exact: the umask applied to open
+        except OSError:
+            os.close(handle)
+            temporary.unlink(missing_ok=True)
+            raise
+        os.close(handle)
         return temporary
     raise FileExistsError(f"no free temporary name beside {path}")
 
@@ -58,7 +132,7 @@ def _fsync_directory(folder: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike[str], *, mode: int | None = None) -> Iterator[Path]:
     """Give a temporary path to write; on success it replaces ``path`` atomically.
 
     For writers that want a path or an open file (``np.savez``, a FAISS index's ``save``)
@@ -71,6 +145,9 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     ----------
     path : str or os.PathLike
         The file to write; its folder must exist.
+    mode : int, optional
+        Permission bits of the new file, exactly (e.g. ``file_mode_in(folder)``); default
+        as for ``open(..., "w")`` (``0666`` less the umask).
 
     Yields
     ------
@@ -88,7 +165,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     ([0, 1, 2], ['a.npz'])
     """
     path = Path(os.fspath(path))
-    temporary = _create_temporary(path)
+    temporary = _create_temporary(path, mode)
     try:
         yield temporary
         with open(temporary, "rb+") as stream:  # writable: Windows' fsync needs it
@@ -100,7 +177,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     _fsync_directory(path.parent)
 
 
-def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
+def atomic_write(path: str | os.PathLike[str], data: bytes, *, mode: int | None = None) -> None:
     """Write ``data`` to ``path`` atomically and durably (see `atomic_path`).
 
     Parameters
@@ -109,6 +186,8 @@ def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
         The file to write or replace; its folder must exist.
     data : bytes
         The whole new content.
+    mode : int, optional
+        Permission bits of the file, exactly; default as for ``open(..., "w")``.
 
     Examples
     --------
@@ -118,8 +197,10 @@ def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
     >>> atomic_write(target, b"old"); atomic_write(target, b"new")
     >>> target.read_bytes(), [p.name for p in target.parent.iterdir()]
     (b'new', ['note.txt'])
+    >>> atomic_write(target, b"mine", mode=0o600); oct(target.stat().st_mode & 0o777)
+    '0o600'
     """
-    with atomic_path(path) as temporary:
+    with atomic_path(path, mode=mode) as temporary:
         temporary.write_bytes(data)
 
 

@@ -301,7 +301,7 @@ def test_bad_usage_exit_codes(tmp_path, capsys):
     code, out, _ = run(capsys, "ingest", tmp_path / "nothing-here", "--agency", "A",
                        "--db", tmp_path / "l.db")  # fmt: skip
     assert code == 1 and "cannot read" in out
-    code, _, err = run(capsys, "demo", "--data", tmp_path / "missing")
+    code, _, err = run(capsys, "demo", "--data", tmp_path / "missing", "--out", tmp_path / "o")
     assert code == 2 and "not a folder" in err
 
 

@@ -46,7 +46,7 @@ def db_path(args) -> Path:
 
 
 def open_db(args, **kw) -> LeadDatabase:
-    return LeadDatabase(db_path(args), **kw)
+    return LeadDatabase(db_path(args), user=getattr(args, "user", None), **kw)
 
 
 class Bar:

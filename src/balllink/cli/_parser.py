@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--db", help="lead database folder (default: $BALLLINK_DB, else ./balllink.db)"
     )
+    common.add_argument("--user", help="examiner recorded in the audit trail (default: login)")
     common.add_argument("--json", action="store_true", help="machine-readable output")
     common.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     common.add_argument("--debug", action="store_true", help="show tracebacks of errors")

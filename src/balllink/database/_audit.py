@@ -13,13 +13,25 @@ from __future__ import annotations
 import getpass
 import hashlib
 import json
+import logging
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ._schema import Sql, now
 
-__all__ = ["COVERED", "AuditReport", "AuditTrail", "audit_hash", "login", "row_hash"]
+__all__ = [
+    "COVERED",
+    "AuditReport",
+    "AuditTrail",
+    "audit_hash",
+    "identity",
+    "login",
+    "row_hash",
+]
+
+log = logging.getLogger(__name__)
 
 _GENESIS = "0" * 64
 
@@ -99,12 +111,36 @@ def login() -> str:
         return "unknown"
 
 
-class AuditTrail:
-    """The ``audit`` table of one database, written as ``user``."""
+def identity(user: str | None) -> tuple[str, str]:
+    """Who is recorded in the audit trail, and where that name came from.
 
-    def __init__(self, sql: Sql, user: str):
+    An explicit name (``LeadDatabase(user=...)``, ``balllink --user``) comes first
+    (source ``"given"``), then the ``BALLLINK_USER`` environment variable
+    (``"BALLLINK_USER"``), then the login name of the process (``"login"``).
+
+    Examples
+    --------
+    >>> identity("ann")
+    ('ann', 'given')
+    """
+    if user is not None and str(user).strip():
+        return str(user).strip(), "given"
+    env = os.environ.get("BALLLINK_USER", "").strip()
+    if env:
+        return env, "BALLLINK_USER"
+    return login(), "login"
+
+
+class AuditTrail:
+    """The ``audit`` table of one database, written as ``user``.
+
+    Each record's detail says where the name came from (``who_from``, see `identity`).
+    """
+
+    def __init__(self, sql: Sql, user: str, user_source: str = "given"):
         self._sql = sql
         self.user = user
+        self.user_source = user_source
 
     def append(
         self, action: str, *, covers: Sequence[tuple[str, Sequence]] = (), **detail: Any
@@ -114,6 +150,7 @@ class AuditTrail:
         ``covers`` lists ``(table, ids)`` of the evidence rows this change created or
         changed (``settings``: keys); the record commits to their current content.
         """
+        detail.setdefault("who_from", self.user_source)
         con = self._sql()
         row = con.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
         seq, prev = (1, _GENESIS) if row is None else (row["seq"] + 1, row["hash"])
@@ -144,8 +181,12 @@ class AuditTrail:
         return out
 
     def log_event(self, action: str, **detail: Any) -> None:
-        """Record an event in its own transaction."""
-        with self._sql.tx():
+        """Record an event in its own transaction; not recorded (logged at info level)
+        when the database was opened read-only: reading never writes."""
+        if self._sql.readonly:
+            log.info("%s: read-only, %s not recorded in the audit trail", self._sql.label, action)
+            return
+        with self._sql.tx(f"record {action} in the audit trail"):
             self.append(action, **detail)
 
     def records(self, *, since: str | None = None) -> list[dict]:

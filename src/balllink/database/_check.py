@@ -89,17 +89,24 @@ def check(
     """The problems and warnings of one database (see `LeadDatabase.check`)."""
     rep = CheckReport()
     con = sql()
-    res = con.execute("PRAGMA quick_check").fetchall()
-    if [r[0] for r in res] != ["ok"]:
-        rep.problems += [f"SQLite: {r[0]}" for r in res]
-    rows = con.execute(
-        "SELECT id, scan_hash, scan_file, file_sha256, file_size FROM exhibits"
-    ).fetchall()
-    rep.counts["exhibits"] = len(rows)
-    rep.counts["comparisons"] = con.execute("SELECT count(*) FROM comparisons").fetchone()[0]
-    rep.counts["flagged_exhibits"] = con.execute(
-        "SELECT count(*) FROM exhibits WHERE flags != '[]'"
-    ).fetchone()[0]
+    try:  # a damaged page makes SQLite raise instead of listing the damage
+        res = con.execute("PRAGMA quick_check").fetchall()
+        if [r[0] for r in res] != ["ok"]:
+            rep.problems += [f"SQLite: {r[0]}" for r in res]
+        rows = con.execute(
+            "SELECT id, scan_hash, scan_file, file_sha256, file_size FROM exhibits"
+        ).fetchall()
+        rep.counts["exhibits"] = len(rows)
+        rep.counts["comparisons"] = con.execute("SELECT count(*) FROM comparisons").fetchone()[0]
+        rep.counts["flagged_exhibits"] = con.execute(
+            "SELECT count(*) FROM exhibits WHERE flags != '[]'"
+        ).fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        rep.problems.append(
+            f"database file is damaged: {exc} ({sql.label}/leads.sqlite; restore it from a "
+            "backup: the stored scans and the audit trail cannot be checked against it)"
+        )
+        return rep
     _check_scans(rep, rows, exhibits, deep=deep)
     bad = con.execute(
         "SELECT count(*) FROM comparisons WHERE a NOT IN (SELECT id FROM exhibits) "

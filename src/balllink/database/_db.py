@@ -3,18 +3,20 @@ search, leads, check); every method delegates to one of them."""
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .._files import private_dir
 from .._scan import Scan
 from ..comparison import compare_many
 from ..errors import DatabaseError
 from ..io import read_scan
 from ..leads import Lead, Scope, SearchResult, Series
 from ..preprocessing import prepare_if_needed
-from ._audit import AuditReport, AuditTrail, login
+from ._audit import AuditReport, AuditTrail, identity
 from ._check import CheckReport, check, orphaned
 from ._exhibits import Exhibit, Exhibits
 from ._index_cache import IndexCache
@@ -29,6 +31,8 @@ __all__ = ["SQLITE_NAME", "LeadDatabase"]
 
 SQLITE_NAME = "leads.sqlite"
 
+log = logging.getLogger(__name__)
+
 
 class LeadDatabase:
     """The embedded lead database (a folder; created if missing).
@@ -36,7 +40,9 @@ class LeadDatabase:
     One folder holds everything: ``leads.sqlite`` (exhibits, comparisons, lead status,
     audit trail; SQLite, WAL), ``scans/ab/<sha256>.npz`` (prepared scans, named by content
     hash), ``index.faiss``, ``index.ids.npy``, ``index.json`` (the candidate index and its
-    manifest) and ``write.lock`` (held by the one process that writes). Killing a process
+    manifest) and ``write.lock`` (held by the one process that writes). Folders it creates
+    are private (``0700``) and the files it writes take the read/write bits of their folder
+    (``0600``; ``chmod -R g+rwX`` the folder to share it with a group). Killing a process
     at any moment leaves a database that opens, passes `check`, and completes the same
     ingest when it is run again, without duplicates.
 
@@ -52,7 +58,14 @@ class LeadDatabase:
         On ingest, the new exhibit is compared in full with at most this many candidates
         found by the index among the exhibits in scope (all of them when there are fewer).
     user : str, optional
-        Who is recorded in the audit trail (default: ``BALLLINK_USER`` or the login name).
+        Who is recorded in the audit trail (default: ``BALLLINK_USER``, else the login
+        name); each record also notes which of the three the name came from.
+    readonly : bool
+        Open for reading only (``leads``, ``search``, ``check``, reports): SQLite is
+        opened with ``mode=ro`` (``immutable`` when the folder cannot be written), nothing
+        is written (no audit record for a search, no index save, no lock file), and
+        `ingest`, `set_status` and `set_threshold` raise `DatabaseError`. Chosen
+        automatically (logged at info level) when the folder cannot be written.
     reader, preparer : callable, optional
         ``reader(path) -> Scan`` and ``preparer(scan) -> Scan``; default `read_scan` and
         `balllink.preprocess.prepare_if_needed` (`preprocess`, skipped for scans already
@@ -93,6 +106,7 @@ class LeadDatabase:
         index_class=None,
         cache_scans: int = 256,
         strict: bool = False,
+        readonly: bool = False,
     ):
         self.path = Path(path)
         if self.path.exists() and not self.path.is_dir():
@@ -100,7 +114,15 @@ class LeadDatabase:
                 f"{self.path}: a lead database is a folder, but this is a file; "
                 "give a folder path (it is created when missing)"
             )
-        self.path.mkdir(parents=True, exist_ok=True)
+        immutable = self.path.is_dir() and not os.access(self.path, os.W_OK)
+        if immutable and not readonly:
+            log.info("%s: the folder cannot be written; opened read-only", self.path)
+        self.readonly = bool(readonly) or immutable
+        if not self.readonly:
+            private_dir(self.path)
+            private_dir(self.path / "scans", like=self.path)
+        elif not self.path.is_dir():
+            raise DatabaseError(f"{self.path}: no lead database here (opened read-only)")
         store = ScanStore(self.path / "scans", cache_scans)
         if int(rescore_k) < 1:
             raise ValueError(f"rescore_k must be >= 1, got {rescore_k}")
@@ -110,10 +132,13 @@ class LeadDatabase:
         problem = orphaned(self.path, self.path / SQLITE_NAME, store)
         if problem:
             raise DatabaseError(problem)
-        self._sql = Sql(self.path / SQLITE_NAME, str(self.path))
-        self._audit = AuditTrail(self._sql, user or os.environ.get("BALLLINK_USER") or login())
+        self._sql = Sql(
+            self.path / SQLITE_NAME, str(self.path), readonly=self.readonly, immutable=immutable
+        )
+        self._audit = AuditTrail(self._sql, *identity(user))
         self._exhibits = Exhibits(self._sql, store, self._audit)
         self._index = IndexCache(self.path, self._exhibits, self._lock, index_class)
+        self._index.readonly = self.readonly
         self._settings = Settings(self._sql, self._audit)
         self._searcher = Searcher(
             self._sql, self._exhibits, self._index, self._settings, self._audit,
@@ -126,7 +151,9 @@ class LeadDatabase:
             self._audit, self._lock,
         )  # fmt: skip
         self._leads = LeadBook(self._sql, self._exhibits, self._audit)
-        if threshold is not None:
+        if threshold is not None and self.readonly:
+            self.threshold = threshold  # this session only: a read-only database keeps its own
+        elif threshold is not None:
             self.set_threshold(threshold)
 
     # ------------------------------------------------------------------ settings
@@ -154,7 +181,7 @@ class LeadDatabase:
 
     @user.setter
     def user(self, value: str) -> None:
-        self._audit.user = str(value)
+        self._audit.user, self._audit.user_source = identity(value)
 
     # ------------------------------------------------------------------ basics
     @property

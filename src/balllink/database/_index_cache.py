@@ -10,18 +10,19 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from .._files import atomic_path, atomic_write, file_sha256
+from .._files import atomic_path, atomic_write, file_mode_in, file_sha256
 from .._scan import Scan
 from ..errors import DatabaseError
 from ..index import CasingIndex
 from ._exhibits import Exhibits
-from ._schema import now
+from ._schema import is_disk_full, now
 from ._store import WriteLock
 
 __all__ = ["IndexCache"]
@@ -56,6 +57,7 @@ class IndexCache:
         self.indexed: set[int] = set()
         self.dirty = False
         self.pending: list[tuple[int, Scan]] = []  # stored, not yet indexed (bulk loads)
+        self.readonly = False  # True: kept in memory only, never saved
 
     @property
     def files(self) -> tuple[Path, Path, Path]:
@@ -170,41 +172,63 @@ class IndexCache:
         self.save(blocking=False)
 
     def save(self, *, blocking: bool = True) -> bool:
-        """Write index, ids and manifest atomically; only the lock holder writes."""
+        """Write index, ids and manifest atomically; only the lock holder writes.
+
+        Not saved (False) when read-only, when another process holds the lock, or when the
+        disk is full (logged; no temporary file is left, the old trio stays, and the next
+        opening catches up from SQLite: the index is a cache).
+        """
         if self._index is None:
             return False
         self.flush_pending()
+        if self.readonly:
+            return False
         if not self._lock.acquire(blocking=blocking):
             log.info("%s: another process writes; index kept in memory", self.folder)
             return False
         try:
-            data, ids_path, manifest_path = self.files
-            ids = np.asarray(sorted(self.indexed), dtype=np.int64)
-            if not ids.size and self._exhibits.count() == 0 and _manifest_n(manifest_path):
-                # never replace a saved index by an empty one while SQLite holds nothing:
-                # that is a deleted or emptied database, not an empty one
-                raise DatabaseError(
-                    f"{self.folder}: the SQLite file holds no exhibits but the saved index "
-                    f"holds {_manifest_n(manifest_path)}; the index is not overwritten "
-                    "(restore leads.sqlite from a backup)"
-                )
-            # the manifest goes last: until it is replaced, the old trio stays consistent
-            # (a mismatch after a crash between the renames only triggers a rebuild)
-            with atomic_path(data) as tmp, atomic_path(ids_path) as tmp_ids:
-                self._index.save(str(tmp))
-                with open(tmp_ids, "wb") as fh:
-                    np.save(fh, ids)
-                manifest = {
-                    "sha256": file_sha256(tmp),
-                    "ids_sha256": file_sha256(tmp_ids),
-                    "n": int(ids.size),
-                    "saved": now(),
-                }
-            atomic_write(manifest_path, json.dumps(manifest).encode())
-            self.dirty = False
-            return True
+            self._write()
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            log.warning(
+                "%s: the disk is full, candidate index not saved (%s); it catches up from "
+                "the stored scans when next opened",
+                self.folder,
+                exc.strerror or exc,
+            )
+            return False
         finally:
             self._lock.release()
+        self.dirty = False
+        return True
+
+    def _write(self) -> None:
+        data, ids_path, manifest_path = self.files
+        mode = file_mode_in(self.folder)
+        ids = np.asarray(sorted(self.indexed), dtype=np.int64)
+        if not ids.size and self._exhibits.count() == 0 and _manifest_n(manifest_path):
+            # never replace a saved index by an empty one while SQLite holds nothing:
+            # that is a deleted or emptied database, not an empty one
+            raise DatabaseError(
+                f"{self.folder}: the SQLite file holds no exhibits but the saved index "
+                f"holds {_manifest_n(manifest_path)}; the index is not overwritten "
+                "(restore leads.sqlite from a backup)"
+            )
+        # the manifest goes last: until it is replaced, the old trio stays consistent
+        # (a mismatch after a crash between the renames only triggers a rebuild)
+        with atomic_path(data, mode=mode) as tmp, atomic_path(ids_path, mode=mode) as tmp_ids:
+            self._index.save(str(tmp))
+            os.chmod(tmp, mode)  # the index's own save may have replaced the file
+            with open(tmp_ids, "wb") as fh:
+                np.save(fh, ids)
+            manifest = {
+                "sha256": file_sha256(tmp),
+                "ids_sha256": file_sha256(tmp_ids),
+                "n": int(ids.size),
+                "saved": now(),
+            }
+        atomic_write(manifest_path, json.dumps(manifest).encode(), mode=mode)
 
     def clean_temp(self) -> None:
         """Remove temporary files an interrupted save left."""

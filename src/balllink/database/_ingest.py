@@ -23,7 +23,7 @@ from ..leads import KINDS, Flag, Scope, flags_json, iso_date
 from ._audit import AuditTrail
 from ._exhibits import FIELDS, Exhibits, prepared_flags
 from ._index_cache import IndexCache
-from ._schema import Sql, now
+from ._schema import DiskFullError, Sql, is_disk_full, now
 from ._search import Searcher
 from ._settings import Settings
 from ._store import WriteLock, scan_sha256, stored_form
@@ -210,6 +210,7 @@ class Ingester:
         progress: Callable | None,
         save_every: int,
     ) -> IngestReport:
+        self._sql.require_writable("ingest")
         total = len(items) if hasattr(items, "__len__") else None  # iterators stay lazy
         report = IngestReport()
         with self._lock:
@@ -226,6 +227,8 @@ class Ingester:
                         obj, merged, correlate=correlate, scope=scope, strict=strict
                     )
                 except (BalllinkError, OSError, ValueError) as exc:
+                    if is_disk_full(exc):  # every later item would fail too: stop here
+                        raise self._disk_full(name, report, exc) from exc
                     log.warning("skipped %s: %s", name, exc)
                     report.skipped.append((name, str(exc)))
                 else:
@@ -243,6 +246,15 @@ class Ingester:
             if self._index.needs_save:
                 self._index.save()
         return report
+
+    def _disk_full(self, name: str, report: IngestReport, exc: BaseException):
+        """The error that stops a batch on a full disk: what was kept, what to do."""
+        return DiskFullError(
+            f"{self._sql.label}: the disk is full, ingest stopped at {name} "
+            f"({getattr(exc, 'strerror', None) or exc}); {len(report.ingested)} new exhibit(s) "
+            "of this batch were stored before it and are kept. Free some space and run the "
+            "same ingest again: what is stored already is recognised and skipped"
+        )
 
     @staticmethod
     def _count(report: IngestReport, name: str, out: Outcome) -> None:
@@ -294,7 +306,7 @@ class Ingester:
         """The exhibit row, its comparisons and the audit record: one transaction."""
         prep, values, flags = new.prep, new.values, new.flags
         created = now()
-        with self._sql.tx() as con:
+        with self._sql.tx(f"store exhibit {new.source or new.scan_hash[:12]}") as con:
             cur = con.execute(
                 "INSERT INTO exhibits (case_id, agency, kind, make, model, serial, occurred, "
                 "lat, lon, caliber, notes, source, source_hash, scan_hash, scan_file, ny, nx, "

@@ -4,18 +4,75 @@ The schema version lives in the ``schema_version`` table (one row per applied ve
 Opening a database written by an older balllink applies the migrations in order inside
 one transaction; opening one written by a newer balllink is refused with a message that
 says which version is needed. `Sql` is the open connection of one database; every write
-goes through its ``BEGIN IMMEDIATE`` transaction (one writer at a time).
+goes through its ``BEGIN IMMEDIATE`` transaction (one writer at a time), and an SQLite
+error inside it (a full disk, a damaged page) reaches the caller as one `DatabaseError`
+naming the database, the transaction rolled back. Opened read-only (``mode=ro``, and
+``immutable=1`` on storage that cannot be written), it refuses every transaction.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import urllib.parse
 from datetime import UTC, datetime
 from pathlib import Path
 
+from .._files import file_mode_in
 from ..errors import DatabaseError
 
-__all__ = ["LATEST_STATUS", "SCHEMA_VERSION", "Sql", "connect", "ensure_schema", "now"]
+__all__ = [
+    "LATEST_STATUS",
+    "SCHEMA_VERSION",
+    "DiskFullError",
+    "Sql",
+    "connect",
+    "ensure_schema",
+    "is_disk_full",
+    "now",
+]
+
+
+class DiskFullError(DatabaseError):
+    """The disk (or quota) is full: nothing of the failed change was kept."""
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True for an OS or SQLite error that means "no space left" (ENOSPC, EDQUOT, FULL)."""
+    import errno
+
+    if isinstance(exc, DiskFullError):
+        return True
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+    if isinstance(exc, sqlite3.Error):
+        return getattr(exc, "sqlite_errorcode", None) == 13 or "disk is full" in str(exc)
+    return False
+
+
+def _no_space(folder: str) -> bool:
+    """True when the file system of ``folder`` has no free block left (an SQLite "disk I/O
+    error" there is a full disk)."""
+    try:
+        return os.statvfs(folder).f_bavail == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def sqlite_failure(label: str, exc: sqlite3.Error, doing: str) -> DatabaseError:
+    """One clear error for an SQLite failure while ``doing`` something to database ``label``."""
+    if is_disk_full(exc) or ("I/O error" in str(exc) and _no_space(label)):
+        return DiskFullError(
+            f"{label}: the disk is full (trying to {doing}); nothing of it was kept. Free some "
+            "space and run the command again"
+        )
+    if isinstance(exc, sqlite3.OperationalError) and "readonly" in str(exc).replace(" ", ""):
+        return DatabaseError(f"{label}: cannot {doing}: the storage is read-only ({exc})")
+    return DatabaseError(
+        f"{label}: database file is damaged or unusable (trying to {doing}: {exc}); run "
+        "'balllink check' and restore leads.sqlite from a backup if it reports damage"
+    )
+
 
 SCHEMA_VERSION = 3
 
@@ -135,17 +192,33 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
-def connect(path: str, *, timeout: float = 60.0) -> sqlite3.Connection:
-    """Open the SQLite file in WAL mode with foreign keys on and manual transactions."""
+def connect(
+    path: str, *, timeout: float = 60.0, readonly: bool = False, immutable: bool = False
+) -> sqlite3.Connection:
+    """Open the SQLite file in WAL mode with foreign keys on and manual transactions.
+
+    ``readonly`` opens it with ``mode=ro`` (writes fail); ``immutable`` also tells SQLite
+    that nobody changes the file (no lock, no ``-shm``: storage that cannot be written).
+    """
     try:
-        con = sqlite3.connect(path, timeout=timeout, isolation_level=None)
+        if readonly:
+            if not os.path.isfile(path):
+                raise DatabaseError(f"{path}: no lead database here (opened read-only)")
+            query = "mode=ro" + ("&immutable=1" if immutable else "")
+            uri = f"file:{urllib.parse.quote(os.path.abspath(path))}?{query}"
+            con = sqlite3.connect(uri, timeout=timeout, isolation_level=None, uri=True)
+        else:
+            con = sqlite3.connect(path, timeout=timeout, isolation_level=None)
         con.row_factory = sqlite3.Row
-        con.execute("PRAGMA journal_mode=WAL")
-        con.execute("PRAGMA synchronous=NORMAL")
+        if not readonly:
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA synchronous=NORMAL")
         con.execute("PRAGMA foreign_keys=ON")
         con.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
     except sqlite3.DatabaseError as exc:
-        raise DatabaseError(f"{path}: not a balllink lead database ({exc})") from None
+        if getattr(exc, "sqlite_errorcode", None) == 26:  # SQLITE_NOTADB
+            raise DatabaseError(f"{path}: not a balllink lead database ({exc})") from None
+        raise sqlite_failure(str(Path(path).parent), exc, "open the lead database") from None
     return con
 
 
@@ -197,13 +270,51 @@ class Sql:
     """The SQLite connection of one lead database, schema created or migrated on opening.
 
     Calling it gives the connection (`DatabaseError` once closed); `tx` is a write
-    transaction.
+    transaction (refused when ``readonly``). A new SQLite file (and its ``-wal``/``-shm``)
+    gets the permissions of its folder (`balllink._files.file_mode_in`).
     """
 
-    def __init__(self, path: Path, label: str):
+    def __init__(self, path: Path, label: str, *, readonly: bool = False, immutable=False):
         self.label = label
-        self._con: sqlite3.Connection | None = connect(str(path))
-        ensure_schema(self._con, label)
+        self.readonly = bool(readonly)
+        new = not self.readonly and not Path(path).exists()
+        self._con: sqlite3.Connection | None = connect(
+            str(path), readonly=self.readonly, immutable=immutable
+        )
+        if new:
+            _private_files(Path(path))
+        try:
+            if self.readonly:
+                self._readonly_version()
+            else:
+                ensure_schema(self._con, label)
+        except sqlite3.Error as exc:
+            self.close()
+            raise sqlite_failure(label, exc, "open the lead database") from None
+        except BaseException:
+            self.close()
+            raise
+
+    def _readonly_version(self) -> None:
+        try:
+            version = current_version(self._con)
+        except sqlite3.DatabaseError as exc:
+            raise DatabaseError(f"{self.label}: cannot read the lead database ({exc})") from None
+        if version != SCHEMA_VERSION:
+            raise DatabaseError(
+                f"{self.label}: opened read-only, but the lead database "
+                + ("is empty" if version == 0 else f"has schema version {version}")
+                + f" and this balllink reads version {SCHEMA_VERSION}"
+                + ("" if version > SCHEMA_VERSION else "; open it once with write access")
+            )
+
+    def require_writable(self, doing: str) -> None:
+        """`DatabaseError` when the database was opened read-only."""
+        if self.readonly:
+            raise DatabaseError(
+                f"{self.label}: opened read-only, cannot {doing} (open it without "
+                "readonly=True, on storage that can be written)"
+            )
 
     def __call__(self) -> sqlite3.Connection:
         if self._con is None:
@@ -214,8 +325,10 @@ class Sql:
     def closed(self) -> bool:
         return self._con is None
 
-    def tx(self) -> Transaction:
-        return Transaction(self())
+    def tx(self, doing: str = "write") -> Transaction:
+        """A write transaction; ``doing`` names the change in error messages."""
+        self.require_writable(doing)
+        return Transaction(self(), self.label, doing)
 
     def close(self) -> None:
         if self._con is not None:
@@ -223,16 +336,55 @@ class Sql:
             self._con = None
 
 
-class Transaction:
-    """``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on error); one writer at a time."""
+def _private_files(sqlite: Path) -> None:
+    """Give a new SQLite file and its ``-wal``/``-shm`` the permissions of their folder."""
+    mode = file_mode_in(sqlite.parent)
+    for f in (
+        sqlite,
+        sqlite.with_name(sqlite.name + "-wal"),
+        sqlite.with_name(sqlite.name + "-shm"),
+    ):
+        try:
+            os.chmod(f, mode)
+        except FileNotFoundError:
+            pass
 
-    def __init__(self, con: sqlite3.Connection):
+
+class Transaction:
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on error); one writer at a time.
+
+    An SQLite error (full disk, damaged page, read-only storage) leaves as one
+    `DatabaseError` (`DiskFullError` for a full disk) naming the database; the
+    transaction is rolled back, so nothing of it is kept.
+    """
+
+    def __init__(self, con: sqlite3.Connection, label: str = "", doing: str = "write"):
         self.con = con
+        self.label, self.doing = label, doing
 
     def __enter__(self) -> sqlite3.Connection:
-        self.con.execute("BEGIN IMMEDIATE")
+        try:
+            self.con.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise sqlite_failure(self.label, exc, self.doing) from exc
         return self.con
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        self.con.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        try:
+            if exc_type is None:
+                self.con.execute("COMMIT")
+                return False
+        except sqlite3.Error as failure:
+            self._rollback()
+            raise sqlite_failure(self.label, failure, self.doing) from failure
+        self._rollback()
+        if isinstance(exc, sqlite3.Error):
+            raise sqlite_failure(self.label, exc, self.doing) from exc
         return False
+
+    def _rollback(self) -> None:
+        if self.con.in_transaction:
+            try:
+                self.con.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # SQLite rolled back itself (e.g. after SQLITE_FULL)

@@ -181,15 +181,14 @@ class Searcher:
         """`candidates`, recorded in the audit trail."""
         query = self.query(exhibit_or_scan)
         res = self._rank(query, k, scope)
-        with self._sql.tx():
-            self._audit.append(
-                "search",
-                query=query.label,
-                k=int(k),
-                n_in_scope=res.n_in_scope,
-                n_rescored=res.n_rescored,
-                top=[c.exhibit_id for c in res],
-            )
+        self._audit.log_event(  # its own transaction; not recorded when read-only
+            "search",
+            query=query.label,
+            k=int(k),
+            n_in_scope=res.n_in_scope,
+            n_rescored=res.n_rescored,
+            top=[c.exhibit_id for c in res],
+        )
         return res
 
     def _rank(self, query: Query, k: int, scope: Scope) -> SearchResult:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._files import file_sha256, jsonable
+from .._files import file_mode_in, file_sha256, jsonable, private_dir
 from .._scan import HANDEDNESS, Scan
 from ..errors import DatabaseError
 from ..io import read_scan, write_scan
@@ -104,13 +104,14 @@ def save_scan(scan: Scan, folder: Path, digest: str) -> str:
     path = Path(folder) / rel
     if path.exists():
         return rel
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent, like=folder)  # scans/ab takes the mode of scans/
     handedness = scan.meta.get("handedness")
     meta = {
         "handedness": handedness if handedness in HANDEDNESS else None,
         STORED_KEY: {"meta": jsonable(scan.meta), "source": scan.source},
     }
     write_scan(scan.replace(meta=meta), path, annotations={})
+    os.chmod(path, file_mode_in(path.parent))  # the folder's bits, not the umask's
     return rel
 
 
@@ -223,6 +224,16 @@ class ScanStore:
             tmp.unlink(missing_ok=True)
 
 
+def _open_lock_file(path: Path):
+    """The lock file, opened for writing; created with the permissions of its folder."""
+    try:
+        handle = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        os.fchmod(handle, file_mode_in(path.parent))
+    except FileExistsError:
+        handle = os.open(path, os.O_RDWR)
+    return os.fdopen(handle, "r+b")
+
+
 class WriteLock:
     """An advisory, process-wide exclusive lock on a file (``fcntl.flock``); re-entrant."""
 
@@ -235,7 +246,7 @@ class WriteLock:
         if self._depth:
             self._depth += 1
             return True
-        fh = open(self.path, "a+b")
+        fh = _open_lock_file(self.path)
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
         except BlockingIOError:
