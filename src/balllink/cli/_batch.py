@@ -97,19 +97,33 @@ def _run_groups(groups, jobs: int, on_rows, bar) -> None:
 
 
 def _read_pairs(path) -> list[tuple[str, str]]:
-    """The pairs of a pairs CSV (header and ``#`` comments skipped); a row without two
-    files is an error naming the row."""
+    """The pairs of a pairs CSV (header and ``#`` comments skipped); a row without exactly
+    two files, text that is not UTF-8, or a file without a pair is an error naming it."""
     pairs = []
-    with open(path, newline="") as fh:
-        reader = csv.reader(fh)
-        for r in reader:
-            if not r or r[0].startswith("#"):
-                continue
-            if not pairs and r[:2] in (["file_a", "file_b"], ["a", "b"]):
-                continue
-            if len(r) < 2 or not r[0].strip() or not r[1].strip():
-                raise ValueError(f"{path}, line {reader.line_num}: a row needs two files, got {r}")
-            pairs.append((r[0].strip(), r[1].strip()))
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.reader(fh)
+            for r in reader:
+                if not r or r[0].startswith("#"):
+                    continue
+                if not pairs and r[:2] in (["file_a", "file_b"], ["a", "b"]):
+                    continue
+                if len(r) < 2 or not r[0].strip() or not r[1].strip():
+                    raise ValueError(
+                        f"{path}, line {reader.line_num}: a row needs two files, got {r}"
+                    )
+                if any(c.strip() for c in r[2:]):
+                    raise ValueError(
+                        f"{path}, line {reader.line_num}: {len(r)} cells, a row holds two "
+                        f"files (file_a,file_b), got {r}"
+                    )
+                pairs.append((r[0].strip(), r[1].strip()))
+    except UnicodeDecodeError as exc:
+        raise ValueError(
+            f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8"
+        ) from None
+    if not pairs:
+        raise ValueError(f"{path}: no pairs to score (a row per pair: file_a,file_b)")
     return pairs
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .. import report
 from ..comparison import compare
+from ..database import exhibit_fields
 from ..io import read_scan
 from ..leads import Scope
 from ._common import (
@@ -38,29 +39,47 @@ __all__ = [
 def _read_fields(csv_path) -> dict[str, tuple[int, dict]]:
     """file name or path -> (CSV line, exhibit fields), from a CSV with a ``file`` column.
 
-    A row with more cells than the header, without a file, or naming a file twice is an
-    error naming the row."""
-    with open(csv_path, newline="") as fh:
-        reader = csv.DictReader(fh)
-        header = reader.fieldnames or []
-        if "file" not in header:
-            raise ValueError(f"{csv_path}: the fields CSV needs a 'file' column")
-        out: dict[str, tuple[int, dict]] = {}
-        for r in reader:
-            line = reader.line_num
-            if None in r:
-                raise ValueError(
-                    f"{csv_path}, line {line}: {len(header) + len(r[None])} fields, "
-                    f"the header has {len(header)} ({','.join(header)})"
-                )
-            name = (r.pop("file") or "").strip()
-            if not name:
-                raise ValueError(f"{csv_path}, line {line}: no file named in the 'file' column")
-            if name in out:
-                raise ValueError(
-                    f"{csv_path}, line {line}: {name} already given on line {out[name][0]}"
-                )
-            out[name] = (line, {k: v for k, v in r.items() if v not in (None, "")})
+    Every row is checked when the file is read: more cells than the header, no file, a file
+    named twice, or a field value the database would refuse (unknown field, bad date, kind,
+    latitude, control characters) is an error naming the row; a header naming a column
+    twice, or text that is not UTF-8, is an error naming the file."""
+    try:
+        with open(csv_path, newline="", encoding="utf-8") as fh:
+            return _fields_rows(csv_path, csv.DictReader(fh))
+    except UnicodeDecodeError as exc:
+        raise ValueError(
+            f"{csv_path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8"
+        ) from None
+
+
+def _fields_rows(csv_path, reader: csv.DictReader) -> dict[str, tuple[int, dict]]:
+    header = reader.fieldnames or []
+    if "file" not in header:
+        raise ValueError(f"{csv_path}: the fields CSV needs a 'file' column")
+    twice = sorted({h for h in header if header.count(h) > 1})
+    if twice:
+        raise ValueError(f"{csv_path}, line 1: column(s) {twice} named more than once")
+    out: dict[str, tuple[int, dict]] = {}
+    for r in reader:
+        line = reader.line_num
+        if None in r:
+            raise ValueError(
+                f"{csv_path}, line {line}: {len(header) + len(r[None])} fields, "
+                f"the header has {len(header)} ({','.join(header)})"
+            )
+        name = (r.pop("file") or "").strip()
+        if not name:
+            raise ValueError(f"{csv_path}, line {line}: no file named in the 'file' column")
+        if name in out:
+            raise ValueError(
+                f"{csv_path}, line {line}: {name} already given on line {out[name][0]}"
+            )
+        fields = {k: v for k, v in r.items() if v not in (None, "")}
+        try:
+            exhibit_fields(fields, name, "0" * 12)
+        except ValueError as exc:
+            raise ValueError(f"{csv_path}, line {line}: {exc}") from None
+        out[name] = (line, fields)
     return out
 
 

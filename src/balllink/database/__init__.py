@@ -32,7 +32,7 @@ from ._audit import AuditReport
 from ._check import CheckReport
 from ._db import LeadDatabase
 from ._exhibits import Exhibit
-from ._ingest import FlaggedExhibit, IngestReport
+from ._ingest import FlaggedExhibit, IngestReport, exhibit_fields
 from ._search import Retrieval
 
 __all__ = [
@@ -43,4 +43,5 @@ __all__ = [
     "IngestReport",
     "LeadDatabase",
     "Retrieval",
+    "exhibit_fields",
 ]

@@ -9,6 +9,7 @@ finds the exhibits already stored (by file hash, then by prepared-scan hash) and
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -149,6 +150,10 @@ def exhibit_fields(fields: Mapping[str, Any], source: str | None, digest: str) -
     Traceback (most recent call last):
     ...
     ValueError: lat must lie in [-90, 90], got 95.0
+    >>> exhibit_fields({"agency": "PD" + chr(0)}, None, "ab")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: agency contains a control character ...
     """
     unknown = set(fields) - set(FIELDS)
     if unknown:
@@ -167,7 +172,12 @@ def exhibit_fields(fields: Mapping[str, Any], source: str | None, digest: str) -
     out["occurred"] = iso_date(out["occurred"])
     for k in ("lat", "lon"):
         if out[k] is not None:
-            out[k] = float(out[k])
+            try:
+                out[k] = float(out[k])
+            except (TypeError, ValueError):
+                raise ValueError(f"{k} must be a number in degrees, got {out[k]!r}") from None
+            if not math.isfinite(out[k]):
+                raise ValueError(f"{k} must be a finite number in degrees, got {out[k]!r}")
     if out["lat"] is not None and not -90 <= out["lat"] <= 90:
         raise ValueError(f"lat must lie in [-90, 90], got {out['lat']}")
     if out["lon"] is not None and not -180 <= out["lon"] <= 180:
@@ -175,6 +185,11 @@ def exhibit_fields(fields: Mapping[str, Any], source: str | None, digest: str) -
     for k in ("make", "model", "serial", "caliber", "notes"):
         if out[k] is not None:
             out[k] = str(out[k])
+    for k in ("agency", "case_id", "make", "model", "serial", "caliber", "notes"):
+        allowed = "\n\t" if k == "notes" else ""
+        bad = [c for c in out[k] or "" if (ord(c) < 32 or ord(c) == 127) and c not in allowed]
+        if bad:
+            raise ValueError(f"{k} contains a control character ({bad[0]!r}): {out[k]!r}")
     return out
 
 
