@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import json
 import sqlite3
 
 import numpy as np
@@ -295,3 +296,19 @@ def test_ingest_png_with_spacing(scans, tmp_path, capsys):
     with LeadDatabase(db) as d:
         (ex,) = d.exhibits()
         assert d.scan(ex.id).spacing_um == pytest.approx((spacing, spacing))
+
+
+def test_options_before_the_command_are_kept(hostile_db, tmp_path, capsys, monkeypatch):
+    # `balllink --db X leads ...` once acted on ./balllink.db: the subcommand's default
+    # replaced the value given before its name, so an export onto X/leads.sqlite was
+    # not recognised as the database and overwrote it
+    monkeypatch.chdir(tmp_path)
+    target = hostile_db / "leads.sqlite"
+    before = target.read_bytes()
+    code, _, err = run(capsys, "--db", hostile_db, "leads", "--format", "csv", "-o", target)
+    assert code == 2 and "database" in err
+    assert target.read_bytes() == before and not (tmp_path / "balllink.db").exists()
+    code, out, _ = run(capsys, "--db", hostile_db, "--json", "leads", "--format", "json")
+    assert code == 0 and len(json.loads(out)) >= 1  # the hostile database's lead, as JSON
+    code, out, _ = run(capsys, "leads", "--db", hostile_db, "--json", "--format", "json")
+    assert code == 0 and len(json.loads(out)) >= 1  # after the name: the same

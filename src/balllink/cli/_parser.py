@@ -34,16 +34,29 @@ from ._demo import cmd_demo
 __all__ = ["build_parser", "main"]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _common_options(*, before_command: bool) -> argparse.ArgumentParser:
+    """The options every command takes, before or after the command's name.
+
+    After the name they default to `argparse.SUPPRESS`: a subparser's own default would
+    otherwise replace a value given before the name (``balllink --db X leads`` would act
+    on ./balllink.db)."""
     common = argparse.ArgumentParser(add_help=False)
+    d = {} if before_command else {"default": argparse.SUPPRESS}
     common.add_argument(
-        "--db", help="lead database folder (default: $BALLLINK_DB, else ./balllink.db)"
+        "--db", help="lead database folder (default: $BALLLINK_DB, else ./balllink.db)", **d
     )
-    common.add_argument("--user", help="examiner recorded in the audit trail (default: login)")
-    common.add_argument("--json", action="store_true", help="machine-readable output")
-    common.add_argument("-v", "--verbose", action="store_true", help="log progress details")
-    common.add_argument("--debug", action="store_true", help="show tracebacks of errors")
-    parser = argparse.ArgumentParser(prog="balllink", description=__doc__, parents=[common])
+    common.add_argument("--user", help="examiner recorded in the audit trail (default: login)", **d)
+    common.add_argument("--json", action="store_true", help="machine-readable output", **d)
+    common.add_argument("-v", "--verbose", action="store_true", help="log progress details", **d)
+    common.add_argument("--debug", action="store_true", help="show tracebacks of errors", **d)
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common_options(before_command=False)
+    parser = argparse.ArgumentParser(
+        prog="balllink", description=__doc__, parents=[_common_options(before_command=True)]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("ingest", parents=[common], help="add scans; correlate; store leads")
