@@ -16,6 +16,8 @@ that writes a file, hashes one or stores ``Scan.meta`` as JSON uses these.
   shared with ``chmod g+rwX``): private by default, shareable by one ``chmod`` of the folder.
 * `file_sha256`: SHA-256 of a file's bytes (``hashlib.file_digest``).
 * `jsonable`: the JSON form of a metadata value, with one NaN/Inf policy (kept; see there).
+* `csv_safe` / `csv_row`: the CSV form of a cell, never a formula a spreadsheet would run
+  (every CSV export: leads, scores, evaluations).
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ __all__ = [
     "PRIVATE_DIR_MODE",
     "atomic_path",
     "atomic_write",
+    "csv_row",
+    "csv_safe",
     "file_mode_in",
     "file_sha256",
     "jsonable",
@@ -310,3 +314,42 @@ def jsonable(value: Any) -> Any:
             f"a {type(value).__name__} has no JSON form; put it in a dict to have it left out"
         )
     return converted
+
+
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(value):
+    """A CSV cell that a spreadsheet will not run as a formula (OWASP CSV injection).
+
+    Text starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return gets a leading
+    single quote, unless it is a plain number (``-1.5`` stays a number). Other values pass
+    through unchanged. Every CSV balllink writes goes through this (see `csv_row`).
+
+    Examples
+    --------
+    >>> csv_safe("=cmd|' /C calc'!A0"), csv_safe("@SUM(A1)"), csv_safe("-12.5")
+    ("'=cmd|' /C calc'!A0", "'@SUM(A1)", '-12.5')
+    >>> csv_safe("+1-2"), csv_safe(-3), csv_safe("PD-1")
+    ("'+1-2", -3, 'PD-1')
+    """
+    if not isinstance(value, str) or not value.startswith(_FORMULA_STARTS):
+        return value
+    try:
+        float(value)
+    except ValueError:
+        return "'" + value
+    return value if value.strip() == value else "'" + value
+
+
+def csv_row(row):
+    """`csv_safe` applied to every cell of a row (a dict's values, or a sequence).
+
+    Examples
+    --------
+    >>> csv_row({"case": "=1+1", "score": 9.5}), csv_row(["-x", "-1"])
+    ({'case': "'=1+1", 'score': 9.5}, ["'-x", '-1'])
+    """
+    if isinstance(row, dict):
+        return {k: csv_safe(v) for k, v in row.items()}
+    return [csv_safe(v) for v in row]

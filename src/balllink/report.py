@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._files import csv_row
 from ._grid import warp_weighted
 from ._scan import Scan
 from .comparison import Comparison
@@ -29,8 +30,6 @@ from .leads import Lead, SearchResult, flags_text
 
 __all__ = [
     "align_to",
-    "csv_row",
-    "csv_safe",
     "evaluation_summary",
     "lead_report",
     "leads_csv",
@@ -368,51 +367,12 @@ def leads_geojson(db, leads: Sequence[Lead]) -> dict:
     }
 
 
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def csv_safe(value):
-    """A CSV cell that a spreadsheet will not run as a formula (OWASP CSV injection).
-
-    Text starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return gets a leading
-    single quote, unless it is a plain number (``-1.5`` stays a number). Other values pass
-    through unchanged. Every CSV balllink writes goes through this (see `csv_row`).
-
-    Examples
-    --------
-    >>> csv_safe("=cmd|' /C calc'!A0"), csv_safe("@SUM(A1)"), csv_safe("-12.5")
-    ("'=cmd|' /C calc'!A0", "'@SUM(A1)", '-12.5')
-    >>> csv_safe("+1-2"), csv_safe(-3), csv_safe("PD-1")
-    ("'+1-2", -3, 'PD-1')
-    """
-    if not isinstance(value, str) or not value.startswith(_FORMULA_STARTS):
-        return value
-    try:
-        float(value)
-    except ValueError:
-        return "'" + value
-    return value if value.strip() == value else "'" + value
-
-
-def csv_row(row):
-    """`csv_safe` applied to every cell of a row (a dict's values, or a sequence).
-
-    Examples
-    --------
-    >>> csv_row({"case": "=1+1", "score": 9.5}), csv_row(["-x", "-1"])
-    ({'case': "'=1+1", 'score': 9.5}, ["'-x", '-1'])
-    """
-    if isinstance(row, dict):
-        return {k: csv_safe(v) for k, v in row.items()}
-    return [csv_safe(v) for v in row]
-
-
 def leads_csv(leads: Sequence[Lead], fh) -> None:
     """Write lead rows as CSV to an open text file.
 
     One column per `Lead` field plus ``flagged``; ``flags_a`` / ``flags_b`` hold each
     exhibit's preparation flags as ``code: message; code: message`` (empty when none).
-    Cells are neutralised against formula injection (`csv_safe`).
+    Cells are neutralised against formula injection (`balllink._files.csv_safe`).
 
     Examples
     --------

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 import balllink as bl
-from balllink import report
+from balllink._files import csv_safe
 from balllink.cli import _commands, main
 from balllink.database import LeadDatabase
 
@@ -120,10 +120,10 @@ def test_demo_replaces_its_own_database_and_force_replaces_any(tmp_path, capsys)
 
 def test_csv_safe_neutralises_formulas_but_not_numbers():
     for bad in ("=1+1", "+1-2", "-cmd", "@SUM(A1)", "\tx", "\rx", "=", "-", "-1x"):
-        assert report.csv_safe(bad) == "'" + bad
+        assert csv_safe(bad) == "'" + bad
     for ok in ("-1.5", "-3", "+2", "1e-3", "PD-1", "", "case 1"):
-        assert report.csv_safe(ok) == ok
-    assert report.csv_safe(-2.0) == -2.0
+        assert csv_safe(ok) == ok
+    assert csv_safe(-2.0) == -2.0
 
 
 def test_leads_csv_export_is_neutralised(hostile_db, tmp_path, capsys):

@@ -12,6 +12,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import report
+from .._files import csv_row
 from ..comparison import compare_many
 from ..io import read_scan
 from ..leads import default_threshold
@@ -161,7 +162,7 @@ def cmd_score(args) -> int:
                 for r in csv.DictReader(fh)
                 if r.get("score") or r.get("file_a") == r.get("file_b")
             }
-    todo = [p for p in pairs if frozenset(report.csv_row(p)) not in done]  # as written
+    todo = [p for p in pairs if frozenset(csv_row(p)) not in done]  # as written
     selfs = [(a, b) for a, b in todo if resolve(a) == resolve(b)]
     groups: dict[str, list[str]] = defaultdict(list)
     for a, b in todo:
@@ -183,7 +184,7 @@ def cmd_score(args) -> int:
                 if not named:
                     r["file_a"], r["file_b"] = names[r["file_a"]], names[r["file_b"]]
                 failed += not r["score"]
-                writer.writerow(report.csv_row(r))
+                writer.writerow(csv_row(r))
             fh.flush()
 
         on_rows([_row(a, b, reason=f"{a}: a file paired with itself") for a, b in selfs], True)
@@ -263,7 +264,7 @@ def cmd_evaluate(args) -> int:
         w.writerow(["file_a", "file_b", "score", "same_firearm"])
         for i, j in zip(*iu):
             row = [names[i], names[j], f"{scores[i, j]:.6g}", int(labels[i] == labels[j])]
-            w.writerow(report.csv_row(row))
+            w.writerow(csv_row(row))
     summary["histogram"] = str(outdir / "histogram.png")
     report.write_json(summary, outdir / "evaluation.json")
     text = "\n".join(
