@@ -141,6 +141,20 @@ def test_truncated_scan_is_skipped_quarantined_and_flagged(filled, open_db, fake
             db.scan(2)
 
 
+def test_read_only_open_never_moves_a_damaged_scan(filled, open_db, caplog):
+    f = _truncate_one(filled)
+    before = f.read_bytes()
+    with open_db(filled, readonly=True) as db, caplog.at_level(logging.WARNING):
+        res = db.search(1, k=10)  # the search goes on without exhibit 2 ...
+        assert 2 not in [c.exhibit_id for c in res]
+        with pytest.raises(DatabaseError, match="exhibit 2"):
+            db.scan(2)
+    # ... but a read-only database is not changed: no quarantine, no flag
+    assert f.read_bytes() == before and not (filled / "quarantine").exists()
+    with open_db(filled) as db:
+        assert "scan_damaged" not in [fl.code for fl in db.exhibit(2).flags]
+
+
 def test_scan_with_wrong_content_is_refused_on_load(filled, open_db):
     """A valid npz of another scan under this exhibit's name: the content hash differs."""
     with open_db(filled) as db:

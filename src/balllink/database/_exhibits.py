@@ -180,7 +180,13 @@ class Exhibits:
     def _quarantine(self, exhibit_id: int, rel: str, exc: StoredScanError) -> None:
         """Move a damaged stored scan to quarantine and flag its exhibit (audited).
 
-        Best effort: when the folder or the database cannot be written, only logged."""
+        Best effort: when the folder or the database cannot be written, only logged. A
+        database opened read-only is never changed: the scan stays where it is."""
+        if self._sql.readonly:
+            log.warning(
+                "exhibit %d: %s (read-only: left in place, not quarantined)", exhibit_id, exc
+            )
+            return
         try:
             moved = self.store.quarantine(rel)
             if moved is None and any(f.code == DAMAGED for f in self.get(exhibit_id).flags):
