@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import io
+import json
+
 import numpy as np
 from scipy import ndimage
+
+from balllink._files import jsonable
 
 
 def rotate_scan(scan, deg, shift_px=(0.0, 0.0)):
@@ -26,3 +31,21 @@ def finite_corr(a: np.ndarray, b: np.ndarray) -> float:
     m = np.isfinite(a) & np.isfinite(b)
     assert m.sum() > 100
     return float(np.corrcoef(a[m], b[m])[0, 1])
+
+
+def legacy_store_file(path, scan, meta=None) -> None:
+    """``scan`` written exactly as the first database store layout wrote it
+    ("balllink-prepared-scan-1"), with ``meta`` (default: the scan's own) as its JSON."""
+    buf = io.BytesIO()
+    np.savez_compressed(
+        buf,
+        format=np.array("balllink-prepared-scan-1"),
+        heights=scan.heights,
+        mask=np.packbits(scan.mask),
+        shape=np.asarray(scan.shape, dtype=np.int64),
+        spacing_um=np.asarray(scan.spacing_um, dtype=np.float64),
+        meta=np.array(json.dumps(jsonable(scan.meta if meta is None else meta))),
+        source=np.array(scan.source or ""),
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(buf.getvalue())

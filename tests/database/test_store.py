@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
 
@@ -13,6 +12,7 @@ import pytest
 import balllink as bl
 from balllink.database import _store
 from balllink.database._store import load_scan, save_scan, scan_sha256, stored_form
+from helpers import legacy_store_file
 
 
 def _bits(a: np.ndarray) -> bytes:
@@ -120,27 +120,10 @@ def test_a_database_reads_its_scans_back_exactly(tmp_path, open_db, fake_scans):
         assert db.check(deep=True).ok
 
 
-def _legacy_file(path, scan):
-    """A scan stored by the first store layout ("balllink-prepared-scan-1")."""
-    buf = io.BytesIO()
-    np.savez_compressed(
-        buf,
-        format=np.array("balllink-prepared-scan-1"),
-        heights=scan.heights,
-        mask=np.packbits(scan.mask),
-        shape=np.asarray(scan.shape, dtype=np.int64),
-        spacing_um=np.asarray(scan.spacing_um, dtype=np.float64),
-        meta=np.array(json.dumps({"prepared": {"ok": True}})),
-        source=np.array(scan.source or ""),
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(buf.getvalue())
-
-
 def test_scans_stored_by_the_first_layout_still_load(tmp_path):
     scan = _odd_scan()
     path = tmp_path / "ab" / "legacy.npz"
-    _legacy_file(path, scan)
+    legacy_store_file(path, scan, meta={"prepared": {"ok": True}})
     back = load_scan(path)
     assert _bits(back.heights) == _bits(scan.heights)
     assert np.array_equal(back.mask, scan.mask) and back.spacing_um == scan.spacing_um

@@ -6,7 +6,6 @@ The database's earlier layout ("balllink-prepared-scan-1") is built here exactly
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import re
@@ -19,6 +18,7 @@ import balllink as bl
 from balllink._files import jsonable
 from balllink.errors import ScanFormatError
 from balllink.io import NPZ_FORMAT, read_scan, write_scan
+from helpers import legacy_store_file
 
 
 def _scan() -> bl.Scan:
@@ -123,28 +123,12 @@ def test_caller_options_on_own_npz_are_applied_and_noted(tmp_path):
         read_scan(tmp_path / "s.npz", keep=["smear"])
 
 
-def _legacy_db_file(path, scan: bl.Scan) -> None:
-    """The stored prepared scan exactly as ``_db_store.save_scan`` wrote it before."""
-    buf = io.BytesIO()
-    np.savez_compressed(
-        buf,
-        format=np.array("balllink-prepared-scan-1"),
-        heights=scan.heights,
-        mask=np.packbits(scan.mask),
-        shape=np.asarray(scan.shape, dtype=np.int64),
-        spacing_um=np.asarray(scan.spacing_um, dtype=np.float64),
-        meta=np.array(json.dumps(jsonable(scan.meta))),
-        source=np.array(scan.source or ""),
-    )
-    path.write_bytes(buf.getvalue())
-
-
 @pytest.mark.parametrize("source", ["/cases/a.x3p", None])
 def test_legacy_database_layout_reads_back_identically(tmp_path, source):
     scan = _scan().replace(source=source)
     path = tmp_path / "ab" / f"{'ab' * 32}.npz"
     path.parent.mkdir()
-    _legacy_db_file(path, scan)
+    legacy_store_file(path, scan)
     back = read_scan(path)
     _same_scan(back, scan)
     assert _json(back.meta) == _json({k: v for k, v in scan.meta.items() if k != "file_mask"})
@@ -156,7 +140,7 @@ def test_legacy_database_layout_reads_back_identically(tmp_path, source):
 
 def test_legacy_database_layout_with_a_wrong_mask_is_refused(tmp_path):
     scan = _scan()
-    _legacy_db_file(
+    legacy_store_file(
         tmp_path / "bad.npz", scan.replace(mask=scan.mask[:, :8], heights=scan.heights[:, :8])
     )
     with np.load(tmp_path / "bad.npz") as z:
