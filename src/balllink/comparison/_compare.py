@@ -106,6 +106,31 @@ def _with_evidence(res: Comparison, a: Scan, b: Scan, cfg: CMCConfig, auto) -> C
     return replace(res, score=0.0, lead=False, reason=reason, auto_prepared=auto)
 
 
+def _model(model):
+    """The LR model a comparison uses: the shipped one by default, none with False."""
+    if model is None:
+        from ..evidence import default_model
+
+        return default_model()
+    return model or None
+
+
+def _with_lr(res: Comparison, model, a: Scan, b: Scan) -> Comparison:
+    """Attach the likelihood ratio and decide the lead from it (the legacy score threshold
+    when the model does not apply to this configuration)."""
+    if model is None:
+        return res
+    from ..evidence import ModelMismatchError, source_spacing_um
+
+    try:
+        ev = model.evidence(res, max(source_spacing_um(a), source_spacing_um(b)))
+    except ModelMismatchError as exc:
+        log.debug("compare: no LR: %s", exc)
+        return res
+    short = res.reason.startswith("too little evidence")
+    return replace(res, evidence=ev, lead=bool(model.is_lead(ev.log10_lr)) and not short)
+
+
 def _ready(scan: Scan, prepare: bool) -> Scan:
     return prepare_if_needed(scan) if prepare else scan
 
@@ -153,6 +178,7 @@ def compare(
     method: str | None = None,
     config: CMCConfig | None = None,
     prepare: bool | None = None,
+    model=None,
 ) -> Comparison:
     """Compare two scans with congruent matching cells, in both directions.
 
@@ -173,6 +199,10 @@ def compare(
         False compares the scans exactly as given (for experts who prepared them their
         own way). Default: True, except in the cmcR mode (``ccf="cmcr"``), which
         reproduces cmcR on scans processed as cmcR does.
+    model : balllink.evidence.LRModel or False, optional
+        The likelihood-ratio model of ``Comparison.evidence`` and of the lead decision:
+        the shipped `balllink.evidence.default_model` by default; False for none (the lead
+        is then ``score >= config.lead_threshold``).
 
     Returns
     -------
@@ -212,6 +242,7 @@ def compare(
     auto = (a1 is not a, b1 is not b)
     a2, b2 = _check_pair(a1, b1)
     res = _with_evidence(_compare_ready(a2, b2, cfg), a2, b2, cfg, auto)
+    res = _with_lr(res, _model(model), a, b)
     return _in_given_frames(res, a, a1, b, b1)
 
 
@@ -222,6 +253,7 @@ def compare_many(
     config: CMCConfig | None = None,
     progress: Callable[[int, int], None] | None = None,
     prepare: bool | None = None,
+    model=None,
 ) -> list[Comparison]:
     """Compare one query with many candidates, reusing the per-scan work.
 
@@ -230,7 +262,7 @@ def compare_many(
     searched); both are cached per ``Scan`` object (weakly: dropped with the scan), so a
     database comparing one candidate with many queries prepares it once. The Numba
     kernels and FFTs use both cores. Scans that are not prepared are prepared first, as
-    in `compare`.
+    in `compare`; ``model`` is `compare`'s.
 
     Examples
     --------
@@ -263,10 +295,12 @@ def compare_many(
             )
         cands.append((c, c2, c3))
     out: list[Comparison] = []
+    lr_model = _model(model)
     pq = prepared(q, cfg) if cfg.ccf != "cmcr" else None
     for i, (given, used, c) in enumerate(cands):
         res = _compare_ready(q, c, cfg, pq)
         res = _with_evidence(res, q, c, cfg, (q is not query, used is not given))
+        res = _with_lr(res, lr_model, query, given)
         out.append(_in_given_frames(res, query, q, given, used))
         if progress is not None:
             progress(i + 1, len(cands))

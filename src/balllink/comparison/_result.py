@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
 from ._config import CMCConfig
+
+if TYPE_CHECKING:  # the evidence stage is downstream of this one
+    from ..evidence import Evidence
 
 __all__ = ["CELL_DTYPE", "CellSearch", "Comparison", "DirectionResult", "cells_table"]
 
@@ -74,7 +77,10 @@ class Comparison:
     translation_um : (float, float)
         ``(dy, dx)`` of ``b`` relative to ``a`` in micrometres (NaN when undetermined).
     lead : bool
-        ``score >= config.lead_threshold``.
+        The pair is worth an examiner's review: its likelihood ratio reaches the LR
+        model's lead threshold (``evidence``; the threshold is set from a target false-lead
+        rate), or, when there is no LR (another configuration than the model's, the cmcR
+        mode), ``score >= config.lead_threshold``. Never with too little evidence.
     directions : tuple of DirectionResult
         a-in-b and b-in-a.
     cells : ndarray
@@ -93,6 +99,10 @@ class Comparison:
     auto_prepared : (bool, bool)
         Whether ``a`` / ``b`` were not prepared and went through `balllink.preprocess`
         (the default chain) inside the comparison.
+    evidence : balllink.evidence.Evidence or None
+        The likelihood ratio with its interval, bounds and range flag
+        (`balllink.evidence`), None when no LR model applies. ``lr``, ``log10_lr`` and
+        ``lr_interval`` read it (NaN without one).
     """
 
     cmc_count: int
@@ -107,6 +117,22 @@ class Comparison:
     raw_score: float = math.nan
     mirrored: bool = False
     auto_prepared: tuple[bool, bool] = (False, False)
+    evidence: Evidence | None = field(default=None, repr=False)
+
+    @property
+    def lr(self) -> float:
+        """Likelihood ratio (same firearm vs different firearms), bounded; NaN without a model."""
+        return self.evidence.lr if self.evidence is not None else math.nan
+
+    @property
+    def log10_lr(self) -> float:
+        """log10 of `lr`."""
+        return self.evidence.log10_lr if self.evidence is not None else math.nan
+
+    @property
+    def lr_interval(self) -> tuple[float, float]:
+        """90 % interval of `lr` (see `balllink.evidence.Evidence`)."""
+        return self.evidence.lr_interval if self.evidence is not None else (math.nan, math.nan)
 
     def to_pandas(self):
         """The ``cells`` table as a pandas DataFrame (needs pandas)."""
