@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 import balllink as bl
-from balllink.comparison import mirror_scan, prepared
+from balllink.comparison import prepared
 from balllink.evidence import Pairs, source_spacing_um
 from balllink.preprocessing import prepare_if_needed
 
@@ -34,15 +34,13 @@ SHARED = Path(os.environ.get("BALLLINK_SHARED", ROOT.parent / "shared"))
 RESULTS = ROOT / "benchmarks" / "results"
 
 
-def all_pairs(names, firearms, scans, cfg, label, limit=None, seed=0):
-    """Compare every pair (or ``limit`` random ones) with compare_many, one query at a time."""
+def all_pairs(names, firearms, scans, cfg, label, limit=None, seed=0, checkpoint=None):
+    """Compare every pair (or ``limit`` random ones) with compare_many, one query at a time.
+
+    With ``checkpoint`` (a pairs CSV path), each finished query's pairs are appended to it
+    and a rerun skips the queries already there, so a long run can be stopped and resumed.
+    """
     t0 = time.perf_counter()
-    ready = [prepare_if_needed(s) for s in scans]
-    for s in ready:
-        prepared(s, cfg)
-        if cfg.handedness != "same":
-            prepared(mirror_scan(s), cfg)
-    t_prep = time.perf_counter() - t0
     todo = list(itertools.combinations(range(len(names)), 2))
     if limit and limit < len(todo):
         rng = np.random.default_rng(seed)
@@ -50,22 +48,56 @@ def all_pairs(names, firearms, scans, cfg, label, limit=None, seed=0):
     by_query: dict[int, list[int]] = {}
     for i, j in todo:
         by_query.setdefault(i, []).append(j)
-    comps, fa, nm, sp = [], [], [], []
+    done_queries: set[str] = set()
+    if checkpoint is not None and Path(checkpoint).exists():
+        with open(checkpoint, newline="") as fh:
+            done_queries = {r["a"] for r in csv.DictReader(fh)}
+    need = {i for i in by_query if names[i] not in done_queries}
+    need |= {j for i in need for j in by_query[i]}
+    ready = {i: prepare_if_needed(scans[i]) for i in sorted(need)}
+    for s in ready.values():  # the mirror images are prepared when a pair needs them
+        prepared(s, cfg)
+    t_prep = time.perf_counter() - t0
+    comps = []
     t1 = time.perf_counter()
-    done = 0
+    done = n_new = 0
     for i, js in by_query.items():
-        for j, c in zip(js, bl.compare_many(ready[i], [ready[j] for j in js], config=cfg, model=False)):
-            comps.append(c)
-            fa.append((firearms[i], firearms[j]))
-            nm.append((names[i], names[j]))
-            sp.append(max(source_spacing_um(scans[i]), source_spacing_um(scans[j])))
         done += len(js)
+        if names[i] in done_queries:
+            continue
+        cmp = bl.compare_many(ready[i], [ready[j] for j in js], config=cfg, model=False)
+        part = Pairs.from_comparisons(
+            cmp, [(firearms[i], firearms[j]) for j in js],
+            spacing_um=[max(source_spacing_um(scans[i]), source_spacing_um(scans[j])) for j in js],
+            names=[(names[i], names[j]) for j in js], set=label,
+        )  # fmt: skip
+        if checkpoint is not None:
+            _append(part, checkpoint)
+        comps.append(part)
+        n_new += len(js)
         el = time.perf_counter() - t1
-        print(f"\r{label}: {done}/{len(todo)} pairs, {done / el:.1f}/s", end="", file=sys.stderr)
+        print(f"\r{label}: {done}/{len(todo)} pairs, {n_new / el:.1f}/s", end="", file=sys.stderr)
     t_cmp = time.perf_counter() - t1
     print(file=sys.stderr)
-    pairs = Pairs.from_comparisons(comps, fa, spacing_um=sp, names=nm, set=label)
-    return pairs, t_prep, t_cmp
+    if checkpoint is not None:
+        return Pairs.from_csv(checkpoint), t_prep, t_cmp, n_new
+    pairs = comps[0]
+    for p in comps[1:]:
+        pairs = pairs + p
+    return pairs, t_prep, t_cmp, n_new
+
+
+def _append(part: Pairs, path) -> None:
+    """Append pairs to a pairs CSV (header first when new)."""
+    tmp = Path(str(path) + ".part")
+    part.to_csv(tmp)
+    lines = tmp.read_text().splitlines(keepends=True)
+    tmp.unlink()
+    new = not Path(path).exists()
+    with open(path, "a") as fh:
+        fh.writelines(lines if new else lines[1:])
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def fadul(data: Path):
@@ -105,11 +137,15 @@ def main(argv=None) -> int:
         jobs.append((label, lambda spec=spec: simulated(spec, shape)))
     for label, load in jobs:
         names, firearms, scans = load()
-        pairs, t_prep, t_cmp = all_pairs(names, firearms, scans, cfg, label, args.limit)
         path = out / ("pairs_" + label.replace(":", "_") + ".csv")
+        partial = Path(str(path) + ".partial")
+        pairs, t_prep, t_cmp, n_new = all_pairs(
+            names, firearms, scans, cfg, label, args.limit, checkpoint=partial
+        )
         pairs.to_csv(path)
+        partial.unlink()
         print(f"{label}: {len(pairs)} pairs ({pairs.n_same} same-source), preparation "
-              f"{t_prep:.0f} s, comparisons {t_cmp:.0f} s ({len(pairs) / t_cmp:.1f} pairs/s) "
+              f"{t_prep:.0f} s, comparisons {t_cmp:.0f} s ({n_new / max(t_cmp, 1e-9):.1f} pairs/s) "
               f"-> {path}")  # fmt: skip
     return 0
 

@@ -14,12 +14,13 @@ import numpy as np
 from .. import report
 from .._files import csv_row
 from ..comparison import compare_many
+from ..evidence import source_spacing_um
 from ..io import read_scan
 from ..leads import default_threshold
 from ..preprocessing import prepare_if_needed
 from ._common import Bar, check_output, db_path, emit, read_truth
 
-__all__ = ["Evaluation", "cmd_evaluate", "cmd_score", "evaluate_folder"]
+__all__ = ["Evaluation", "cmd_evaluate", "cmd_score", "evaluate_folder", "score_groups"]
 
 
 _SCORE_COLUMNS = [
@@ -32,14 +33,30 @@ _SCORE_COLUMNS = [
     "dx_um",
     "lead",
     "reason",
+    "n_cells",
+    "raw_score",
+    "spacing_um",
+    "log10_lr",
+    "lr_lo",
+    "lr_hi",
+    "lr_in_range",
 ]
 
 
-def _row(a, b, cmp=None, reason="") -> dict:
+def _row(a, b, cmp=None, reason="", spacing=None) -> dict:
     if cmp is None:
         return dict.fromkeys(_SCORE_COLUMNS, "") | {"file_a": a, "file_b": b, "reason": reason}
     dy, dx = cmp.translation_um
-    return {
+    ev = cmp.evidence
+    lr = {"log10_lr": "", "lr_lo": "", "lr_hi": "", "lr_in_range": ""}
+    if ev is not None:
+        lr = {
+            "log10_lr": f"{ev.log10_lr:.4f}",
+            "lr_lo": f"{ev.interval[0]:.4f}",
+            "lr_hi": f"{ev.interval[1]:.4f}",
+            "lr_in_range": int(ev.in_range),
+        }
+    return lr | {
         "file_a": a,
         "file_b": b,
         "score": f"{float(cmp.score):.6g}",
@@ -49,6 +66,9 @@ def _row(a, b, cmp=None, reason="") -> dict:
         "dx_um": f"{float(dx):.2f}",
         "lead": int(bool(cmp.lead)),
         "reason": cmp.reason or "",
+        "n_cells": sum(d.n_cells for d in cmp.directions),
+        "raw_score": f"{float(cmp.raw_score):.6g}",
+        "spacing_um": "" if spacing is None else f"{spacing:g}",
     }
 
 
@@ -70,9 +90,15 @@ def _score_group(job):
             ok.append(b)
         except Exception as exc:
             rows[b] = _row(a, b, reason=f"{b}: {exc}")
-    for b, cmp in zip(ok, compare_many(qa, preps) if preps else []):
-        rows[b] = _row(a, b, cmp)
+    for b, p, cmp in zip(ok, preps, compare_many(qa, preps) if preps else []):
+        rows[b] = _row(a, b, cmp, spacing=max(source_spacing_um(qa), source_spacing_um(p)))
     return [rows[b] for b in partners]
+
+
+def score_groups(groups, jobs: int, on_rows, bar) -> None:
+    """Compare each ``(query file, [partner files])`` group (in ``jobs`` processes), handing
+    the rows (`_SCORE_COLUMNS`) of each group to ``on_rows`` as it finishes."""
+    _run_groups(groups, jobs, on_rows, bar)
 
 
 def _run_groups(groups, jobs: int, on_rows, bar) -> None:

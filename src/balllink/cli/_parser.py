@@ -30,6 +30,7 @@ from ._commands import (
 )
 from ._common import bbox_arg, date_arg, db_path, error_line, spacing_arg
 from ._demo import cmd_demo
+from ._validate_cmd import cmd_validate
 
 __all__ = ["build_parser", "main"]
 
@@ -135,6 +136,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="evaluation", help="folder for PNG/CSV/JSON")
     p.add_argument("--jobs", type=int, default=1, help="worker processes")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("validate", parents=[common], help="LR quality on a labelled folder")
+    p.add_argument("folder")
+    p.add_argument("--truth", required=True, help="CSV: file,firearm")
+    p.add_argument("--model", help="LR model file (default: the shipped model)")
+    p.add_argument("--cross", action="store_true", help="leave-one-firearm-out models instead")
+    p.add_argument("--kind", default="count", choices=("count", "score"), help="with --cross")
+    p.add_argument("--pairs", help="reuse a pairs.csv written by an earlier run")
+    p.add_argument("-o", "--output", default="validation", help="folder for PNG/CSV/JSON")
+    p.add_argument("--jobs", type=int, default=1, help="worker processes")
+    p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("demo", parents=[common], help="the main job end to end")
     p.add_argument("--data", help="a folder of real scans (default: a simulated region)")

@@ -8,6 +8,7 @@ import hashlib
 import json
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -188,6 +189,7 @@ class LRModel:
         n_boot: int = 200,
         seed: int = 0,
         different: str = "betabinom",
+        different_sets: Sequence[str] | None = None,
         training: dict | None = None,
     ) -> LRModel:
         """Fit a model on labelled pairs.
@@ -205,6 +207,11 @@ class LRModel:
             Refits on firearms drawn with replacement, for the interval.
         different : {"betabinom", "binomial"}
             The count model's different-source law.
+        different_sets : list of str, optional
+            Fit the different-source law (and predict the false-lead rate) from the pairs
+            of these sets only (``Pairs.set``), e.g. real scans when simulated
+            non-matches agree less by chance than real ones; all pairs by default. The
+            same-source law and the bounds use every pair.
         training : dict, optional
             Provenance kept with the model (sets, files, hashes).
 
@@ -238,9 +245,17 @@ class LRModel:
         if kind == "score" and not np.isfinite(pairs.raw).all():
             raise ValueError("a score model needs the raw score of every pair")
         cfg = config if config is not None else CMCConfig()
+        use_d = np.ones(len(pairs), bool)
+        if different_sets is not None:
+            use_d = np.isin(pairs.set.astype(str), [str(x) for x in different_sets])
+            if (~pairs.same & use_d).sum() < 2:
+                raise ValueError(
+                    f"different_sets {list(different_sets)} hold fewer than 2 "
+                    "different-source pairs"
+                )
         rng = np.random.default_rng(seed)
-        fits = [cls._fit_core(pairs, kind, None, different)]
-        fits += [cls._fit_core(pairs, kind, rng, different) for _ in range(int(n_boot))]
+        fits = [cls._fit_core(pairs, kind, None, different, use_d)]
+        fits += [cls._fit_core(pairs, kind, rng, different, use_d) for _ in range(int(n_boot))]
         params = {"point": fits[0], "boot": fits[1:], "different_family": different}
         spacing = pairs.spacing_um[np.isfinite(pairs.spacing_um)]
         ranges = {
@@ -257,7 +272,7 @@ class LRModel:
         raw_llr = model._point(pairs.k, pairs.n, pairs.raw)
         lo, hi = elub(np.array(raw_llr, float), pairs.same.astype(int), add_misleading=1)
         model = dataclasses.replace(model, bounds=(float(lo), float(hi)))
-        table = model._rate_table(pairs)
+        table = model._rate_table(pairs.take(pairs.same | use_d))
         model = dataclasses.replace(model, rate_table=table)
         summary = {
             "n_pairs": len(pairs),
@@ -267,22 +282,24 @@ class LRModel:
             "sets": sorted(set(map(str, pairs.set)) - {""}),
             "n_boot": int(n_boot),
             "seed": int(seed),
+            "different_sets": None if different_sets is None else list(different_sets),
         }
         model = dataclasses.replace(model, training={**summary, **model.training})
         return model.with_target(target_rate)
 
     @staticmethod
-    def _fit_core(pairs: Pairs, kind: str, rng, different: str) -> dict:
+    def _fit_core(pairs: Pairs, kind: str, rng, different: str, use_d: np.ndarray) -> dict:
         w = _weights(pairs, rng)
-        s, d = pairs.same, ~pairs.same
+        s, d = pairs.same, ~pairs.same & use_d
+        w = np.where(s | d, w, 0.0)
         if kind == "count":
-            if w[s].sum() == 0 or w[d].sum() == 0:  # a draw without one class: redraw-free
-                w = np.ones(len(pairs))
+            if w[s].sum() == 0 or w[d].sum() == 0:  # a draw without one class: all pairs
+                w = (s | d).astype(float)
             law_s = fit_law(pairs.k[s], pairs.n[s], w[s])
             law_d = fit_law(pairs.k[d], pairs.n[d], w[d], family=different)
             return {"same": list(law_s), "different": list(law_d)}
         if w[s].sum() == 0 or w[d].sum() == 0:
-            w = np.ones(len(pairs))
+            w = (s | d).astype(float)
         curve = kde_curve(pairs.raw, pairs.same, w.astype(int))
         return {"curve": [round(float(v), 6) for v in curve]}
 

@@ -161,13 +161,12 @@ def _plots(llr: np.ndarray, y: np.ndarray, rel: dict, folder: Path, title: str) 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from lir.data.models import LLRData
-    from lir.plotting import tippett
     from lir.plotting.expected_calibration_error import plot_ece
 
     data = LLRData(features=llr.copy(), labels=y.astype(int))
     written = []
     for name, draw in (
-        ("tippett.png", lambda ax: tippett(data, ax=ax)),
+        ("tippett.png", lambda ax: _draw_tippett(ax, llr, y)),
         ("ece.png", lambda ax: plot_ece(data, ax=ax)),
         ("reliability.png", lambda ax: _draw_reliability(ax, rel)),
     ):
@@ -179,6 +178,20 @@ def _plots(llr: np.ndarray, y: np.ndarray, rel: dict, folder: Path, title: str) 
         plt.close(fig)
         written.append(name)
     return written
+
+
+def _draw_tippett(ax, llr: np.ndarray, y: np.ndarray) -> None:
+    """Tippett plot over one common LR axis (lir's draws each class only over its own
+    range, so a class whose LRs all sit at a bound shows as a vertical stroke)."""
+    x = np.linspace(llr.min() - 0.5, llr.max() + 0.5, 400)
+    for sel, label, color in ((y, "same source (H1)", "b"), (~y, "different source (H2)", "r")):
+        if sel.any():
+            share = (llr[sel][None, :] >= x[:, None]).mean(axis=1) * 100
+            ax.plot(x, share, color=color, label=f"{label}: LR >= x")
+    ax.axvline(0, color="k", linestyle="--")
+    ax.set_xlabel("log$_{10}$(LR)")
+    ax.set_ylabel("share of pairs with LR at least x (%)")
+    ax.legend()
 
 
 def _draw_reliability(ax, rel: dict) -> None:
