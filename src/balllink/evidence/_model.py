@@ -430,7 +430,8 @@ class LRModel:
         """(log10 t, predicted false-lead rate of ``LR >= t``) on a grid from 0 to the upper
         bound, from the fitted different-source law over the training pairs' cell counts."""
         lo_b, hi_b = self.bounds
-        grid = np.unique(np.r_[np.arange(0.0, hi_b, 0.05), hi_b])
+        # from LR 10^0.05: a lead needs evidence for the same source, never LR 1 (no evidence)
+        grid = np.unique(np.r_[np.arange(0.05, hi_b, 0.05), max(hi_b, 0.05)])
         d = ~pairs.same
         if self.kind == "count":
             law = Law(*self.params["point"]["different"])
@@ -459,7 +460,7 @@ class LRModel:
 
     def with_target(self, target_rate: float) -> LRModel:
         """This model with the lead threshold set for a target false-lead rate: the smallest
-        tabled threshold (at least LR 1) whose predicted rate is at most the target; the
+        tabled threshold (above LR 1) whose predicted rate is at most the target; the
         upper bound when none is (``predicted_rate`` then says what is reached)."""
         if not 0 < target_rate < 1:
             raise ValueError(f"target_rate must be in (0, 1), got {target_rate}")
