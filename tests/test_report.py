@@ -91,11 +91,11 @@ def test_lead_report_presents_the_comparison_it_is_given(
     ea, eb = db_cases = (f"K-{ids.index(lead.a)}", f"K-{ids.index(lead.b)}")
     assert ea != eb and all(f"<td>{c}</td>" in text for c in db_cases)
     scores = text.split("<h2>Scores</h2>")[1].split("<h2>")[0]
-    assert "<td>score (recomputed)</td><td>0.8125</td>" in scores
+    assert "<td>legacy score (recomputed)</td><td>0.8125</td>" in scores
     assert "<td>CMC count (recomputed)</td><td>7</td>" in scores
     assert "<td>rotation of b (deg)</td><td>12.5</td>" in scores
     assert "<td>translation of b (dy, dx) µm</td><td>3, -4</td>" in scores
-    assert f"<td>score (stored)</td><td>{lead.score:.4g}</td>" in scores
+    assert f"<td>legacy score (stored)</td><td>{lead.score:.4g}</td>" in scores
     assert f"<td>CMC count (stored)</td><td>{lead.cmc_count}</td>" in scores
     pngs = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", text)
     assert len(pngs) == 1 and base64.b64decode(pngs[0])[:8] == b"\x89PNG\r\n\x1a\n"
