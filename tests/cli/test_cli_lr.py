@@ -20,9 +20,9 @@ def run(capsys, *argv):
 
 @pytest.fixture(scope="module")
 def lr_db(tmp_path_factory):
-    """3 guns x 2 firings (160 px), ingested with correlation; a truth CSV by file name."""
+    """3 guns x 2 firings (545 px), ingested with correlation; a truth CSV by file name."""
     folder = tmp_path_factory.mktemp("scans")
-    sims = bl.simulate.casings(3, 2, seed=21, shape=(160, 160))
+    sims = bl.simulate.casings(3, 2, seed=21, difficulty="fadul-like")
     with open(folder / "truth.csv", "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["file", "firearm"])
@@ -53,6 +53,7 @@ def test_calibrate_threshold_and_leads_show_the_lr(lr_db, capsys, tmp_path):
     after = json.loads(out)
     assert after["lead_log10_lr"] >= before["lead_log10_lr"]
     assert after["n_leads"] <= before["n_leads"]
+    assert before["n_leads"] >= 3  # the three same-gun pairs
     code, out, _ = run(capsys, "leads", "--db", db)
     assert code == 0 and "lead at LR >=" in out
     if after["n_leads"]:
