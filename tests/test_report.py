@@ -91,11 +91,11 @@ def test_lead_report_presents_the_comparison_it_is_given(
     ea, eb = db_cases = (f"K-{ids.index(lead.a)}", f"K-{ids.index(lead.b)}")
     assert ea != eb and all(f"<td>{c}</td>" in text for c in db_cases)
     scores = text.split("<h2>Scores</h2>")[1].split("<h2>")[0]
-    assert "<td>score (recomputed)</td><td>0.8125</td>" in scores
+    assert "<td>legacy score (recomputed)</td><td>0.8125</td>" in scores
     assert "<td>CMC count (recomputed)</td><td>7</td>" in scores
     assert "<td>rotation of b (deg)</td><td>12.5</td>" in scores
     assert "<td>translation of b (dy, dx) µm</td><td>3, -4</td>" in scores
-    assert f"<td>score (stored)</td><td>{lead.score:.4g}</td>" in scores
+    assert f"<td>legacy score (stored)</td><td>{lead.score:.4g}</td>" in scores
     assert f"<td>CMC count (stored)</td><td>{lead.cmc_count}</td>" in scores
     pngs = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", text)
     assert len(pngs) == 1 and base64.b64decode(pngs[0])[:8] == b"\x89PNG\r\n\x1a\n"
@@ -236,3 +236,26 @@ def test_score_histogram_writes_png(tmp_path):
     path = tmp_path / "h.png"
     report.score_histogram([1, 2, 9, 10], [False, False, True, True], 5.0, path)
     assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_lead_report_says_what_the_lr_means_and_escapes_it():
+    from balllink._lr_text import lr_html
+
+    lead = bl.leads.Lead(
+        1, 2, 3, 9.5, 12, "PD1", "PD2", "c1", "c2", True, "new", None, None, "2025-01-01",
+        log10_lr=2.84, lr_interval=(410.0, 692.0), lr_in_range=False,
+        lr_reason="=cmd() <b>measured at 3 µm</b>", lr_at_bound=True, lr_model="count-x",
+    )  # fmt: skip
+    text = lr_html(lead)
+    assert "The observed agreement is about 6.9e+02 times more probable if the two casings" in text
+    assert "fired by the same firearm than by two different firearms" in text
+    assert "&lt;b&gt;measured" in text and "<b>measured" not in text
+    assert "held at a bound" in text and "count-x" in text
+    buf = io.StringIO()
+    report.leads_csv([lead], buf)
+    row = next(csv.DictReader(io.StringIO(buf.getvalue())))
+    assert row["log10_lr"] == "2.84" and row["lr_lo"] == "410.0"
+    assert row["lr_reason"].startswith("'=")  # neutralised against formula injection
+    assert bl.leads.lr_text(2.84, (410.0, 692.0), True, "", True) == (
+        "LR 6.9e+02 [4.1e+02, 6.9e+02] (at bound)"
+    )

@@ -1,6 +1,8 @@
 """Leads, series and search scope: the decision layer between comparisons and the database.
 
-A *lead* is a compared pair of exhibits from different cases whose score passes the lead
+A *lead* is a compared pair of exhibits from different cases whose likelihood ratio (LR)
+reaches the lead threshold of the model in force (`balllink.evidence`), or, for pairs
+stored without what an LR is computed from, whose score passes the legacy score
 threshold; it is *cross-jurisdiction* when the two agencies differ. Leads (and pairs an
 examiner confirmed) join exhibits into *series*: the connected components of that graph,
 one gun used in several shootings.
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -18,6 +21,7 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from ._lr_text import lr_text
 from .comparison import CMCConfig
 
 __all__ = [
@@ -36,6 +40,7 @@ __all__ = [
     "flags_json",
     "flags_text",
     "iso_date",
+    "lr_text",
 ]
 
 KINDS = ("crime_scene", "test_fire")
@@ -293,13 +298,25 @@ class Candidate:
     retrieval_score: float | None = None
     mirrored: bool = False
     flags: tuple[Flag, ...] = ()
+    log10_lr: float = math.nan
+    lr_interval: tuple[float, float] = (math.nan, math.nan)
+    lr_in_range: bool | None = None
+    lr_reason: str | None = None
+    lr_at_bound: bool | None = None
+    lead: bool = False
 
     @property
     def flagged(self) -> bool:
         return bool(self.flags)
 
+    @property
+    def lr(self) -> float:
+        """The likelihood ratio (NaN when none applies: the legacy score rule decides)."""
+        return 10.0**self.log10_lr
+
     def as_dict(self) -> dict:
-        return {**asdict(self), "flagged": self.flagged}
+        """Fields for JSON (an absent LR is None, never NaN)."""
+        return _no_nan({**asdict(self), "flagged": self.flagged})
 
 
 @dataclass
@@ -308,7 +325,9 @@ class SearchResult:
 
     ``n_in_scope`` exhibits matched the scope (the query itself excluded);
     ``n_rescored`` of them got the full comparison. ``query_flags`` are the preparation
-    flags of the query (see `Flag`). Iterates over `Candidate` rows.
+    flags of the query (see `Flag`). ``threshold`` is the legacy score threshold,
+    ``lr_threshold`` the log10 LR a lead needs under the model ``lr_model`` (NaN and None
+    without one). Iterates over `Candidate` rows.
     """
 
     candidates: list[Candidate]
@@ -318,6 +337,8 @@ class SearchResult:
     threshold: float = 0.0
     scope: Scope = field(default_factory=Scope)
     query_flags: tuple[Flag, ...] = ()
+    lr_threshold: float = math.nan
+    lr_model: str | None = None
 
     def __iter__(self):
         return iter(self.candidates)
@@ -334,6 +355,8 @@ class SearchResult:
             "n_in_scope": self.n_in_scope,
             "n_rescored": self.n_rescored,
             "threshold": self.threshold,
+            "lr_threshold": self.lr_threshold,
+            "lr_model": self.lr_model,
             "scope": {k: v for k, v in asdict(self.scope).items() if v is not None},
             "query_flags": [f.as_dict() for f in self.query_flags],
             "candidates": [c.as_dict() for c in self.candidates],
@@ -342,7 +365,15 @@ class SearchResult:
 
 @dataclass(frozen=True)
 class Lead:
-    """A pair of exhibits from different cases whose score passes the threshold.
+    """A pair of exhibits from different cases whose LR reaches the lead threshold (the
+    score, for pairs stored without LR features), or that an examiner confirmed.
+
+    ``log10_lr`` is the bounded log10 likelihood ratio under the model ``lr_model``,
+    ``lr_interval`` its 90 % interval (LR units), ``lr_in_range`` False (with
+    ``lr_reason``) when the comparison is unlike the model's training data, and
+    ``lr_at_bound`` True when the LR is held at a bound the data support (see
+    `balllink.evidence.Evidence`); NaN / None for pairs without an LR. ``score`` is the
+    legacy comparison score.
 
     ``flags_a`` / ``flags_b`` are the preparation flags of either exhibit (see `Flag`):
     a lead on a flagged exhibit rests on a scan whose preparation was doubtful, and says
@@ -368,20 +399,45 @@ class Lead:
     mirrored: bool | None = None
     flags_a: tuple[Flag, ...] = ()
     flags_b: tuple[Flag, ...] = ()
+    log10_lr: float = math.nan
+    lr_interval: tuple[float, float] = (math.nan, math.nan)
+    lr_in_range: bool | None = None
+    lr_reason: str | None = None
+    lr_at_bound: bool | None = None
+    lr_model: str | None = None
 
     @property
     def flagged(self) -> bool:
         """True when either exhibit carries a preparation flag."""
         return bool(self.flags_a or self.flags_b)
 
+    @property
+    def lr(self) -> float:
+        """The likelihood ratio (NaN for a pair without one)."""
+        return 10.0**self.log10_lr
+
     def as_dict(self) -> dict:
-        return {**asdict(self), "flagged": self.flagged}
+        """Fields for JSON (an absent LR is None, never NaN)."""
+        return _no_nan({**asdict(self), "flagged": self.flagged})
 
     def as_row(self) -> dict:
-        """Flat fields for CSV and tables: flags as ``code: message; ...`` text."""
+        """Flat fields for CSV and tables: flags as ``code: message; ...`` text, the LR
+        interval as ``lr_lo`` / ``lr_hi`` (LR units)."""
         row = self.as_dict()
         row["flags_a"], row["flags_b"] = flags_text(self.flags_a), flags_text(self.flags_b)
+        row["lr_lo"], row["lr_hi"] = row.pop("lr_interval") or (None, None)
         return row
+
+
+def _no_nan(d: dict) -> dict:
+    """The LR fields of a row with NaN replaced by None (JSON has no NaN)."""
+    for k in ("log10_lr", "lr_interval"):
+        v = d.get(k)
+        if isinstance(v, float) and not math.isfinite(v):
+            d[k] = None
+        elif isinstance(v, tuple | list) and not all(math.isfinite(x) for x in v):
+            d[k] = None
+    return d
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ import numpy as np
 
 from ._files import csv_row
 from ._grid import warp_weighted
+from ._lr_text import lr_html, lr_line, lr_rows, lr_text
 from ._scan import Scan
 from .comparison import Comparison
 from .leads import Lead, SearchResult, flags_text
@@ -271,15 +272,16 @@ def lead_report(
     ]
     p_chance = next((c.p_chance for c in cands if c.exhibit_id == lead.b), None)
     score_rows = [
-        {"measure": "score (stored)", "value": lead.score},
+        *lr_rows(lead, db.lr_model),
+        {"measure": "legacy score (stored)", "value": lead.score},
         {"measure": "CMC count (stored)", "value": lead.cmc_count},
-        {"measure": "score (recomputed)", "value": float(cmp.score)},
+        {"measure": "legacy score (recomputed)", "value": float(cmp.score)},
         {"measure": "CMC count (recomputed)", "value": int(cmp.cmc_count)},
         {"measure": "rotation of b (deg)", "value": float(cmp.rotation_deg)},
         {"measure": "translation of b (dy, dx) µm", "value": tuple(cmp.translation_um)},
         {"measure": "b compared as its mirror image (stored)", "value": _yes_no(lead.mirrored)},
         {"measure": "b compared as its mirror image (recomputed)", "value": _yes_no(cmp.mirrored)},
-        {"measure": "lead threshold", "value": db.threshold},
+        {"measure": "legacy score threshold (pairs without LR)", "value": db.threshold},
         {"measure": "P(score this high by chance)", "value": p_chance},
         {"measure": "cross-jurisdiction", "value": lead.cross_jurisdiction},
         {"measure": "status", "value": f"{lead.status} {lead.examiner or ''}".strip()},
@@ -295,7 +297,8 @@ def lead_report(
             "CMC": c.cmc_count,
             "rotation°": c.rotation_deg,
             "p_chance": c.p_chance,
-            "lead": "yes" if c.score >= db.threshold else "",
+            "LR": lr_text(c.log10_lr, c.lr_interval, c.lr_in_range, c.lr_reason, c.lr_at_bound),
+            "lead": "yes" if c.lead else "",
             "mirrored": "yes" if c.mirrored else "",
             "flags": flags_text(c.flags),
         }
@@ -307,8 +310,9 @@ def lead_report(
 <style>{_CSS}</style></head><body>
 <h1>{html.escape(title)}</h1>
 <p class="lead">{"Cross-jurisdiction lead" if lead.cross_jurisdiction else "Lead"}:
-score {lead.score:.4g} (threshold {db.threshold:.4g}), {lead.cmc_count} congruent cells.
+{html.escape(lr_line(lead))}legacy score {lead.score:.4g}, {lead.cmc_count} congruent cells.
 Examiner review required; this is an investigative lead, not an identification.</p>
+{lr_html(lead)}
 {_flags_html(lead)}
 <h2>Exhibits</h2>{_table(meta_rows, ["field", "a", "b"])}
 <h2>Scores</h2>{_table(score_rows, ["measure", "value"])}
@@ -354,7 +358,9 @@ def leads_geojson(db, leads: Sequence[Lead]) -> dict:
                     "coordinates": [[ea.lon, ea.lat], [eb.lon, eb.lat]],
                 },
                 "properties": {
-                    **lead.as_dict(),
+                    **lead.as_row(),
+                    "flags_a": [f.as_dict() for f in lead.flags_a],
+                    "flags_b": [f.as_dict() for f in lead.flags_b],
                     "occurred_a": ea.occurred,
                     "occurred_b": eb.occurred,
                 },
@@ -371,7 +377,9 @@ def leads_csv(leads: Sequence[Lead], fh) -> None:
     """Write lead rows as CSV to an open text file.
 
     One column per `Lead` field plus ``flagged``; ``flags_a`` / ``flags_b`` hold each
-    exhibit's preparation flags as ``code: message; code: message`` (empty when none).
+    exhibit's preparation flags as ``code: message; code: message`` (empty when none);
+    the LR as ``log10_lr``, ``lr_lo``, ``lr_hi`` (its 90 % interval, LR units),
+    ``lr_in_range``, ``lr_reason``, ``lr_at_bound``, ``lr_model`` (empty without one).
     Cells are neutralised against formula injection (`balllink._files.csv_safe`).
 
     Examples
@@ -382,14 +390,17 @@ def leads_csv(leads: Sequence[Lead], fh) -> None:
     ...             "2025-01-01", False, (), (Flag("small_area", "1.1 mm²"),))
     >>> buf = io.StringIO()
     >>> leads_csv([lead], buf)
-    >>> buf.getvalue().splitlines()[1].split(",")[-3:]
-    ['', 'small_area: 1.1 mm²', 'True']
+    >>> row = dict(zip(*[r.split(",") for r in buf.getvalue().splitlines()]))
+    >>> row["flags_b"], row["flagged"], row["log10_lr"], row["lr_lo"]
+    ('small_area: 1.1 mm²', 'True', '', '')
     """
-    names = [*Lead.__dataclass_fields__, "flagged"]
-    writer = csv.DictWriter(fh, fieldnames=names)
+    names = [f for f in Lead.__dataclass_fields__ if f != "lr_interval"]
+    names[names.index("log10_lr") + 1 : names.index("log10_lr") + 1] = ["lr_lo", "lr_hi"]
+    writer = csv.DictWriter(fh, fieldnames=[*names, "flagged"])
     writer.writeheader()
     for lead in leads:
-        writer.writerow(csv_row(lead.as_row()))
+        row = {k: None if v != v else v for k, v in lead.as_row().items()}  # NaN: empty
+        writer.writerow(csv_row(row))
 
 
 def score_histogram(scores, same, threshold: float, path, *, title: str = "") -> None:

@@ -20,6 +20,7 @@ from ._common import (
     expand,
     flag_codes,
     format_table,
+    lead_lr,
     lead_rows,
     open_db,
     series_rows,
@@ -190,17 +191,20 @@ def cmd_search(args) -> int:
             "exhibit": c.exhibit_id,
             "case": c.case_id,
             "agency": c.agency,
+            "LR": lead_lr(c),
             "score": c.score,
             "cmc": c.cmc_count,
             "rot°": c.rotation_deg,
             "p_chance": c.p_chance,
-            "lead": "LEAD" if c.score >= res.threshold else "",
+            "lead": "LEAD" if c.lead else "",
             "mirrored": "M" if c.mirrored else "",
             "flags": flag_codes(c.flags),
         }
         for c in res
     ]
-    head = f"{res.n_in_scope} exhibit(s) in scope, {res.n_rescored} rescored"
+    head = f"{res.n_in_scope} exhibit(s) in scope, {res.n_rescored} rescored; " + _rule(
+        res.lr_threshold, res.threshold
+    )
     if res.query_flags:
         head += "\nquery flagged: " + "; ".join(map(str, res.query_flags))
     emit(args, res.as_dict(), head + "\n" + format_table(rows))
@@ -227,7 +231,8 @@ def cmd_leads(args) -> int:
                 out.write(json.dumps(report.leads_geojson(db, leads), indent=2) + "\n")
             else:
                 rows = lead_rows(leads, full=True)
-                out.write(f"{len(leads)} lead(s) at threshold {db.threshold:g}\n")
+                rule = _rule(db.lr_model.lead_log10_lr, db.threshold, args.threshold)
+                out.write(f"{len(leads)} lead(s); {rule}\n")
                 out.write(format_table(rows) + "\n")
         finally:
             if args.output:
@@ -235,6 +240,12 @@ def cmd_leads(args) -> int:
         if fmt != "table" or args.output:
             db.log_event("export", what="leads", format=fmt, n=len(leads), path=args.output)
     return 0
+
+
+def _rule(lead_log10: float, threshold: float, given: float | None = None) -> str:
+    """The lead rule in force, in words."""
+    t = threshold if given is None else given
+    return f"lead at LR >= {10.0**lead_log10:.3g} (score >= {t:g} for pairs without LR)"
 
 
 def _until(created: str, until: str) -> bool:
@@ -251,7 +262,17 @@ def _until(created: str, until: str) -> bool:
 def cmd_series(args) -> int:
     with open_db(args) as db:
         series = db.series(args.threshold)
-    text = f"{len(series)} series\n" + format_table(series_rows(series))
+        by_id = {x.id: x for x in db.leads(args.threshold)}
+        rule = _rule(db.lr_model.lead_log10_lr, db.threshold, args.threshold)
+    best = {}
+    for n, s in enumerate(series):
+        ranked = sorted(
+            (by_id[i] for i in s.leads if i in by_id and by_id[i].log10_lr == by_id[i].log10_lr),
+            key=lambda x: -x.log10_lr,
+        )
+        if ranked:
+            best[n] = lead_lr(ranked[0])
+    text = f"{len(series)} series; {rule}\n" + format_table(series_rows(series, best))
     emit(args, [s.as_dict() for s in series], text)
     return 0
 

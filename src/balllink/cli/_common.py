@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from ..database import LeadDatabase
+from ..leads import lr_text
 
 __all__ = [
     "SCAN_SUFFIXES",
@@ -31,6 +32,7 @@ __all__ = [
     "flag_codes",
     "format_table",
     "lead_flags",
+    "lead_lr",
     "lead_rows",
     "open_db",
     "read_truth",
@@ -86,6 +88,11 @@ def lead_flags(lead) -> str:
     return " ".join(f"{s}:{codes}" for s, codes in sides)
 
 
+def lead_lr(x) -> str:
+    """The LR of a lead or candidate as one cell (``-`` when it has none)."""
+    return lr_text(x.log10_lr, x.lr_interval, x.lr_in_range, x.lr_reason, x.lr_at_bound) or "-"
+
+
 def lead_rows(leads, *, full: bool) -> list[dict]:
     """Table rows of leads; ``full`` adds the case numbers and the review status."""
     rows = []
@@ -94,6 +101,7 @@ def lead_rows(leads, *, full: bool) -> list[dict]:
             "lead": x.id,
             "a": x.a,
             "b": x.b,
+            "LR": lead_lr(x),
             "score": x.score,
             "cmc": x.cmc_count,
             "agencies": f"{x.agency_a}/{x.agency_b}",
@@ -138,9 +146,11 @@ def expand(paths) -> list[Path]:
     return out
 
 
-def series_rows(series) -> list[dict]:
+def series_rows(series, best_lr: dict | None = None) -> list[dict]:
+    """Table rows of series; ``best_lr`` (series number -> text) adds the strongest LR."""
     return [
         {
+            **({"best LR": best_lr.get(n, "-")} if best_lr is not None else {}),
             "series": n + 1,
             "exhibits": len(s.exhibits),
             "ids": ",".join(map(str, s.exhibits)),

@@ -30,6 +30,7 @@ from ._commands import (
 )
 from ._common import bbox_arg, date_arg, db_path, error_line, spacing_arg
 from ._demo import cmd_demo
+from ._lr_cmd import cmd_calibrate, cmd_threshold
 from ._validate_cmd import cmd_validate
 
 __all__ = ["build_parser", "main"]
@@ -173,6 +174,20 @@ def build_parser() -> argparse.ArgumentParser:
     q = audit.add_parser("verify", parents=[common], help="verify the chain and the rows")
     q.add_argument("--head", help="an audit head kept elsewhere: fail when not in the chain")
     q.set_defaults(func=cmd_audit_verify)
+
+    # ---- likelihood ratios (issue 13): calibrate, threshold ----------------------------
+    p = sub.add_parser(
+        "calibrate", parents=[common], help="fit, validate and use an LR model on labelled exhibits"
+    )
+    p.add_argument("--truth", required=True, help="CSV: file,firearm (file = source base name)")
+    p.add_argument("--kind", choices=("count", "score"), default="count")
+    p.add_argument("--target-rate", type=float, help="target false-lead rate (default 1e-4)")
+    p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser("threshold", parents=[common], help="the LR lead threshold; set its rate")
+    p.add_argument("--target-rate", type=float, help="set the target false-lead rate")
+    p.set_defaults(func=cmd_threshold)
+    # ---- end of likelihood ratios ------------------------------------------------------
 
     p = sub.add_parser("bench", parents=[common], help="ingest rate and search latency")
     p.add_argument("--sizes", default="1000", help="comma-separated database sizes")

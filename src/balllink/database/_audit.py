@@ -23,6 +23,8 @@ from ._schema import Sql, now
 
 __all__ = [
     "COVERED",
+    "COVERED_IF_SET",
+    "COVERED_SETTINGS",
     "AuditReport",
     "AuditTrail",
     "audit_hash",
@@ -49,8 +51,14 @@ COVERED: dict[str, tuple[str, ...]] = {
     "lead_status": ("id", "lead", "status", "examiner", "time", "note"),
     "settings": ("key", "value"),
 }  # fmt: skip
-#: The settings whose rows are evidence (the others are bookkeeping).
-COVERED_SETTINGS = ("threshold",)
+#: Columns added later to a table: part of a row's hash only when not NULL, so that the
+#: rows stored before them hash exactly as they did (schema version 4: LR features).
+COVERED_IF_SET: dict[str, tuple[str, ...]] = {
+    "comparisons": ("n_cells", "raw_score", "source_spacing_um"),
+}
+#: The settings whose rows are evidence (the others are bookkeeping): the legacy score
+#: threshold, the LR model in force and the target false-lead rate.
+COVERED_SETTINGS = ("threshold", "lr_model", "lead_rate")
 
 
 def row_hash(table: str, row) -> str:
@@ -58,10 +66,17 @@ def row_hash(table: str, row) -> str:
 
     Examples
     --------
+    Columns of `COVERED_IF_SET` count only when they hold a value (a row stored before
+    they existed hashes as it always did).
+
     >>> row_hash("settings", {"key": "threshold", "value": "0.5"})[:12]
     '0da136ec85b5'
     """
     values = [row[c] for c in COVERED[table]]
+    keys = row.keys() if hasattr(row, "keys") else ()
+    values += [
+        [c, row[c]] for c in COVERED_IF_SET.get(table, ()) if c in keys and row[c] is not None
+    ]
     payload = json.dumps([table, values], separators=(",", ":"), default=repr)
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 

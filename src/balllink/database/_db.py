@@ -17,11 +17,13 @@ from ..io import read_scan
 from ..leads import Lead, Scope, SearchResult, Series
 from ..preprocessing import prepare_if_needed
 from ._audit import AuditReport, AuditTrail, identity
+from ._calibrate import EvidenceMethods
 from ._check import CheckReport, check, orphaned
 from ._exhibits import Exhibit, Exhibits
 from ._index_cache import IndexCache
 from ._ingest import Ingester, IngestReport
 from ._leads import LeadBook
+from ._lr import LRBook
 from ._schema import Sql
 from ._search import Retrieval, Searcher, scope_where
 from ._settings import Settings
@@ -34,13 +36,17 @@ SQLITE_NAME = "leads.sqlite"
 log = logging.getLogger(__name__)
 
 
-class LeadDatabase:
+class LeadDatabase(EvidenceMethods):
     """The embedded lead database (a folder; created if missing).
 
     One folder holds everything: ``leads.sqlite`` (exhibits, comparisons, lead status,
     audit trail; SQLite, WAL), ``scans/ab/<sha256>.npz`` (prepared scans, named by content
     hash), ``index.faiss``, ``index.ids.npy``, ``index.json`` (the candidate index and its
-    manifest) and ``write.lock`` (held by the one process that writes). Folders it creates
+    manifest), ``models/<id>.json`` (the likelihood-ratio models it used; see `lr_model`,
+    `use_model`, `calibrate`) and ``write.lock`` (held by the one process that writes).
+    Leads follow the LR of the model in force (threshold from a target false-lead rate,
+    `set_lead_rate`); pairs stored without LR features keep the score threshold.
+    Folders it creates
     are private (``0700``) and the files it writes take the read/write bits of their folder
     (``0600``; ``chmod -R g+rwX`` the folder to share it with a group). Killing a process
     at any moment leaves a database that opens, passes `check`, and completes the same
@@ -140,17 +146,18 @@ class LeadDatabase:
         self._index = IndexCache(self.path, self._exhibits, self._lock, index_class)
         self._index.readonly = self.readonly
         self._settings = Settings(self._sql, self._audit)
+        self._lr = LRBook(self._sql, self._audit, self.path)
         self._searcher = Searcher(
-            self._sql, self._exhibits, self._index, self._settings, self._audit,
+            self._sql, self._exhibits, self._index, self._settings, self._audit, self._lr,
             read=reader or read_scan,
             prepare=preparer or prepare_if_needed,
             compare_many=comparer or compare_many,
         )  # fmt: skip
         self._ingester = Ingester(
             self._sql, self._exhibits, self._index, self._searcher, self._settings,
-            self._audit, self._lock,
+            self._audit, self._lock, self._lr,
         )  # fmt: skip
-        self._leads = LeadBook(self._sql, self._exhibits, self._audit)
+        self._leads = LeadBook(self._sql, self._exhibits, self._audit, self._lr)
         if threshold is not None and self.readonly:
             self.threshold = threshold  # this session only: a read-only database keeps its own
         elif threshold is not None:
@@ -457,12 +464,15 @@ class LeadDatabase:
         cross_only: bool = False,
         agencies: Sequence[str] | None = None,
     ) -> list[Lead]:
-        """Lead pairs: compared exhibits of different cases scoring at least ``threshold``
-        (default: the database's), plus pairs an examiner confirmed; best first.
+        """Lead pairs: compared exhibits of different cases whose LR reaches the lead
+        threshold of the model in force (`lr_model`), or, for pairs without an LR, whose
+        score reaches ``threshold`` (default: the database's), plus pairs an examiner
+        confirmed; by LR, then score (best first).
 
         Each `Lead` carries the preparation flags of both exhibits (``flags_a``,
         ``flags_b``; ``flagged`` when either has some) and whether ``b`` was compared as
-        its mirror image (``mirrored``).
+        its mirror image (``mirrored``), and its LR (``log10_lr``, ``lr_interval``,
+        ``lr_in_range``, ``lr_reason``; NaN / None without one).
 
         Parameters
         ----------
@@ -503,8 +513,9 @@ class LeadDatabase:
         self._leads.set_status(lead_id, status, examiner=examiner, note=note)
 
     def series(self, threshold: float | None = None) -> list[Series]:
-        """Connected groups of exhibits joined by leads or confirmations (rejected leads
-        do not join): one gun, several shootings. Largest first."""
+        """Connected groups of exhibits joined by leads (the rule of `leads`) or
+        confirmations (rejected leads do not join): one gun, several shootings. Largest
+        first."""
         return self._leads.series(self.threshold if threshold is None else float(threshold))
 
     # ------------------------------------------------------------------ check
@@ -520,4 +531,7 @@ class LeadDatabase:
         head : str, optional
             An audit head kept elsewhere (`audit_head`): a problem when not in the chain.
         """
-        return check(self._sql, self._exhibits, self._index, self._audit, deep=deep, head=head)
+        rep = check(self._sql, self._exhibits, self._index, self._audit, deep=deep, head=head)
+        if not any(p.startswith("database file is damaged") for p in rep.problems):
+            self._lr.check(rep.problems, rep.warnings, rep.counts)
+        return rep

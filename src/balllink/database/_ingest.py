@@ -24,6 +24,7 @@ from ..leads import KINDS, Flag, Scope, flags_json, iso_date
 from ._audit import AuditTrail
 from ._exhibits import FIELDS, Exhibits, prepared_flags
 from ._index_cache import IndexCache
+from ._lr import LRBook, features_of
 from ._schema import DiskFullError, Sql, is_disk_full, now
 from ._search import Searcher
 from ._settings import Settings
@@ -205,7 +206,9 @@ class Ingester:
         settings: Settings,
         audit: AuditTrail,
         lock: WriteLock,
+        lr: LRBook,
     ):
+        self._lr = lr
         self._sql = sql
         self._exhibits = exhibits
         self._index = index
@@ -305,20 +308,22 @@ class Ingester:
                 + " (ingest without strict to store it flagged)"
             )
         rel = self._exhibits.store.save(prep, scan_hash)  # file first, row after
-        comparisons, cand_ids = [], []
+        comparisons, cand_ids, feats = [], [], []
         if correlate and self._exhibits.count():
             cand_ids = self._searcher.retrieve(prep, scope).ids
             cand_ids, cands = self._exhibits.loadable(cand_ids)  # damaged: skipped, warned
             if cand_ids:
                 comparisons = self._searcher.compare_many(prep, cands)
+                feats = [features_of(c, prep, s) for c, s in zip(comparisons, cands)]
         new = NewExhibit(prep, values, source, source_hash, scan_hash, rel, flags)
-        stored = self._insert(new, cand_ids, comparisons)
+        stored = self._insert(new, cand_ids, comparisons, feats)
         self._exhibits.store.remember(stored.exhibit_id, prep)
         self._index.add_new(stored.exhibit_id, prep, now_=correlate)
         return Outcome(stored.exhibit_id, False, len(comparisons), stored.leads, flags)
 
-    def _insert(self, new: NewExhibit, cand_ids: Sequence[int], comparisons) -> Stored:
-        """The exhibit row, its comparisons and the audit record: one transaction."""
+    def _insert(self, new: NewExhibit, cand_ids: Sequence[int], comparisons, feats) -> Stored:
+        """The exhibit row, its comparisons, their LRs and the audit record: one
+        transaction."""
         prep, values, flags = new.prep, new.values, new.flags
         created = now()
         with self._sql.tx(f"store exhibit {new.source or new.scan_hash[:12]}") as con:
@@ -344,31 +349,9 @@ class Ingester:
                 ),
             )
             eid = int(cur.lastrowid)
-            leads, comp_ids = [], []
-            cases = {r["id"]: r["case_id"] for r in self._exhibits.summaries(cand_ids).values()}
-            for cid, cmp in zip(cand_ids, comparisons):
-                score = float(cmp.score)
-                dy, dx = (float(v) for v in cmp.translation_um)
-                cur = con.execute(
-                    "INSERT INTO comparisons (a, b, query, score, cmc_count, rotation_deg, "
-                    "dy_um, dx_um, reason, created, mirrored) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                    (
-                        min(cid, eid),
-                        max(cid, eid),
-                        eid,
-                        score if np.isfinite(score) else 0.0,
-                        int(cmp.cmc_count),
-                        float(cmp.rotation_deg),
-                        dy,
-                        dx,
-                        cmp.reason or None,
-                        created,
-                        int(bool(cmp.mirrored)),
-                    ),
-                )
-                comp_ids.append(int(cur.lastrowid))
-                if score >= self._settings.threshold and cases[cid] != values["case_id"]:
-                    leads.append(int(cur.lastrowid))
+            leads, comp_ids = self._comparisons(
+                con, eid, values["case_id"], cand_ids, comparisons, feats, created
+            )
             self._audit.append(
                 "ingest",
                 covers=[("exhibits", [eid]), ("comparisons", comp_ids)],
@@ -383,3 +366,80 @@ class Ingester:
                 flags=[f.code for f in flags],
             )
         return Stored(eid, leads)
+
+    def _comparisons(self, con, eid, case_id, cand_ids, comparisons, feats, created):
+        """Insert the comparisons of exhibit ``eid`` (the query) with ``cand_ids`` and their
+        LRs (inside a transaction); returns (lead comparison ids, comparison ids)."""
+        model = self._lr.base() if comparisons else None
+        comp_ids, with_lr = [], []
+        cases = {r["id"]: r["case_id"] for r in self._exhibits.summaries(cand_ids).values()}
+        for cid, cmp, f in zip(cand_ids, comparisons, feats):
+            score = float(cmp.score)
+            dy, dx = (float(v) for v in cmp.translation_um)
+            cur = con.execute(
+                "INSERT INTO comparisons (a, b, query, score, cmc_count, rotation_deg, "
+                "dy_um, dx_um, reason, created, mirrored, n_cells, raw_score, "
+                "source_spacing_um) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    min(cid, eid), max(cid, eid), eid,
+                    score if np.isfinite(score) else 0.0, int(cmp.cmc_count),
+                    float(cmp.rotation_deg), dy, dx, cmp.reason or None, created,
+                    int(bool(cmp.mirrored)), *f,
+                ),
+            )  # fmt: skip
+            comp_ids.append(int(cur.lastrowid))
+            usable = f.n_cells is not None and (model.kind == "count" or f.raw_score is not None)
+            if usable and self._lr.applies(model, cmp):
+                with_lr.append(int(cur.lastrowid))
+        leads = self._leads_among(con, model, comp_ids, with_lr, lambda cid: cases[cid] != case_id)
+        return leads, comp_ids
+
+    def add_comparisons(self, eid: int, cand_ids: Sequence[int], *, why: str) -> list[int]:
+        """Compare stored exhibit ``eid`` with the stored ``cand_ids`` (pairs not compared
+        yet) and store the comparisons as an ingest does, with their LRs and an audit
+        record ``compare`` (``why`` says what for). Returns the comparison ids."""
+        self._sql.require_writable("store comparisons")
+        cand_ids, cands = self._exhibits.loadable(list(cand_ids))
+        if not cand_ids:
+            return []
+        query = self._exhibits.scan(eid)
+        comparisons = self._searcher.compare_many(query, cands)
+        feats = [features_of(c, query, s) for c, s in zip(comparisons, cands)]
+        case_id = self._exhibits.get(eid).case_id
+        with self._sql.tx(f"store the comparisons of exhibit {eid}") as con:
+            leads, comp_ids = self._comparisons(
+                con, eid, case_id, cand_ids, comparisons, feats, now()
+            )
+            self._audit.append(
+                "compare", covers=[("comparisons", comp_ids)], exhibit=eid,
+                compared=len(comp_ids), new_leads=leads, why=why,
+            )  # fmt: skip
+        return comp_ids
+
+    def _leads_among(self, con, model, comp_ids, with_lr, other_case) -> list[int]:
+        """Store the LRs of the new comparisons; the ones that are leads by the database's
+        rule (`LeadBook`): LR at the threshold, else (no LR) score at the threshold."""
+        if not comp_ids:
+            return []
+        q = ",".join("?" * len(comp_ids))
+        rows = {
+            r["id"]: r
+            for r in con.execute(f"SELECT * FROM comparisons WHERE id IN ({q})", comp_ids)
+        }
+        if with_lr:
+            self._lr.pin(con)  # the model these LRs are computed with stays in the database
+        llr = self._lr.insert(con, model, [rows[i] for i in with_lr])
+        by_lr = dict(zip(with_lr, llr.tolist()))
+        lead_t = self._lr.lead_log10() - 1e-12 if by_lr else math.inf
+        leads = []
+        for i in comp_ids:
+            r = rows[i]
+            if not other_case(r["a"] if r["a"] != r["query"] else r["b"]):
+                continue
+            if i in by_lr:
+                short = (r["reason"] or "").startswith("too little evidence")
+                if by_lr[i] >= lead_t and not short:
+                    leads.append(i)
+            elif r["score"] >= self._settings.threshold:
+                leads.append(i)
+        return leads

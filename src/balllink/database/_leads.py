@@ -1,25 +1,43 @@
-"""Leads of a database: the lead query, the examiners' status workflow, series."""
+"""Leads of a database: the lead query, the examiners' status workflow, series.
+
+The lead rule: a compared pair of different cases is a lead when its LR under the model
+in force reaches the lead threshold (and the comparison had enough evidence), or, when it
+has no LR (stored before LRs, or by a comparer that reports no cells), when its score
+reaches the legacy score threshold; a pair an examiner confirmed is a lead either way.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from ..errors import DatabaseError
 from ..leads import STATUSES, Lead, Series, find_series
 from ._audit import AuditTrail
 from ._exhibits import Exhibits, stored_flags
+from ._lr import LRBook
 from ._schema import LATEST_STATUS, Sql, now
 
-__all__ = ["LeadBook"]
+__all__ = ["IS_LEAD", "LeadBook"]
+
+#: The lead rule on a comparison ``c`` with its LR ``l`` (LEFT JOIN on the model in
+#: force); parameters: the log10 LR threshold, then the legacy score threshold.
+IS_LEAD = (
+    "((l.log10_lr IS NOT NULL AND l.log10_lr >= ? "
+    "AND coalesce(c.reason, '') NOT LIKE 'too little evidence%') "
+    "OR (l.log10_lr IS NULL AND c.score >= ?))"
+)
 
 _LEADS_SQL = (
     "SELECT c.id, c.a, c.b, c.score, c.cmc_count, c.created, c.mirrored, "
     "ea.agency AS agency_a, eb.agency AS agency_b, ea.case_id AS case_a, "
     "eb.case_id AS case_b, ea.flags AS flags_a, eb.flags AS flags_b, "
-    "s.status, s.examiner, s.time AS status_time "
+    "s.status, s.examiner, s.time AS status_time, "
+    "l.log10_lr, l.lo, l.hi, l.in_range, l.reason AS lr_reason "
     "FROM comparisons c JOIN exhibits ea ON ea.id = c.a JOIN exhibits eb ON eb.id = c.b "
     f"LEFT JOIN ({LATEST_STATUS}) s ON s.lead = c.id "
-    "WHERE ea.case_id != eb.case_id AND (c.score >= ? OR s.status = 'confirmed')"
+    "LEFT JOIN lr l ON l.comparison = c.id AND l.model = ? "
+    "WHERE ea.case_id != eb.case_id"
 )
 
 
@@ -30,7 +48,8 @@ def _names(value: str | Sequence[str]) -> list[str]:
 class LeadBook:
     """The stored comparisons of one database read as leads, their statuses and series."""
 
-    def __init__(self, sql: Sql, exhibits: Exhibits, audit: AuditTrail):
+    def __init__(self, sql: Sql, exhibits: Exhibits, audit: AuditTrail, lr: LRBook):
+        self._lr = lr
         self._sql = sql
         self._exhibits = exhibits
         self._audit = audit
@@ -45,12 +64,18 @@ class LeadBook:
         agencies: Sequence[str] | None = None,
         lead_id: int | None = None,
     ) -> list[Lead]:
-        """Pairs of different cases scoring at least ``threshold``, or confirmed; best first."""
+        """Pairs of different cases that are leads by the rule (``threshold``: the legacy
+        score threshold), or confirmed; by LR, then score (best first). With ``lead_id``:
+        that pair, lead or not."""
         sql = _LEADS_SQL
-        params: list = [threshold]
+        mid = self._lr.model_id
+        params: list = [mid]
         if lead_id is not None:
             sql += " AND c.id = ?"
             params.append(int(lead_id))
+        else:
+            sql += f" AND ({IS_LEAD} OR s.status = 'confirmed')"
+            params += [self._lr.lead_log10() - 1e-12, threshold]
         if since:
             sql += " AND c.created >= ?"
             params.append(str(since))
@@ -68,11 +93,13 @@ class LeadBook:
                 raise ValueError(f"unknown lead status {sorted(bad)}; use {STATUSES}")
             sql += f" AND coalesce(s.status, 'new') IN ({','.join('?' * len(statuses))})"
             params += statuses
-        sql += " ORDER BY c.score DESC, c.id"
-        return [_lead(r) for r in self._sql().execute(sql, params)]
+        sql += " ORDER BY coalesce(l.log10_lr, -1e308) DESC, c.score DESC, c.id"
+        rows = self._sql().execute(sql, params).fetchall()
+        bounds = self._lr.base().bounds if any(r["log10_lr"] is not None for r in rows) else ()
+        return [_lead(r, mid, bounds) for r in rows]
 
     def lead(self, lead_id: int) -> Lead:
-        found = self.leads(float("-inf"), lead_id=int(lead_id))
+        found = self.leads(math.inf, lead_id=int(lead_id))
         if found:
             return found[0]
         raise DatabaseError(f"{self._sql.label}: no lead with id {lead_id}")
@@ -136,8 +163,22 @@ class LeadBook:
         return out
 
 
-def _lead(r) -> Lead:
+def _lead(r, model_id: str, bounds) -> Lead:
+    has = r["log10_lr"] is not None
+    lr = (
+        dict(
+            log10_lr=float(r["log10_lr"]),
+            lr_interval=(10.0 ** r["lo"], 10.0 ** r["hi"]),
+            lr_in_range=bool(r["in_range"]),
+            lr_reason=r["lr_reason"],
+            lr_at_bound=bool(r["log10_lr"] <= bounds[0] or r["log10_lr"] >= bounds[1]),
+            lr_model=model_id,
+        )
+        if has
+        else {}
+    )
     return Lead(
+        **lr,
         id=r["id"],
         a=r["a"],
         b=r["b"],

@@ -74,7 +74,7 @@ def sqlite_failure(label: str, exc: sqlite3.Error, doing: str) -> DatabaseError:
     )
 
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _V1 = """
 CREATE TABLE IF NOT EXISTS schema_version (
@@ -175,9 +175,33 @@ INSERT OR REPLACE INTO settings VALUES ('audit_coverage', json_object(
     'threshold', (SELECT value FROM settings WHERE key = 'threshold')))
 """
 
+# Version 4: likelihood ratios (issue 13). Each comparison keeps what its LR is computed
+# from: the cells compared in both directions, the raw score and the coarser source
+# spacing of the pair (NULL for comparisons stored before, and for comparers that report no
+# cells: those keep the legacy score rule). ``lr`` holds the bounded log10 LR of each
+# comparison under each model (`balllink.evidence.LRModel`, files under ``models/``):
+# derived from the comparison's features and the model file, so recomputable and not
+# covered by the audit rows (``check`` recomputes it).
+_V4 = """
+ALTER TABLE comparisons ADD COLUMN n_cells INTEGER;
+ALTER TABLE comparisons ADD COLUMN raw_score REAL;
+ALTER TABLE comparisons ADD COLUMN source_spacing_um REAL;
+CREATE TABLE IF NOT EXISTS lr (
+    comparison INTEGER NOT NULL REFERENCES comparisons (id),
+    model TEXT NOT NULL,
+    log10_lr REAL NOT NULL,
+    lo REAL NOT NULL,
+    hi REAL NOT NULL,
+    in_range INTEGER NOT NULL CHECK (in_range IN (0, 1)),
+    reason TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (comparison, model)
+);
+CREATE INDEX IF NOT EXISTS lr_model_value ON lr (model, log10_lr)
+"""
+
 # version -> script that brings a database from version-1 to version. Version 1 creates.
 # A script, once released, never changes: databases in the field were made with it.
-_MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2, 3: _V3}
+_MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2, 3: _V3, 4: _V4}
 
 
 #: The latest status row of each lead (the one that counts).

@@ -3,11 +3,14 @@
 A search looks at the exhibits in a `Scope`; at most ``scope.max_rescore`` of them, the best
 the candidate index finds (all of them when there are fewer), are compared in full; each
 candidate's ``p_chance`` is the share of the database's non-match scores at least as high
-(`balllink.leads.chance_probability`).
+(`balllink.leads.chance_probability`); non-matches are the stored pairs that are not leads
+by the database's rule (`IS_LEAD`) and not confirmed, or rejected. Each candidate carries
+its LR under the model in force and whether it is a lead by that rule.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import replace
 from typing import NamedTuple
@@ -19,6 +22,8 @@ from ..leads import Candidate, Flag, Scope, SearchResult, chance_probability, is
 from ._audit import AuditTrail
 from ._exhibits import Exhibits, prepared_flags, stored_flags
 from ._index_cache import IndexCache
+from ._leads import IS_LEAD
+from ._lr import LRBook, features_of
 from ._schema import LATEST_STATUS, Sql
 from ._settings import Settings
 
@@ -79,26 +84,30 @@ class Query(NamedTuple):
 
 
 class NullScores:
-    """Scores of pairs taken as non-matches: below the threshold and not confirmed, or
-    rejected by an examiner. Cached until comparisons, statuses or the threshold change."""
+    """Scores of pairs taken as non-matches: not leads by the database's rule (`IS_LEAD`:
+    the LR of the model in force, else the score threshold) and not confirmed, or rejected
+    by an examiner. Cached until comparisons, statuses, LRs or thresholds change."""
 
     def __init__(self, sql: Sql):
         self._sql = sql
         self._cache: tuple[tuple, np.ndarray] | None = None
 
-    def get(self, threshold: float) -> np.ndarray:
+    def get(self, threshold: float, model_id: str = "", lead_log10: float = math.inf):
         con = self._sql()
         row = con.execute(
-            "SELECT (SELECT max(id) FROM comparisons), (SELECT max(id) FROM lead_status)"
+            "SELECT (SELECT max(id) FROM comparisons), (SELECT max(id) FROM lead_status), "
+            "(SELECT count(*) FROM lr WHERE model = ?)",
+            (model_id,),
         ).fetchone()
-        key = (row[0], row[1], threshold)
+        key = (row[0], row[1], row[2], threshold, model_id, lead_log10)
         if self._cache is not None and self._cache[0] == key:
             return self._cache[1]
         rows = con.execute(
             f"SELECT c.score FROM comparisons c LEFT JOIN ({LATEST_STATUS}) s ON s.lead = c.id "
-            "WHERE (c.score < ? AND coalesce(s.status, '') != 'confirmed') "
+            "LEFT JOIN lr l ON l.comparison = c.id AND l.model = ? "
+            f"WHERE (NOT {IS_LEAD} AND coalesce(s.status, '') != 'confirmed') "
             "OR s.status = 'rejected'",
-            (threshold,),
+            (model_id, lead_log10 - 1e-12, threshold),
         )
         null = np.sort(np.fromiter((r[0] for r in rows), dtype=np.float64))
         self._cache = (key, null)
@@ -119,6 +128,7 @@ class Searcher:
         index: IndexCache,
         settings: Settings,
         audit: AuditTrail,
+        lr: LRBook,
         *,
         read: Callable,
         prepare: Callable,
@@ -129,6 +139,7 @@ class Searcher:
         self._index = index
         self._settings = settings
         self._audit = audit
+        self._lr = lr
         self.read = read
         self.prepare = prepare
         self.compare_many = compare_many
@@ -196,11 +207,19 @@ class Searcher:
         ids, scans = self._exhibits.loadable(found.ids)  # damaged scans: skipped, warned
         comps = self.compare_many(query.scan, scans) if ids else []
         rscore = dict(zip(found.ids, found.retrieval_scores or ()))
-        null = self._null.get(self._settings.threshold)
+        model = self._lr.model()
+        lead_t = float(model.lead_log10_lr)
+        null = self._null.get(self._settings.threshold, self._lr.model_id, lead_t)
         info = self._exhibits.summaries(ids)
+        evidence = self._evidence(model, query.scan, scans, comps)
         rows = []
-        for eid, cmp in zip(ids, comps):
+        for eid, cmp, ev in zip(ids, comps, evidence):
             score = float(cmp.score) if np.isfinite(cmp.score) else 0.0
+            short = (cmp.reason or "").startswith("too little evidence")
+            if ev:
+                lead = ev["log10_lr"] >= lead_t - 1e-12 and not short
+            else:
+                lead = score >= self._settings.threshold
             dy, dx = (float(v) for v in cmp.translation_um)
             rows.append(
                 Candidate(
@@ -216,6 +235,8 @@ class Searcher:
                     retrieval_score=rscore.get(eid),
                     mirrored=bool(cmp.mirrored),
                     flags=stored_flags(info[eid]["flags"]),
+                    lead=bool(lead),
+                    **ev,
                 )
             )
         rows.sort(key=lambda c: (-c.score, -c.cmc_count, c.exhibit_id))
@@ -228,4 +249,33 @@ class Searcher:
             self._settings.threshold,
             scope,
             tuple(query.flags),
+            lead_t,
+            self._lr.model_id,
         )
+
+    def _evidence(self, model, query: Scan, scans, comps) -> list[dict]:
+        """The LR fields of each candidate (empty when no LR applies: legacy rule)."""
+        out, rows, at = [], [], []
+        for scan, cmp in zip(scans, comps):
+            f = features_of(cmp, query, scan)
+            ok = f.n_cells is not None and (model.kind == "count" or f.raw_score is not None)
+            out.append({})
+            if ok and self._lr.applies(model, cmp):
+                at.append(len(out) - 1)
+                rows.append(
+                    {"cmc_count": int(cmp.cmc_count), "n_cells": f.n_cells,
+                     "raw_score": f.raw_score, "source_spacing_um": f.spacing_um}
+                )  # fmt: skip
+        if rows:
+            e = LRBook.evaluate(model, rows)
+            lo_b, hi_b = model.bounds
+            for j, i in enumerate(at):
+                v = float(e.log10_lr[j])
+                out[i] = {
+                    "log10_lr": v,
+                    "lr_interval": (10.0 ** e.lo[j], 10.0 ** e.hi[j]),
+                    "lr_in_range": bool(e.in_range[j]),
+                    "lr_reason": e.reason[j],
+                    "lr_at_bound": bool(v <= lo_b or v >= hi_b),
+                }
+        return out
