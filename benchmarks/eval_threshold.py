@@ -30,7 +30,7 @@ import numpy as np
 from scipy import stats
 
 from balllink.evidence import LRModel, Pairs, default_model
-from balllink.evidence._count import Law, log10_pmf
+from balllink.evidence._count import log10_pmf
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -41,13 +41,13 @@ THRESHOLDS = (-1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0)
 
 def predicted(model: LRModel, n: np.ndarray, t: float) -> float:
     """Rate of LR >= 10**t under the model's different-source law, for these cell counts."""
-    law = Law(*model.params["point"]["different"])
+    law = model.params["point"]["different"]
     ns, counts = np.unique(n, return_counts=True)
     total = 0.0
     for ni, ci in zip(ns.tolist(), counts.tolist()):
         ks = np.arange(ni + 1)
         llr = model.evaluate(ks, np.full(ni + 1, ni)).log10_lr
-        p0 = 10.0 ** log10_pmf(ks, np.full(ni + 1, ni), *law)
+        p0 = 10.0 ** log10_pmf(ks, np.full(ni + 1, ni), law)
         total += ci * p0[llr >= t - 1e-12].sum()
     return float(total / counts.sum())
 
@@ -102,10 +102,10 @@ def main(argv=None) -> int:
         f"\n{'model':34s} {'k >=':>5s} {'predicted':>10s} {'measured':>10s} {'count':>6s}  95 % interval"
     )
     for name, model in models.items():
-        law = Law(*model.params["point"]["different"])
+        law = model.params["point"]["different"]
         for c in range(1, 8):
             pred = float(np.mean([
-                np.sum(10.0 ** log10_pmf(np.arange(c, ni + 1), np.full(ni + 1 - c, ni), *law))
+                np.sum(10.0 ** log10_pmf(np.arange(c, ni + 1), np.full(ni + 1 - c, ni), law))
                 for ni in held.n.tolist()
             ])) if c else 1.0  # fmt: skip
             x = int(np.sum(held.k >= c))

@@ -56,9 +56,34 @@ def test_count_model_recovers_beta_binomial_vs_binomial():
     ks = np.arange(51)
     truth = (same(50).logpmf(ks) - diff(50).logpmf(ks)) / LN10
     _check_against(model, truth, 50, tol=0.25)
-    assert model.params["point"]["different"][1] == 0.0  # binomial: no overdispersion
-    mu, rho = model.params["point"]["same"]
+    [[_, _, rho_d]] = model.params["point"]["different"]
+    assert rho_d == 0.0  # binomial: no overdispersion
+    [[_, mu, rho]] = model.params["point"]["same"]  # one component: BIC keeps the single law
     assert mu == pytest.approx(0.5, abs=0.02) and rho == pytest.approx(1 / 13, abs=0.02)
+
+
+def test_count_model_recovers_a_mixture_of_same_source_populations():
+    """Same-source pairs from two populations (crisp marks, poor marks): the default
+    two-component law gets the LR right where one beta-binomial law cannot."""
+    rng = np.random.default_rng(21)
+    crisp, poor = stats.betabinom(50, 40.0, 3.0), stats.betabinom(50, 3.0, 9.0)
+    diff = lambda n: stats.binom(n, 0.03)  # noqa: E731
+
+    class Mix:
+        def rvs(self, size, random_state):
+            pick = random_state.random(size) < 0.6
+            return np.where(pick, crisp.rvs(size=size, random_state=random_state),
+                            poor.rvs(size=size, random_state=random_state))  # fmt: skip
+
+    pairs = planted(rng, same_law=lambda n: Mix(), diff_law=diff)
+    ks = np.arange(51)
+    truth = (np.log(0.6 * crisp.pmf(ks) + 0.4 * poor.pmf(ks)) - diff(50).logpmf(ks)) / LN10
+    mixed = LRModel.fit(pairs, "count", n_boot=0)
+    assert len(mixed.params["point"]["same"]) == 2
+    _check_against(mixed, truth, 50, tol=0.3)
+    single = LRModel.fit(pairs, "count", same="betabinom", n_boot=0)
+    with pytest.raises(AssertionError, match="largest"):
+        _check_against(single, truth, 50, tol=0.3)
 
 
 def test_count_model_recovers_two_beta_binomials():
@@ -128,7 +153,7 @@ def test_interval_holds_the_estimate_and_narrows_with_data():
         pairs = planted(rng, n_guns=n_guns, same_per_gun=6, diff_per_gun=30,
                         same_law=lambda n: stats.betabinom(n, 5, 5),
                         diff_law=lambda n: stats.betabinom(n, 1, 15))  # fmt: skip
-        m = LRModel.fit(pairs, n_boot=60, seed=1)
+        m = LRModel.fit(pairs, n_boot=40, seed=1, same="betabinom")
         e = m.evaluate([12], [50])
         assert e.lo[0] <= e.log10_lr[0] <= e.hi[0]
         return e.hi[0] - e.lo[0]

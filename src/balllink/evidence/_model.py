@@ -17,7 +17,7 @@ import numpy as np
 
 from .._files import atomic_write, jsonable
 from ..errors import BalllinkError
-from ._count import Law, fit_law, log10_pmf
+from ._count import as_law, fit_law, log10_pmf
 from ._pairs import Pairs
 from ._score import GRID, kde_curve, kde_tail
 
@@ -135,6 +135,27 @@ class EvidenceArrays(NamedTuple):
     reason: list[str]
 
 
+def _in_sets(pairs: Pairs, sets, cls_mask: np.ndarray, name: str, what: str) -> np.ndarray:
+    """Pairs of the named sets (all pairs when ``sets`` is None); at least 2 of the class."""
+    if sets is None:
+        return np.ones(len(pairs), bool)
+    use = np.isin(pairs.set.astype(str), [str(x) for x in sets])
+    if (cls_mask & use).sum() < 2:
+        raise ValueError(f"{name} {list(sets)} hold fewer than 2 {what}-source pairs")
+    return use
+
+
+def _stack(laws) -> np.ndarray:
+    """Laws as one (B, components, 3) array, padded with components of weight 0."""
+    arrs = [as_law(x) for x in laws]
+    c = max(len(a) for a in arrs)
+    out = np.zeros((len(arrs), c, 3))
+    out[:, :, 1] = 0.5  # a valid (unused) share for the padding
+    for i, a in enumerate(arrs):
+        out[i, : len(a)] = a
+    return out
+
+
 def _weights(pairs: Pairs, rng: np.random.Generator | None) -> np.ndarray:
     """Per-pair multiplicity when firearms are drawn with replacement (all 1 without)."""
     if rng is None:
@@ -189,7 +210,9 @@ class LRModel:
         n_boot: int = 200,
         seed: int = 0,
         different: str = "betabinom",
+        same: str = "auto",
         different_sets: Sequence[str] | None = None,
+        same_sets: Sequence[str] | None = None,
         training: dict | None = None,
     ) -> LRModel:
         """Fit a model on labelled pairs.
@@ -205,13 +228,20 @@ class LRModel:
             False leads per different-source comparison the lead threshold allows.
         n_boot : int
             Refits on firearms drawn with replacement, for the interval.
-        different : {"betabinom", "binomial"}
-            The count model's different-source law.
+        different : {"betabinom", "binomial", "mixture", "auto"}
+            The count model's different-source law (`fit_law`).
+        same : {"auto", "betabinom", "binomial", "mixture"}
+            The count model's same-source law: by default two beta-binomial components
+            when they describe the pairs better (by BIC) than one.
         different_sets : list of str, optional
             Fit the different-source law (and predict the false-lead rate) from the pairs
             of these sets only (``Pairs.set``), e.g. real scans when simulated
             non-matches agree less by chance than real ones; all pairs by default. The
             same-source law and the bounds use every pair.
+        same_sets : list of str, optional
+            Fit the same-source law from the pairs of these sets only. The bounds (ELUB)
+            are always computed on every pair, so a set left out of the laws (e.g. poorly
+            marking firearms) still caps how strong an LR may be.
         training : dict, optional
             Provenance kept with the model (sets, files, hashes).
 
@@ -245,18 +275,21 @@ class LRModel:
         if kind == "score" and not np.isfinite(pairs.raw).all():
             raise ValueError("a score model needs the raw score of every pair")
         cfg = config if config is not None else CMCConfig()
-        use_d = np.ones(len(pairs), bool)
-        if different_sets is not None:
-            use_d = np.isin(pairs.set.astype(str), [str(x) for x in different_sets])
-            if (~pairs.same & use_d).sum() < 2:
-                raise ValueError(
-                    f"different_sets {list(different_sets)} hold fewer than 2 "
-                    "different-source pairs"
-                )
+        use_d = _in_sets(pairs, different_sets, ~pairs.same, "different_sets", "different")
+        use_s = _in_sets(pairs, same_sets, pairs.same, "same_sets", "same")
         rng = np.random.default_rng(seed)
-        fits = [cls._fit_core(pairs, kind, None, different, use_d)]
-        fits += [cls._fit_core(pairs, kind, rng, different, use_d) for _ in range(int(n_boot))]
-        params = {"point": fits[0], "boot": fits[1:], "different_family": different}
+        use = (use_s & pairs.same) | (use_d & ~pairs.same)
+        fits = [cls._fit_core(pairs, kind, None, different, use, same)]
+        fits += [
+            cls._fit_core(pairs, kind, rng, different, use, same, fits[0])
+            for _ in range(int(n_boot))
+        ]
+        params = {
+            "point": fits[0],
+            "boot": fits[1:],
+            "different_family": different,
+            "same_family": same,
+        }
         spacing = pairs.spacing_um[np.isfinite(pairs.spacing_um)]
         ranges = {
             "n_cells": [int(pairs.n.min()), int(pairs.n.max())],
@@ -283,21 +316,31 @@ class LRModel:
             "n_boot": int(n_boot),
             "seed": int(seed),
             "different_sets": None if different_sets is None else list(different_sets),
+            "same_sets": None if same_sets is None else list(same_sets),
         }
         model = dataclasses.replace(model, training={**summary, **model.training})
         return model.with_target(target_rate)
 
     @staticmethod
-    def _fit_core(pairs: Pairs, kind: str, rng, different: str, use_d: np.ndarray) -> dict:
+    def _fit_core(
+        pairs: Pairs,
+        kind: str,
+        rng,
+        different: str,
+        use: np.ndarray,
+        same_family: str,
+        point: dict | None = None,
+    ) -> dict:
         w = _weights(pairs, rng)
-        s, d = pairs.same, ~pairs.same & use_d
+        s, d = pairs.same & use, ~pairs.same & use
         w = np.where(s | d, w, 0.0)
         if kind == "count":
             if w[s].sum() == 0 or w[d].sum() == 0:  # a draw without one class: all pairs
                 w = (s | d).astype(float)
-            law_s = fit_law(pairs.k[s], pairs.n[s], w[s])
-            law_d = fit_law(pairs.k[d], pairs.n[d], w[d], family=different)
-            return {"same": list(law_s), "different": list(law_d)}
+            warm = (point or {}).get("same"), (point or {}).get("different")
+            law_s = fit_law(pairs.k[s], pairs.n[s], w[s], family=same_family, start=warm[0])
+            law_d = fit_law(pairs.k[d], pairs.n[d], w[d], family=different, start=warm[1])
+            return {"same": law_s, "different": law_d}
         if w[s].sum() == 0 or w[d].sum() == 0:
             w = (s | d).astype(float)
         curve = kde_curve(pairs.raw, pairs.same, w.astype(int))
@@ -307,8 +350,7 @@ class LRModel:
     def _point(self, k, n, raw) -> np.ndarray:
         p = self.params["point"]
         if self.kind == "count":
-            s, d = Law(*p["same"]), Law(*p["different"])
-            return log10_pmf(k, n, *s) - log10_pmf(k, n, *d)
+            return log10_pmf(k, n, p["same"]) - log10_pmf(k, n, p["different"])
         return np.interp(np.asarray(raw, float), GRID, np.asarray(p["curve"], float))
 
     def _boot(self, k, n, raw) -> np.ndarray:
@@ -316,9 +358,9 @@ class LRModel:
         if not boot:
             return self._point(k, n, raw)[None, :]
         if self.kind == "count":
-            s = np.array([b["same"] for b in boot])
-            d = np.array([b["different"] for b in boot])
-            return log10_pmf(k, n, s[:, 0], s[:, 1]) - log10_pmf(k, n, d[:, 0], d[:, 1])
+            s = _stack([b["same"] for b in boot])
+            d = _stack([b["different"] for b in boot])
+            return log10_pmf(k, n, s) - log10_pmf(k, n, d)
         curves = np.array([b["curve"] for b in boot])
         x = np.asarray(raw, float)
         return np.stack([np.interp(x, GRID, c) for c in curves])
@@ -434,13 +476,13 @@ class LRModel:
         grid = np.unique(np.r_[np.arange(0.05, hi_b, 0.05), max(hi_b, 0.05)])
         d = ~pairs.same
         if self.kind == "count":
-            law = Law(*self.params["point"]["different"])
+            law = self.params["point"]["different"]
             ns, counts = np.unique(pairs.n[d], return_counts=True)
             rates = np.zeros(len(grid))
             for ni, ci in zip(ns.tolist(), counts.tolist()):
                 ks = np.arange(ni + 1)
                 llr = np.clip(self._point(ks, np.full(ni + 1, ni), None), lo_b, hi_b)
-                p0 = 10.0 ** log10_pmf(ks, np.full(ni + 1, ni), *law)
+                p0 = 10.0 ** log10_pmf(ks, np.full(ni + 1, ni), law)
                 rates += ci * np.array([p0[llr >= t - 1e-12].sum() for t in grid])
             rates /= counts.sum()
         else:
