@@ -49,3 +49,20 @@ def legacy_store_file(path, scan, meta=None) -> None:
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(buf.getvalue())
+
+
+def labelled_x3p_folder(folder, sims):
+    """Write simulated casings as X3P files ``g<firearm>-c<casing>.x3p`` with a
+    ``truth.csv`` (``file,firearm``, firearm ``gun<id>``); returns the truth path."""
+    import csv
+
+    import balllink as bl
+
+    with open(folder / "truth.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["file", "firearm"])
+        for scan, row in zip(sims.scans, sims.truth):
+            name = f"g{row['firearm_id']}-c{row['casing_id']}.x3p"
+            bl.write_scan(scan, folder / name)
+            w.writerow([name, f"gun{row['firearm_id']}"])
+    return folder / "truth.csv"

@@ -3,13 +3,13 @@ LR shown by leads, search, series and the CSV export."""
 
 from __future__ import annotations
 
-import csv
 import json
 
 import pytest
 
 import balllink as bl
 from balllink.cli import main
+from helpers import labelled_x3p_folder
 
 
 def run(capsys, *argv):
@@ -23,13 +23,7 @@ def lr_db(tmp_path_factory):
     """3 guns x 2 firings (545 px), ingested with correlation; a truth CSV by file name."""
     folder = tmp_path_factory.mktemp("scans")
     sims = bl.simulate.casings(3, 2, seed=21, difficulty="fadul-like")
-    with open(folder / "truth.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["file", "firearm"])
-        for scan, row in zip(sims.scans, sims.truth):
-            name = f"g{row['firearm_id']}-c{row['casing_id']}.x3p"
-            bl.write_scan(scan, folder / name)
-            w.writerow([name, f"gun{row['firearm_id']}"])
+    labelled_x3p_folder(folder, sims)
     db = folder / "leads.db"
     assert (
         main(["ingest", *sorted(map(str, folder.glob("*.x3p"))), "--agency", "A", "--db", str(db)])

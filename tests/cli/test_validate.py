@@ -9,6 +9,7 @@ import pytest
 
 import balllink as bl
 from balllink.cli import main
+from helpers import labelled_x3p_folder
 
 
 @pytest.fixture(scope="module")
@@ -16,13 +17,7 @@ def labelled(tmp_path_factory):
     """3 simulated guns x 3 firings as X3P files with a truth CSV."""
     folder = tmp_path_factory.mktemp("labelled")
     sims = bl.simulate.casings(3, 3, seed=31, difficulty="fadul-like")
-    with open(folder / "truth.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["file", "firearm"])
-        for scan, row in zip(sims.scans, sims.truth):
-            name = f"g{row['firearm_id']}-c{row['casing_id']}.x3p"
-            bl.write_scan(scan, folder / name)
-            w.writerow([name, f"gun{row['firearm_id']}"])
+    labelled_x3p_folder(folder, sims)
     return folder
 
 
