@@ -137,11 +137,14 @@ def test_out_of_range_inputs_are_flagged_and_other_configs_refused():
     pairs = planted(rng, n_guns=10, same_per_gun=5, diff_per_gun=20,
                     same_law=lambda n: stats.binom(n, 0.6), diff_law=lambda n: stats.binom(n, 0.05))  # fmt: skip
     model = LRModel.fit(pairs, n_boot=5)
-    e = model.evaluate([3, 20, 20, 0], [8, 50, 50, 0], spacing_um=[6.25, 6.25, 1.5, 6.25])
-    assert list(e.in_range) == [False, True, False, False]
+    e = model.evaluate(
+        [3, 20, 20, 0, 20], [8, 50, 50, 0, 50], spacing_um=[6.25, 6.25, 12.5, 6.25, 1.5]
+    )
+    assert list(e.in_range) == [False, True, False, False, True]
     assert "fewer than in any training pair" in e.reason[0]
-    assert "outside the trained spacing" in e.reason[2] and "1.5 µm" in e.reason[2]
+    assert "coarser than the training scans" in e.reason[2] and "12.5 µm" in e.reason[2]
     assert e.reason[3] == "no cell was compared" and e.log10_lr[3] == 0.0
+    # a finer source (1.5 µm) is resampled to the compared grid: in range
     with pytest.raises(ModelMismatchError, match=r"correlation_threshold=0\.5"):
         model.check_config(bl.CMCConfig(correlation_threshold=0.5))
     model.check_config(bl.CMCConfig(lead_threshold=0.9))  # not a counting parameter

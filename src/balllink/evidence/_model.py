@@ -38,7 +38,10 @@ FORMAT = "balllink-lr-model-1"
 _NOT_COUNTED = ("lead_threshold", "min_area_mm2", "min_cells")
 #: Share of the interval: 5th to 95th percentile of the resampled models.
 INTERVAL = (5.0, 95.0)
-#: A source spacing within this factor of the trained ones is in range.
+#: A source spacing up to this factor coarser than the coarsest trained one is in range.
+#: Finer sources are in range: preprocessing resamples them (anti-aliased) to the compared
+#: grid, so their comparisons see the data the model was trained on; a coarser source
+#: has lost detail the training scans had.
 _SPACING_TOL = 1.05
 #: Compared cells up to this factor above the largest trained count are in range.
 _CELLS_ABOVE = 1.25
@@ -411,13 +414,8 @@ class LRModel:
                 why.append(f"{ni} cells compared, fewer than in any training pair ({n_lo})")
             elif ni > n_hi * _CELLS_ABOVE:
                 why.append(f"{ni} cells compared, far more than in any training pair ({n_hi})")
-            if (
-                sp
-                and math.isfinite(si)
-                and not (sp[0] / _SPACING_TOL <= si <= sp[1] * _SPACING_TOL)
-            ):
-                span = f"{sp[0]:g} µm" if sp[0] == sp[1] else f"{sp[0]:g}-{sp[1]:g} µm"
-                why.append(f"measured at {si:g} µm, outside the trained spacing ({span})")
+            if sp and math.isfinite(si) and si > sp[1] * _SPACING_TOL:
+                why.append(f"measured at {si:g} µm, coarser than the training scans ({sp[1]:g} µm)")
             out.append("; ".join(why))
         return out
 
