@@ -107,11 +107,11 @@ def fadul(data: Path):
     return names, [truth[n] for n in names], [bl.read_scan(data / n) for n in names]
 
 
-def simulated(spec: str, shape):
+def simulated(spec: str, shape, raw=False):
     difficulty, seed, size = spec.split(":")
     f, k = (int(x) for x in size.lower().split("x"))
     sim = bl.simulate.casings(f, k, seed=int(seed), difficulty=difficulty, shape=shape,
-                              keep_truth_arrays=False)  # fmt: skip
+                              keep_truth_arrays=False, raw=raw)  # fmt: skip
     names = [s.name for s in sim.scans]
     firearms = [f"sim{seed}-{int(t['firearm_id'])}" for t in sim.truth]
     return names, firearms, list(sim.scans)
@@ -122,6 +122,7 @@ def main(argv=None) -> int:
     ap.add_argument("--fadul", nargs="?", const=str(SHARED / "data" / "fadul"), default=None)
     ap.add_argument("--sim", action="append", default=[], metavar="DIFFICULTY:SEED:FxK")
     ap.add_argument("--shape", default=None, help="simulated grid, e.g. 272x272")
+    ap.add_argument("--raw", action="store_true", help="raw simulated exports (3.125 µm)")
     ap.add_argument("--limit", type=int, default=None, help="at most this many pairs per set")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
@@ -133,8 +134,10 @@ def main(argv=None) -> int:
     if args.fadul:
         jobs.append(("fadul", lambda: fadul(Path(args.fadul))))
     for spec in args.sim:
-        label = "sim:" + spec + (f":{args.shape}" if args.shape else "")
-        jobs.append((label, lambda spec=spec: simulated(spec, shape)))
+        label = (
+            "sim:" + spec + (f":{args.shape}" if args.shape else "") + (":raw" if args.raw else "")
+        )
+        jobs.append((label, lambda spec=spec: simulated(spec, shape, args.raw)))
     for label, load in jobs:
         names, firearms, scans = load()
         path = out / ("pairs_" + label.replace(":", "_") + ".csv")

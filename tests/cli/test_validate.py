@@ -44,12 +44,16 @@ def test_validate_with_the_shipped_model_and_reuse_of_pairs(labelled, tmp_path, 
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
     # the pairs written can be validated again without comparing anything
     out2 = tmp_path / "v2"
-    code, _, _ = run(capsys, "validate", labelled, "--truth", labelled / "truth.csv",
-                         "--pairs", out / "pairs.csv", "--cross", "-o", out2)  # fmt: skip
+    code, _, _ = run(capsys, "validate", "--pairs", out / "pairs.csv", "--cross", "-o", out2)
     assert code == 0
     lofo = json.loads((out2 / "validation.json").read_text())
     assert lofo["how"]["scheme"] == "leave-one-firearm-out"
     assert lofo["n_same"] == 9 and 0 <= lofo["cllr_min"] <= lofo["cllr"]
+
+
+def test_validate_needs_a_folder_and_truth_or_pairs(tmp_path, capsys):
+    code, _, err = run(capsys, "validate", tmp_path, "-o", tmp_path / "o")
+    assert code == 2 and "--truth" in err
 
 
 def test_validate_refuses_a_folder_without_both_kinds_of_pair(labelled, tmp_path, capsys):

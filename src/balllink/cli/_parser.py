@@ -139,8 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("validate", parents=[common], help="LR quality on a labelled folder")
-    p.add_argument("folder")
-    p.add_argument("--truth", required=True, help="CSV: file,firearm")
+    p.add_argument("folder", nargs="?", help="labelled scans (not needed with --pairs)")
+    p.add_argument("--truth", help="CSV: file,firearm (not needed with --pairs)")
     p.add_argument("--model", help="LR model file (default: the shipped model)")
     p.add_argument("--cross", action="store_true", help="leave-one-firearm-out models instead")
     p.add_argument("--kind", default="count", choices=("count", "score"), help="with --cross")

@@ -40,19 +40,23 @@ def labelled_pairs(
 
 
 def cmd_validate(args) -> int:
-    truth = read_truth(args.truth)
+    if not args.pairs and not (args.folder and args.truth):
+        print("balllink validate: give FOLDER and --truth CSV, or --pairs CSV", file=sys.stderr)
+        return 2
     outdir = Path(args.output)
+    inputs = [p for p in (args.truth, args.pairs) if p]
     for name in ("validation.json", "pairs.csv", "tippett.png", "ece.png", "reliability.png"):
-        check_output(outdir / name, db=db_path(args), inputs=[args.truth])
+        check_output(outdir / name, db=db_path(args), inputs=inputs)
     if args.pairs:
         pairs, failed = Pairs.from_csv(args.pairs), []
     else:
         bar = Bar("validate", not args.json)
+        truth = read_truth(args.truth)
         pairs, failed = labelled_pairs(args.folder, truth, jobs=args.jobs, progress=bar)
         bar.close()
     if pairs.n_same < 2 or pairs.n_different < 2:
         print(
-            f"balllink validate: {args.folder} gives {pairs.n_same} same-source and "
+            f"balllink validate: {args.folder or args.pairs} gives {pairs.n_same} same-source and "
             f"{pairs.n_different} different-source pairs; at least 2 of each are needed",
             file=sys.stderr,
         )
@@ -60,12 +64,12 @@ def cmd_validate(args) -> int:
     outdir.mkdir(parents=True, exist_ok=True)
     pairs.to_csv(outdir / "pairs.csv")
     if args.cross:
-        summary = validate(
-            pairs, outdir, kind=args.kind, title=f"{args.folder} (leave-one-firearm-out)"
-        )
+        title = f"{args.folder or Path(args.pairs).name} (leave-one-firearm-out)"
+        summary = validate(pairs, outdir, kind=args.kind, title=title)
     else:
         model = LRModel.load(args.model) if args.model else default_model()
-        summary = validate(pairs, outdir, model=model, title=f"{args.folder} ({model.id})")
+        title = f"{args.folder or Path(args.pairs).name} ({model.id})"
+        summary = validate(pairs, outdir, model=model, title=title)
         summary["model_training_sets"] = model.training.get("sets", [])
     summary["failed_pairs"] = failed
     lines = [
