@@ -180,6 +180,7 @@ def test_threshold_prediction_matches_the_planted_law():
     assert model.predicted_rate <= 1e-2
     stricter = model.with_target(1e-4)
     assert stricter.lead_log10_lr >= model.lead_log10_lr and stricter.predicted_rate <= 1e-4
+    assert stricter.id == model.id  # the same LRs: the threshold is a policy, not the model
 
 
 def test_model_file_round_trip_and_edit_refused(tmp_path):

@@ -541,13 +541,19 @@ class LRModel:
 
     @property
     def id(self) -> str:
-        """``kind-`` and 12 hex digits of the hash of what the model computes (its laws,
-        bounds, ranges, configuration and threshold; not its provenance notes)."""
-        core = {
-            k: v
-            for k, v in self.as_dict().items()
-            if k not in ("training", "validation", "version")
-        }
+        """``kind-`` and 12 hex digits of the hash of what the model computes: its laws,
+        bounds, ranges, configuration and rate table. Not its provenance notes, and not the
+        target rate and threshold chosen from the table (`with_target` keeps the id: the
+        LRs are the same; the threshold is a policy the database records on its own)."""
+        skip = (
+            "training",
+            "validation",
+            "version",
+            "target_rate",
+            "lead_log10_lr",
+            "predicted_rate",
+        )
+        core = {k: v for k, v in self.as_dict().items() if k not in skip}
         blob = json.dumps(jsonable(core), sort_keys=True, separators=(",", ":"))
         return f"{self.kind}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
 
