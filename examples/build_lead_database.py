@@ -61,12 +61,16 @@ def main(argv=None) -> None:
             print(f"  skipped {path}: {reason}")
 
         cross = db.leads(cross_only=True)
-        print(f"{len(cross)} cross-jurisdiction lead(s) at threshold {db.threshold:g}:")
+        model = db.lr_model
+        print(
+            f"{len(cross)} cross-jurisdiction lead(s) at LR >= {10**model.lead_log10_lr:.3g} "
+            f"(target false-lead rate {model.target_rate:g}):"
+        )
         for lead in cross:
             a, b = db.exhibit(lead.a), db.exhibit(lead.b)
             print(
                 f"  lead {lead.id}: {Path(a.source).name} ({lead.agency_a}) <-> "
-                f"{Path(b.source).name} ({lead.agency_b})  score {lead.score:.3f}"
+                f"{Path(b.source).name} ({lead.agency_b})  LR {10**lead.log10_lr:.3g}"
             )
         for n, series in enumerate(db.series(), start=1):
             print(f"series {n}: exhibits {series.exhibits}, agencies {series.agencies}")

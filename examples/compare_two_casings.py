@@ -37,7 +37,11 @@ def main(argv=None) -> None:
 
     cmp = bl.compare(a, b)
     dy, dx = cmp.translation_um
-    print(f"score {cmp.score:.3f}, CMC count {cmp.cmc_count}, lead: {cmp.lead}")
+    lo, hi = cmp.lr_interval
+    print(
+        f"LR {cmp.lr:.3g} (90 % interval {lo:.3g}-{hi:.3g}), CMC count {cmp.cmc_count}, "
+        f"lead: {cmp.lead}, legacy score {cmp.score:.3f}"
+    )
     print(f"b relative to a: rotation {cmp.rotation_deg:.1f}°, shift ({dy:.0f}, {dx:.0f}) µm")
     fig = overlay_figure(a, b, cmp, title=f"{a.name} vs {b.name}")
     fig.savefig(args.out, dpi=90, bbox_inches="tight")
