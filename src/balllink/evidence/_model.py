@@ -4,6 +4,7 @@ validated range, its lead threshold from a target false-lead rate, and its file.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -361,12 +362,19 @@ class LRModel:
         if not boot:
             return self._point(k, n, raw)[None, :]
         if self.kind == "count":
-            s = _stack([b["same"] for b in boot])
-            d = _stack([b["different"] for b in boot])
+            s, d = self._boot_arrays
             return log10_pmf(k, n, s) - log10_pmf(k, n, d)
-        curves = np.array([b["curve"] for b in boot])
+        curves = self._boot_arrays
         x = np.asarray(raw, float)
         return np.stack([np.interp(x, GRID, c) for c in curves])
+
+    @functools.cached_property
+    def _boot_arrays(self):
+        """The resampled models as arrays, built once per model (every LR evaluates them)."""
+        boot = self.params["boot"]
+        if self.kind == "count":
+            return _stack([b["same"] for b in boot]), _stack([b["different"] for b in boot])
+        return np.array([b["curve"] for b in boot])
 
     def evaluate(self, k, n, raw=None, spacing_um=None) -> EvidenceArrays:
         """Bounded log10 LRs, their intervals and range flags for many comparisons.
@@ -539,7 +547,7 @@ class LRModel:
             "made_by": _made_by(),
         }
 
-    @property
+    @functools.cached_property
     def id(self) -> str:
         """``kind-`` and 12 hex digits of the hash of what the model computes: its laws,
         bounds, ranges, configuration and rate table. Not its provenance notes, and not the
