@@ -17,7 +17,7 @@ import math
 import numpy as np
 from scipy import optimize, special, stats
 
-__all__ = ["FAMILIES", "as_law", "fit_law", "law_mean", "log10_pmf"]
+__all__ = ["FAMILIES", "as_law", "fit_law", "law_mean", "log10_pmf", "stack_laws"]
 
 _LN10 = math.log(10.0)
 #: Smallest overdispersion kept (a beta-binomial this close to a binomial is one).
@@ -181,3 +181,14 @@ def fit_law(k, n, weights=None, *, family: str = "betabinom", start=None) -> lis
         return mix
     n_eff = math.log(max(float(np.sum(w)), 2.0))
     return mix if 2 * nll2 + 5 * n_eff < 2 * nll1 + 2 * n_eff else single
+
+
+def stack_laws(laws) -> np.ndarray:
+    """Laws as one (B, components, 3) array, padded with components of weight 0."""
+    arrs = [as_law(x) for x in laws]
+    c = max(len(a) for a in arrs)
+    out = np.zeros((len(arrs), c, 3))
+    out[:, :, 1] = 0.5  # a valid (unused) share for the padding
+    for i, a in enumerate(arrs):
+        out[i, : len(a)] = a
+    return out

@@ -18,7 +18,7 @@ import numpy as np
 
 from .._files import atomic_write, jsonable
 from ..errors import BalllinkError
-from ._count import as_law, fit_law, log10_pmf
+from ._count import fit_law, log10_pmf, stack_laws
 from ._pairs import Pairs
 from ._score import GRID, kde_curve, kde_tail
 
@@ -147,17 +147,6 @@ def _in_sets(pairs: Pairs, sets, cls_mask: np.ndarray, name: str, what: str) -> 
     if (cls_mask & use).sum() < 2:
         raise ValueError(f"{name} {list(sets)} hold fewer than 2 {what}-source pairs")
     return use
-
-
-def _stack(laws) -> np.ndarray:
-    """Laws as one (B, components, 3) array, padded with components of weight 0."""
-    arrs = [as_law(x) for x in laws]
-    c = max(len(a) for a in arrs)
-    out = np.zeros((len(arrs), c, 3))
-    out[:, :, 1] = 0.5  # a valid (unused) share for the padding
-    for i, a in enumerate(arrs):
-        out[i, : len(a)] = a
-    return out
 
 
 def _weights(pairs: Pairs, rng: np.random.Generator | None) -> np.ndarray:
@@ -373,7 +362,7 @@ class LRModel:
         """The resampled models as arrays, built once per model (every LR evaluates them)."""
         boot = self.params["boot"]
         if self.kind == "count":
-            return _stack([b["same"] for b in boot]), _stack([b["different"] for b in boot])
+            return stack_laws([b["same"] for b in boot]), stack_laws([b["different"] for b in boot])
         return np.array([b["curve"] for b in boot])
 
     def evaluate(self, k, n, raw=None, spacing_um=None) -> EvidenceArrays:
