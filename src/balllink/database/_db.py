@@ -23,6 +23,7 @@ from ._exhibits import Exhibit, Exhibits
 from ._index_cache import IndexCache
 from ._ingest import Ingester, IngestReport
 from ._leads import LeadBook
+from ._link import LinkMethods
 from ._lr import LRBook
 from ._schema import Sql
 from ._search import Retrieval, Searcher, scope_where
@@ -36,7 +37,7 @@ SQLITE_NAME = "leads.sqlite"
 log = logging.getLogger(__name__)
 
 
-class LeadDatabase(EvidenceMethods):
+class LeadDatabase(EvidenceMethods, LinkMethods):
     """The embedded lead database (a folder; created if missing).
 
     One folder holds everything: ``leads.sqlite`` (exhibits, comparisons, lead status,

@@ -30,7 +30,13 @@ from ._search import Searcher
 from ._settings import Settings
 from ._store import WriteLock, scan_sha256, stored_form
 
-__all__ = ["FlaggedExhibit", "IngestReport", "Ingester", "exhibit_fields"]
+__all__ = [
+    "FlaggedExhibit",
+    "IngestReport",
+    "Ingester",
+    "StoredComparisons",
+    "exhibit_fields",
+]
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +119,13 @@ class Stored(NamedTuple):
     """The new exhibit's id and the comparison ids of the leads it made."""
 
     exhibit_id: int
+    leads: list[int]
+
+
+class StoredComparisons(NamedTuple):
+    """The comparison ids stored for one query, and those among them that are leads."""
+
+    ids: list[int]
     leads: list[int]
 
 
@@ -405,16 +418,25 @@ class Ingester:
         query = self._exhibits.scan(eid)
         comparisons = self._searcher.compare_many(query, cands)
         feats = [features_of(c, query, s) for c, s in zip(comparisons, cands)]
+        return self.store_comparisons(eid, cand_ids, comparisons, feats, why=why).ids
+
+    def store_comparisons(
+        self, eid: int, cand_ids: Sequence[int], comparisons, feats, *, why: str
+    ) -> StoredComparisons:
+        """Store comparisons made elsewhere (query ``eid`` with ``cand_ids``; ``feats``
+        from `features_of`) as an ingest stores its own, with their LRs and an audit
+        record ``compare``: one transaction. Pairs already stored must be left out."""
+        self._sql.require_writable("store comparisons")
         case_id = self._exhibits.get(eid).case_id
         with self._sql.tx(f"store the comparisons of exhibit {eid}") as con:
             leads, comp_ids = self._comparisons(
-                con, eid, case_id, cand_ids, comparisons, feats, now()
+                con, eid, case_id, list(cand_ids), comparisons, feats, now()
             )
             self._audit.append(
                 "compare", covers=[("comparisons", comp_ids)], exhibit=eid,
                 compared=len(comp_ids), new_leads=leads, why=why,
             )  # fmt: skip
-        return comp_ids
+        return StoredComparisons(comp_ids, leads)
 
     def _leads_among(self, con, model, comp_ids, with_lr, other_case) -> list[int]:
         """Store the LRs of the new comparisons; the ones that are leads by the database's
