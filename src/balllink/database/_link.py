@@ -452,7 +452,8 @@ class LinkMethods:
         Parameters
         ----------
         scope : Scope or dict, optional
-            The exhibits linked with each other (default: all).
+            The exhibits linked with each other (default: all; ``max_rescore`` is
+            ignored, ``k`` takes its place).
         k : int, optional
             Candidates per exhibit (default: the database's ``rescore_k``).
         client : dask.distributed.Client, optional
