@@ -332,7 +332,6 @@ class Linker:
                     tasks = self._plan(ids[at : at + int(batch)], scope, seen, summary)
                     done += len(ids[at : at + int(batch)]) - len(tasks)  # nothing to compare
                     runner.submit(tasks)
-                    # keep the workers busy while the next batch is planned
                     if progress is not None:
                         progress(done, len(ids))
                     # keep a batch in flight while the next one is planned
