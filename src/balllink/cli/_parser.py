@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, help="set the database's lead threshold")
     p.add_argument("--no-correlate", action="store_true", help="store only (bulk archive load)")
     p.add_argument(
+        "--jobs", type=int, default=1, help="processes reading, preparing and embedding scans"
+    )
+    p.add_argument(
         "--strict",
         action="store_true",
         help="skip scans whose preparation was flagged (default: store them, flagged)",

@@ -357,6 +357,7 @@ class LeadDatabase(EvidenceMethods, LinkMethods):
         progress: Callable | None = None,
         save_every: int = 1000,
         strict: bool | None = None,
+        jobs: int = 1,
         **fields,
     ) -> IngestReport:
         """Ingest a batch: store every usable scan, flag the doubtful ones, go on past the
@@ -382,6 +383,10 @@ class LeadDatabase(EvidenceMethods, LinkMethods):
             Save the index after this many new exhibits, or a tenth of the index size if
             larger (it is saved at the end anyway; after a crash the exhibits it lacks are
             added back from the stored scans).
+        jobs : int
+            Processes that read, prepare and embed the scans (spawned; the reader and
+            preparer must then be picklable module-level functions). Only this process
+            writes the database; the exhibits stored are the same as with ``jobs=1``.
 
         Returns
         -------
@@ -414,6 +419,7 @@ class LeadDatabase(EvidenceMethods, LinkMethods):
             strict=self.strict if strict is None else bool(strict),
             progress=progress,
             save_every=save_every,
+            jobs=int(jobs),
         )
 
     # ------------------------------------------------------------------ search
