@@ -27,6 +27,7 @@ L2 norm). `CasingIndex` stores the descriptor part in FAISS and the pose part be
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
@@ -43,9 +44,13 @@ __all__ = [
     "embed",
     "embed_many",
     "mirror_keypoints",
+    "remember_embedding",
 ]
 
 logger = logging.getLogger(__name__)
+
+#: Tables computed elsewhere (another process) for a scan object: `remember_embedding`.
+_REMEMBERED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 #: Bumped whenever the descriptor changes meaning; saved with every index.
 DESCRIPTOR_VERSION = "kp-polar-fourier-1"
@@ -121,6 +126,8 @@ def embed(prep: Scan, *, prepare: bool = True) -> np.ndarray:
     >>> rows.dtype, rows.shape[1] == 3 + bl.features.DESCRIPTOR_DIM, len(rows) > 10
     (dtype('float32'), True, True)
     """
+    if prepare and prep in _REMEMBERED:
+        return _REMEMBERED[prep].copy()
     if isinstance(prep, Scan) and prepare and prep.n_valid:
         prep = prepare_if_needed(prep)
     _check_scan(prep)
@@ -245,3 +252,21 @@ def embed_many(
         if progress is not None:
             progress(i + 1, total)
     return out
+
+
+def remember_embedding(prep: Scan, table: np.ndarray) -> None:
+    """Let `embed` return ``table`` for this scan object (computed by another process).
+
+    Bulk ingest embeds in worker processes and hands the table back with the prepared
+    scan; the index then adds it without embedding again. Kept as long as ``prep`` lives.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import balllink as bl
+    >>> scan = bl.Scan(np.zeros((8, 8), np.float32), spacing_um=12.5)
+    >>> remember_embedding(scan, np.ones((2, POSE_COLUMNS + DESCRIPTOR_DIM), np.float32))
+    >>> bl.embed(scan).shape
+    (2, 107)
+    """
+    _REMEMBERED[prep] = np.asarray(table, dtype=np.float32)

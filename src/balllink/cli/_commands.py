@@ -142,6 +142,7 @@ def cmd_ingest(args) -> int:
             correlate=not args.no_correlate,
             progress=bar,
             strict=args.strict,
+            jobs=args.jobs,
             **common,
         )
     bar.close()

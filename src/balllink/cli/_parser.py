@@ -6,7 +6,10 @@ Every command takes ``--db PATH`` (default: the ``BALLLINK_DB`` environment vari
 or a database/OS error (one line naming the database and what to do; ``--debug`` shows the
 traceback), 3 an unexpected error.
 ``ingest`` stores scans whose preparation was flagged (exit 0) and lists them with their
-flags; with ``--strict`` it skips them instead (exit 1).
+flags; with ``--strict`` it skips them instead (exit 1). ``link`` compares every exhibit
+of a scope with its candidates: in this process by default, on a local Dask cluster with
+``--workers N``, on a running one with ``--scheduler tcp://HOST:PORT``; a rerun after a
+kill finishes the job (exit 1 when a group failed or a stored scan was damaged).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from ._commands import (
 )
 from ._common import bbox_arg, date_arg, db_path, error_line, spacing_arg
 from ._demo import cmd_demo
+from ._link_cmd import cmd_link
 from ._lr_cmd import cmd_calibrate, cmd_threshold
 from ._validate_cmd import cmd_validate
 
@@ -79,11 +83,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, help="set the database's lead threshold")
     p.add_argument("--no-correlate", action="store_true", help="store only (bulk archive load)")
     p.add_argument(
+        "--jobs", type=int, default=1, help="processes reading, preparing and embedding scans"
+    )
+    p.add_argument(
         "--strict",
         action="store_true",
         help="skip scans whose preparation was flagged (default: store them, flagged)",
     )
     p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser(
+        "link", parents=[common], help="link all exhibits in a scope (batch; Dask optional)"
+    )
+    p.add_argument("-k", type=int, help="candidates per exhibit (default 50)")
+    p.add_argument("--agency", action="append", help="only these agencies (repeatable)")
+    p.add_argument("--since", type=date_arg, help="occurred on or after YYYY-MM-DD")
+    p.add_argument("--until", type=date_arg, help="occurred on or before YYYY-MM-DD")
+    p.add_argument("--caliber")
+    p.add_argument("--kind", choices=("crime_scene", "test_fire"))
+    p.add_argument("--bbox", type=bbox_arg, help="min_lat,min_lon,max_lat,max_lon")
+    p.add_argument("--workers", type=int, help="compare on a local Dask cluster of N processes")
+    p.add_argument(
+        "--scheduler",
+        help="compare on a running Dask cluster (tcp://HOST:PORT; the database folder must be "
+        "at the same path on every worker)",
+    )
+    p.add_argument("--batch", type=int, default=64, help="queries planned at a time")
+    p.set_defaults(func=cmd_link)
 
     p = sub.add_parser("search", parents=[common], help="ranked candidates for a file or id")
     p.add_argument("query", help="scan file or exhibit id")

@@ -13,7 +13,8 @@ connection), ``_store`` (stored scans, their cache, the write lock), ``_exhibits
 exhibits table), ``_settings`` (the lead threshold), ``_audit`` (the hash-chained trail),
 ``_index_cache`` (the candidate index on disk), ``_ingest`` (ingest and exhibit fields),
 ``_search`` (scope, retrieval, rescoring, chance probability), ``_leads`` (leads, status,
-series) and ``_check`` (integrity).
+series), ``_link`` (batch linking of a scope, in-process or on Dask) and ``_check``
+(integrity).
 
 Crash safety: a stored scan is written (temporary file, fsync, rename) before the SQLite
 row that references it; each exhibit with its comparisons and audit record is one SQLite
@@ -33,6 +34,7 @@ from ._check import CheckReport
 from ._db import LeadDatabase
 from ._exhibits import Exhibit
 from ._ingest import FlaggedExhibit, IngestReport, exhibit_fields
+from ._link import LinkSummary
 from ._search import Retrieval
 
 __all__ = [
@@ -42,6 +44,7 @@ __all__ = [
     "FlaggedExhibit",
     "IngestReport",
     "LeadDatabase",
+    "LinkSummary",
     "Retrieval",
     "exhibit_fields",
 ]

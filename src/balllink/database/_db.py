@@ -23,6 +23,7 @@ from ._exhibits import Exhibit, Exhibits
 from ._index_cache import IndexCache
 from ._ingest import Ingester, IngestReport
 from ._leads import LeadBook
+from ._link import LinkMethods
 from ._lr import LRBook
 from ._schema import Sql
 from ._search import Retrieval, Searcher, scope_where
@@ -36,7 +37,7 @@ SQLITE_NAME = "leads.sqlite"
 log = logging.getLogger(__name__)
 
 
-class LeadDatabase(EvidenceMethods):
+class LeadDatabase(EvidenceMethods, LinkMethods):
     """The embedded lead database (a folder; created if missing).
 
     One folder holds everything: ``leads.sqlite`` (exhibits, comparisons, lead status,
@@ -356,6 +357,7 @@ class LeadDatabase(EvidenceMethods):
         progress: Callable | None = None,
         save_every: int = 1000,
         strict: bool | None = None,
+        jobs: int = 1,
         **fields,
     ) -> IngestReport:
         """Ingest a batch: store every usable scan, flag the doubtful ones, go on past the
@@ -381,6 +383,10 @@ class LeadDatabase(EvidenceMethods):
             Save the index after this many new exhibits, or a tenth of the index size if
             larger (it is saved at the end anyway; after a crash the exhibits it lacks are
             added back from the stored scans).
+        jobs : int
+            Processes that read, prepare and embed the scans (spawned; the reader and
+            preparer must then be picklable module-level functions). Only this process
+            writes the database; the exhibits stored are the same as with ``jobs=1``.
 
         Returns
         -------
@@ -413,6 +419,7 @@ class LeadDatabase(EvidenceMethods):
             strict=self.strict if strict is None else bool(strict),
             progress=progress,
             save_every=save_every,
+            jobs=int(jobs),
         )
 
     # ------------------------------------------------------------------ search

@@ -8,9 +8,10 @@ finds the exhibits already stored (by file hash, then by prepared-scan hash) and
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -20,8 +21,10 @@ import numpy as np
 from .._files import file_sha256
 from .._scan import Scan
 from ..errors import BalllinkError, DatabaseError, PreprocessError
+from ..features import remember_embedding
 from ..leads import KINDS, Flag, Scope, flags_json, iso_date
 from ._audit import AuditTrail
+from ._bulk import Failed, Ready, ready_stream
 from ._exhibits import FIELDS, Exhibits, prepared_flags
 from ._index_cache import IndexCache
 from ._lr import LRBook, features_of
@@ -30,7 +33,13 @@ from ._search import Searcher
 from ._settings import Settings
 from ._store import WriteLock, scan_sha256, stored_form
 
-__all__ = ["FlaggedExhibit", "IngestReport", "Ingester", "exhibit_fields"]
+__all__ = [
+    "FlaggedExhibit",
+    "IngestReport",
+    "Ingester",
+    "StoredComparisons",
+    "exhibit_fields",
+]
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +122,13 @@ class Stored(NamedTuple):
     """The new exhibit's id and the comparison ids of the leads it made."""
 
     exhibit_id: int
+    leads: list[int]
+
+
+class StoredComparisons(NamedTuple):
+    """The comparison ids stored for one query, and those among them that are leads."""
+
+    ids: list[int]
     leads: list[int]
 
 
@@ -227,6 +243,7 @@ class Ingester:
         strict: bool,
         progress: Callable | None,
         save_every: int,
+        jobs: int = 1,
     ) -> IngestReport:
         self._sql.require_writable("ingest")
         total = len(items) if hasattr(items, "__len__") else None  # iterators stay lazy
@@ -236,13 +253,13 @@ class Ingester:
             self._index.clean_temp()
             self._index.get()  # open / catch up before the batch
             since_save = 0
-            for done, item in enumerate(items, start=1):
+            for done, (item, ready) in enumerate(self._with_ready(items, jobs), start=1):
                 obj, extra = item if isinstance(item, tuple) else (item, {})
                 merged = {**fields, **(extra or {})}
                 name = obj.source or obj.name if isinstance(obj, Scan) else str(obj)
                 try:
                     out = self.ingest_one(
-                        obj, merged, correlate=correlate, scope=scope, strict=strict
+                        obj, merged, correlate=correlate, scope=scope, strict=strict, ready=ready
                     )
                 except (BalllinkError, OSError, ValueError) as exc:
                     if is_disk_full(exc):  # every later item would fail too: stop here
@@ -265,6 +282,18 @@ class Ingester:
                 self._index.save()
         return report
 
+    def _with_ready(self, items: Iterable, jobs: int) -> Iterator[tuple[Any, Ready | None]]:
+        """Each item with its `Ready` from the worker processes (None: prepared here)."""
+        if jobs <= 1:
+            yield from ((item, None) for item in items)
+            return
+        items, mine = itertools.tee(items)
+        objs = (item[0] if isinstance(item, tuple) else item for item in items)
+        stream = ready_stream(
+            objs, read=self._searcher.read, prepare=self._searcher.prepare, jobs=jobs
+        )
+        yield from zip(mine, stream, strict=True)
+
     def _disk_full(self, name: str, report: IngestReport, exc: BaseException):
         """The error that stops a batch on a full disk: what was kept, what to do."""
         return DiskFullError(
@@ -284,23 +313,36 @@ class Ingester:
         report.n_compared += out.n_compared
         report.new_leads += out.leads
 
-    def ingest_one(self, obj, fields, *, correlate, scope, strict: bool = False) -> Outcome:
-        """Store one scan or file with its comparisons; raises when it cannot be used."""
+    def ingest_one(
+        self, obj, fields, *, correlate, scope, strict: bool = False, ready=None
+    ) -> Outcome:
+        """Store one scan or file with its comparisons; raises when it cannot be used.
+
+        ``ready``: the item already read, prepared and embedded by a worker process
+        (`Ready`), or what stopped it there (`Failed`, raised where reading would be).
+        """
         scan, source, source_hash = source_of(obj)
         existing = self._exhibits.find(source_hash)
         if existing is not None:
             return Outcome(existing, True)
         values = exhibit_fields(fields, source, source_hash)
-        if scan is None:
-            scan = self._searcher.read(source)
-        prep = stored_form(self._searcher.prepare(scan))
+        if isinstance(ready, Failed):
+            raise ready.error
+        if ready is not None:
+            prep = ready.prep
+            if prep.n_valid:
+                remember_embedding(prep, ready.table)
+        else:
+            if scan is None:
+                scan = self._searcher.read(source)
+            prep = stored_form(self._searcher.prepare(scan))
         if prep.n_valid == 0:
             raise PreprocessError(f"scan {prep.name}: nothing usable left after preparation")
         scan_hash = scan_sha256(prep)
         existing = self._exhibits.find(source_hash, scan_hash)
         if existing is not None:
             return Outcome(existing, True)
-        flags = prepared_flags(scan, prep)
+        flags = prepared_flags(scan, prep) if ready is None else ready.flags
         if strict and flags:
             raise PreprocessError(
                 "refused under strict=True, its preparation was flagged: "
@@ -405,16 +447,25 @@ class Ingester:
         query = self._exhibits.scan(eid)
         comparisons = self._searcher.compare_many(query, cands)
         feats = [features_of(c, query, s) for c, s in zip(comparisons, cands)]
+        return self.store_comparisons(eid, cand_ids, comparisons, feats, why=why).ids
+
+    def store_comparisons(
+        self, eid: int, cand_ids: Sequence[int], comparisons, feats, *, why: str
+    ) -> StoredComparisons:
+        """Store comparisons made elsewhere (query ``eid`` with ``cand_ids``; ``feats``
+        from `features_of`) as an ingest stores its own, with their LRs and an audit
+        record ``compare``: one transaction. Pairs already stored must be left out."""
+        self._sql.require_writable("store comparisons")
         case_id = self._exhibits.get(eid).case_id
         with self._sql.tx(f"store the comparisons of exhibit {eid}") as con:
             leads, comp_ids = self._comparisons(
-                con, eid, case_id, cand_ids, comparisons, feats, now()
+                con, eid, case_id, list(cand_ids), comparisons, feats, now()
             )
             self._audit.append(
                 "compare", covers=[("comparisons", comp_ids)], exhibit=eid,
                 compared=len(comp_ids), new_leads=leads, why=why,
             )  # fmt: skip
-        return comp_ids
+        return StoredComparisons(comp_ids, leads)
 
     def _leads_among(self, con, model, comp_ids, with_lr, other_case) -> list[int]:
         """Store the LRs of the new comparisons; the ones that are leads by the database's

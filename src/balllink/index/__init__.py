@@ -4,7 +4,8 @@
 ``_casing_index`` (the class), ``_faiss`` (the only module that touches FAISS: factory,
 search parameters, training, serialisation), ``_vote`` (the pose vote, a pure function of
 arrays), ``_casings`` (per-casing bookkeeping), ``_params`` (parameter checks) and
-``_file`` (the saved file, written and read as a pair).
+``_file`` (the saved file or folder, written and read as a pair), ``_query`` (queries
+prepared and candidates ranked) and ``_sharded`` (`ShardedIndex`: shards searched as one).
 
 >>> import balllink as bl
 >>> bl.index.CasingIndex is bl.CasingIndex
@@ -12,5 +13,6 @@ True
 """
 
 from ._casing_index import CasingIndex
+from ._sharded import ShardedIndex
 
-__all__ = ["CasingIndex"]
+__all__ = ["CasingIndex", "ShardedIndex"]

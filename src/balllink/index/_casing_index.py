@@ -31,11 +31,12 @@ from collections.abc import Callable, Iterable, Sequence
 import numpy as np
 
 from ..errors import IndexFormatError
-from ..features import POSE_COLUMNS, mirror_keypoints
+from ..features import POSE_COLUMNS
 from . import _faiss as F
 from ._casings import CasingRows, CasingTable, casing_rows
-from ._file import IndexFile, read_index_file, write_index_file
+from ._file import IndexFile, read_index, write_index_dir, write_index_file
 from ._params import PARAM_NAMES, check_params, compressed_config, params_json
+from ._query import Queries, check_k, prepare_queries, top_k
 from ._vote import CasingVotes, best_of, drop_wrong_hand, pose_vote
 
 __all__ = ["CasingIndex"]
@@ -169,26 +170,20 @@ class CasingIndex:
     def _reset(self) -> None:
         self.index_ = None
         self._casings = CasingTable()
+        self._mapped_from: str | None = None  # set by load(..., mmap=True): read-only
 
-    @property
-    def casing_ids_(self) -> np.ndarray:
-        return self._casings.casing_ids
+    def _check_writable(self, what: str) -> None:
+        if self._mapped_from is not None:
+            raise ValueError(
+                f"{what}: this index is memory-mapped read-only from {self._mapped_from}; "
+                "load it with mmap=False to change it"
+            )
 
-    @property
-    def starts_(self) -> np.ndarray:
-        return self._casings.starts
-
-    @property
-    def alive_(self) -> np.ndarray:
-        return self._casings.alive
-
-    @property
-    def hand_(self) -> np.ndarray:
-        return self._casings.hand
-
-    @property
-    def pose_(self) -> np.ndarray:
-        return self._casings.pose
+    casing_ids_ = property(lambda self: self._casings.casing_ids)
+    starts_ = property(lambda self: self._casings.starts)
+    alive_ = property(lambda self: self._casings.alive)
+    hand_ = property(lambda self: self._casings.hand)
+    pose_ = property(lambda self: self._casings.pose)
 
     @property
     def factory_(self) -> str:
@@ -242,6 +237,7 @@ class CasingIndex:
         True
         """
         self._check_params()
+        self._check_writable("fit")
         rows = [casing_rows(x, f"fit item {i}").rows for i, x in enumerate(scans_or_descriptors)]
         keep = None if self.max_stored is None else int(self.max_stored)  # what add stores
         vecs = np.concatenate([r[:keep, POSE_COLUMNS:] for r in rows] or [np.zeros((0, 1))])
@@ -293,6 +289,7 @@ class CasingIndex:
         (1, True)
         """
         self._check_params()
+        self._check_writable("add")
         ids = self._casings.check_new_ids(ids, len(scans_or_descriptors))
         n, done, pending = len(ids), 0, 0
         batch_ids: list[int] = []
@@ -345,6 +342,7 @@ class CasingIndex:
         >>> idx.remove([2, 99]), len(idx)
         (1, 1)
         """
+        self._check_writable("remove")
         removed = self._casings.remove(ids)  # HNSW cannot free vectors: masked by alive_
         if removed.n_casings and not F.remove_vectors(self.index_, removed.vectors):
             n_masked = len(removed.vectors)
@@ -385,52 +383,41 @@ class CasingIndex:
         >>> idx.search([bl.Scan(z, spacing_um=12.5)], k=3)[0]
         array([[ 5, -1, -1]])
         """
-        k = int(k)
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
-        items = list(scans_or_descriptors)
-        given = [casing_rows(q, f"query {i}") for i, q in enumerate(items)]
-        queries, qhand = [g.rows for g in given], [g.hand for g in given]
-        if self.query_keypoints is not None:
-            queries = [q[: int(self.query_keypoints)] for q in queries]  # strongest first
-        nq = len(queries)
-        out_ids = np.full((nq, k), -1, np.int64)
-        out_scores = np.zeros((nq, k), np.float32)
-        if nq == 0 or self.index_ is None or self.ntotal == 0 or len(self) == 0:
+        k = check_k(k)
+        q = prepare_queries(
+            scans_or_descriptors,
+            query_keypoints=self.query_keypoints,
+            handedness=self.handedness,
+            live_hand=self.hand_[self.alive_],
+        )
+        out_ids = np.full((q.nq, k), -1, np.int64)
+        out_scores = np.zeros((q.nq, k), np.float32)
+        if q.nq == 0 or self.index_ is None or self.ntotal == 0 or len(self) == 0:
             return out_ids, out_scores
         self._check_params()
-        self._apply_search_params()
-        mirror_part: dict[int, int] = {}  # query -> index of its mirror image in `queries`
-        if self.handedness == "both":  # each query also as its mirror image, when needed
-            live = self.hand_[self.alive_]
-            for qi in range(nq):
-                # a query of known handedness needs no mirror vote when every stored casing
-                # is known to agree with it
-                if not (qhand[qi] and (live == qhand[qi]).all()):
-                    mirror_part[qi] = len(queries)
-                    queries.append(mirror_keypoints(queries[qi]))
-        table = np.concatenate(queries)
-        vecs = np.ascontiguousarray(table[:, POSE_COLUMNS:], dtype=np.float32)
-        kk = min(int(self.neighbors), self.ntotal)
-        if len(vecs):
-            dist, labels = self.index_.search(vecs, kk)
-        else:
-            dist, labels = np.zeros((0, kk), np.float32), np.zeros((0, kk), np.int64)
-        bounds = np.concatenate([[0], np.cumsum([len(q) for q in queries])])
-        for qi in range(nq):
-            results: list[CasingVotes] = []
-            for part, mirrored in ((qi, False), (mirror_part.get(qi), True)):
-                if part is None:
-                    continue
-                sl = slice(bounds[part], bounds[part + 1])
-                votes = self._vote(table[sl, :POSE_COLUMNS], labels[sl], dist[sl])
-                # handedness known on both sides decides which reflection may vote
-                results.append(drop_wrong_hand(votes, self.hand_, qhand[qi], mirrored=mirrored))
-            best = best_of(results)
-            order = np.lexsort((best.rows, best.nearest, -best.votes))[:k]
-            out_ids[qi, : len(order)] = self.casing_ids_[best.rows[order]]
-            out_scores[qi, : len(order)] = best.votes[order]
+        dist, labels = self._knn(q.vecs)
+        for qi in range(q.nq):
+            best = self._query_votes(q, qi, labels, dist)
+            ids = self.casing_ids_[best.rows]
+            out_ids[qi], out_scores[qi] = top_k(ids, best.votes, best.nearest, best.rows, k)
         return out_ids, out_scores
+
+    def _knn(self, vecs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Distances and vector numbers of each row's ``neighbors`` nearest stored keypoints."""
+        self._apply_search_params()
+        kk = min(int(self.neighbors), self.ntotal)
+        if len(vecs) and kk:
+            return self.index_.search(vecs, kk)
+        return np.zeros((len(vecs), kk), np.float32), np.full((len(vecs), kk), -1, np.int64)
+
+    def _query_votes(self, q: Queries, qi: int, labels, dist) -> CasingVotes:
+        """Votes of query ``qi`` (both reflections, wrong hands dropped) per casing row."""
+        results: list[CasingVotes] = []
+        for sl, mirrored in q.parts(qi):
+            votes = self._vote(q.table[sl, :POSE_COLUMNS], labels[sl], dist[sl])
+            # handedness known on both sides decides which reflection may vote
+            results.append(drop_wrong_hand(votes, self.hand_, q.hand[qi], mirrored=mirrored))
+        return best_of(results)
 
     def _apply_search_params(self) -> None:
         F.apply_search_params(self.index_, nprobe=self.nprobe, ef_search=self.ef_search)
@@ -449,11 +436,13 @@ class CasingIndex:
         )
 
     # ------------------------------------------------------------------ files
-    def save(self, path: str | os.PathLike) -> None:
+    def save(self, path: str | os.PathLike, *, directory: bool = False) -> None:
         """Write the index (FAISS data, poses, ids, factory, descriptor version) to a file.
 
         The file is replaced atomically (`balllink._files.atomic_path`): a crash while saving
-        leaves the previous file whole.
+        leaves the previous file whole. ``directory=True`` writes a folder of FAISS's own
+        file and ``.npy`` arrays instead (`balllink.index._file.write_index_dir`), the form
+        ``load(path, mmap=True)`` can memory-map.
 
         Examples
         --------
@@ -464,17 +453,24 @@ class CasingIndex:
         >>> idx.save(path); len(bl.CasingIndex.load(path))
         1
         """
-        write_index_file(path, IndexFile(self._params(), self.index_, self._casings))
+        contents = IndexFile(self._params(), self.index_, self._casings)
+        (write_index_dir if directory else write_index_file)(path, contents)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> CasingIndex:
+    def load(cls, path: str | os.PathLike, *, mmap: bool = False) -> CasingIndex:
         """Read an index written by `save`.
+
+        ``mmap=True`` (a folder saved with ``directory=True``): the FAISS data and the side
+        arrays are memory-mapped, not read; a 1e6-casing index opens in well under a second
+        and pages come from disk as searches touch them. Such an index is read-only.
 
         Raises
         ------
         IndexFormatError
             The file is missing, truncated, not a balllink index, or was built with another
             descriptor version (rebuild it from the scans).
+        ValueError
+            ``mmap=True`` for a single-file index (save it with ``directory=True``).
 
         Examples
         --------
@@ -485,7 +481,7 @@ class CasingIndex:
         ...     print("refused")
         refused
         """
-        contents = read_index_file(path)
+        contents = read_index(path, mmap=mmap)
         params = dict(contents.params)
         factory = params.pop("factory", None)
         try:
@@ -496,4 +492,5 @@ class CasingIndex:
                 f"{path}: index parameters not understood by this balllink ({exc})"
             ) from None
         self.index_, self._casings = contents.index, contents.casings
+        self._mapped_from = str(path) if mmap else None
         return self

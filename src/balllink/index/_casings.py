@@ -87,7 +87,7 @@ class CasingTable:
         self.hand = np.zeros(0, np.int8)
         self._pose_parts: list[np.ndarray] = []  # concatenated lazily (adds stay O(n))
         self._pose = np.zeros((0, POSE_COLUMNS), np.float16)
-        self._row_of: dict[int, int] = {}
+        self._row_of_map: dict[int, int] | None = {}
 
     @classmethod
     def from_arrays(
@@ -102,8 +102,16 @@ class CasingTable:
         self = cls()
         self.casing_ids, self.starts, self.alive, self.hand = casing_ids, starts, alive, hand
         self._pose = pose
-        self._row_of = {int(c): r for r, c in enumerate(casing_ids) if alive[r]}
+        self._row_of_map = None  # built on first use: opening a large file stays cheap
         return self
+
+    @property
+    def _row_of(self) -> dict[int, int]:
+        """Casing id -> row of every live casing."""
+        if self._row_of_map is None:
+            ids, live = self.casing_ids.tolist(), self.alive.tolist()
+            self._row_of_map = {c: r for r, c in enumerate(ids) if live[r]}
+        return self._row_of_map
 
     @property
     def pose(self) -> np.ndarray:

@@ -49,10 +49,12 @@ __all__ = [
     "apply_search_params",
     "deserialize",
     "new_faiss",
+    "read_faiss",
     "remove_vectors",
     "serialize",
     "train_faiss",
     "train_target",
+    "write_faiss",
 ]
 
 logger = logging.getLogger(__name__)
@@ -187,3 +189,33 @@ def deserialize(blob: np.ndarray) -> faiss.Index | None:
     (0, None)
     """
     return faiss.deserialize_index(blob) if blob.size else None
+
+
+def write_faiss(index: faiss.Index, path: str) -> None:
+    """Write ``index`` to ``path`` in FAISS's own file format (`read_faiss` reads it)."""
+    faiss.write_index(index, str(path))
+
+
+def read_faiss(path: str, *, mmap: bool) -> faiss.Index:
+    """Read a file of `write_faiss`; ``mmap``: map its codes and inverted lists read-only.
+
+    With ``mmap`` FAISS maps the file (``IO_FLAG_MMAP_IFC`` for the codes of flat indexes,
+    ``IO_FLAG_MMAP`` for the inverted lists of IVF ones) instead of reading it: pages are
+    loaded as searches touch them and shared by every process that maps the same file.
+    RuntimeError if the file is not a FAISS index.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> path = tempfile.mkdtemp() + "/x.faiss"
+    >>> write_faiss(new_faiss("Flat"), path); read_faiss(path, mmap=True).ntotal
+    0
+    """
+    if not mmap:
+        return faiss.read_index(str(path))
+    try:  # flat codes mapped (IO_FLAG_MMAP_IFC); FAISS refuses it for inverted lists
+        return faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC)
+    except RuntimeError as exc:
+        if "mmap" not in str(exc):
+            raise
+    return faiss.read_index(str(path), faiss.IO_FLAG_MMAP)  # IVF: lists mapped on disk

@@ -1,0 +1,144 @@
+"""`LeadDatabase.link` on N simulated casings: in-process vs a Dask LocalCluster of 1 and 2
+workers, in one run.
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_link.py [--n 1000] [--shape 128] [-k 10]
+    .venv/bin/python benchmarks/bench_link.py --n 10000
+
+Each configuration gets its own database of the same N simulated casings (``--shape``
+pixels at 12.5 µm: a documented smaller scan than Fadul's, so that 1e4 casings fit the
+machine; 4 firings per gun), bulk-loaded without correlation, then linked with top-``k``
+candidates per exhibit. Reported per configuration: pairs rescored per second, the 1 -> 2
+worker scaling efficiency (rate(2) / (2 * rate(1)); target >= 0.9), lead recall = the share
+of the simulator's same-gun pairs among the rescored pairs (target >= 0.98), and peak
+memory (max RSS) of each worker process (or of this process in-process). Prints a table;
+writes ``benchmarks/results/bench_link.json``. Smoke runs at tiny N say nothing about the
+targets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import resource
+import sqlite3
+import tempfile
+import time
+from pathlib import Path
+
+import balllink as bl
+from balllink.cli import format_table
+from balllink.database import LeadDatabase
+
+PER_GUN = 4
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def _load(folder: Path, n: int, shape: int, seed: int) -> dict[int, int]:
+    """N simulated casings bulk-loaded; exhibit id -> firearm id (the truth)."""
+    stream = bl.simulate.iter_casings(
+        -(-n // PER_GUN),
+        PER_GUN,
+        seed=seed,
+        difficulty="fadul-like",
+        shape=(shape, shape),
+        spacing_um=12.5,
+    )
+    truth_of_case: dict[str, int] = {}
+    items = []
+    for i, (scan, truth) in enumerate(itertools.islice(stream, n)):
+        truth_of_case[f"c{i}"] = int(truth["firearm_id"])
+        items.append((scan, {"agency": "SIM", "case_id": f"c{i}"}))
+    with LeadDatabase(folder) as db:
+        db.ingest_many(items, correlate=False)
+        return {e.id: truth_of_case[e.case_id] for e in db.exhibits()}
+
+
+def _recall(folder: Path, gun_of: dict[int, int]) -> float:
+    con = sqlite3.connect(folder / "leads.sqlite")
+    pairs = {tuple(sorted(p)) for p in con.execute("SELECT a, b FROM comparisons")}
+    con.close()
+    same = [p for p in itertools.combinations(sorted(gun_of), 2) if gun_of[p[0]] == gun_of[p[1]]]
+    return sum(p in pairs for p in same) / max(1, len(same))
+
+
+def _run(mode: str, workers: int, args, workdir: Path) -> dict:
+    folder = workdir / f"{mode}{workers}"
+    gun_of = _load(folder, args.n, args.shape, args.seed)
+    client = cluster = None
+    if workers:
+        import distributed
+
+        cluster = distributed.LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+        )
+        client = distributed.Client(cluster)
+    try:
+        with LeadDatabase(folder) as db:
+            t0 = time.perf_counter()
+            s = db.link(k=args.k, client=client)
+            seconds = time.perf_counter() - t0
+        if client is not None:
+            rss = list(client.run(_peak_rss_mb).values())
+        else:
+            rss = [_peak_rss_mb()]
+    finally:
+        if client is not None:
+            client.close()
+            cluster.close()
+    return {
+        "mode": mode,
+        "workers": workers,
+        "n": args.n,
+        "rescored": s.rescored,
+        "seconds": round(seconds, 2),
+        "pairs_per_s": round(s.rescored / seconds, 2) if seconds else None,
+        "lead_recall": round(_recall(folder, gun_of), 4),
+        "peak_rss_mb_per_worker": [round(r, 1) for r in rss],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--n", type=int, default=1000, help="simulated casings (e.g. 10000)")
+    parser.add_argument("--shape", type=int, default=128, help="simulated grid side, px")
+    parser.add_argument("-k", type=int, default=10, help="candidates per exhibit")
+    parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument("--workdir", default=None)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+        rows = [
+            _run(mode, w, args, Path(tmp))
+            for mode, w in (("in-process", 0), ("local", 1), ("local", 2))
+        ]
+    r1, r2 = rows[1]["pairs_per_s"], rows[2]["pairs_per_s"]
+    efficiency = round(r2 / (2 * r1), 3) if r1 and r2 else None
+    print(format_table(rows))
+    print(f"1 -> 2 worker scaling efficiency: {efficiency} (target >= 0.9)")
+    out = Path(__file__).parent / "results"
+    out.mkdir(exist_ok=True)
+    (out / "bench_link.json").write_text(
+        json.dumps(
+            {
+                "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+                "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "scan": f"{args.shape}x{args.shape} px at 12.5 um, fadul-like, {PER_GUN}/gun",
+                "k": args.k,
+                "targets": {"scaling_efficiency": 0.9, "lead_recall": 0.98},
+                "scaling_efficiency_1_to_2": efficiency,
+                "results": rows,
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

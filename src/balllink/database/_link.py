@@ -1,0 +1,498 @@
+"""Batch linking of a scope (`LeadDatabase.link`): the nightly all-vs-all job.
+
+1. The candidate index catches up: exhibits stored without correlation (bulk loads)
+   get their descriptors (`IndexCache.get`, the path of every search).
+2. Candidate graph: each exhibit's top-K in scope (`Searcher.retrieve`, the search's
+   own retrieval), planned ``batch`` queries at a time.
+3. Pairs already in ``comparisons`` (either order) are dropped; so is a pair planned
+   earlier in this run (it was in the other exhibit's list too).
+4. The new pairs are compared grouped by query: one `compare_group` per query, so that
+   `balllink.compare_many` prepares the query once for all its candidates. In-process
+   (``client=None``) or as tasks on a ``dask.distributed.Client``; either way the same
+   module-level function runs on plain data (scan file paths, ids, the comparer).
+5. Only this process writes: each finished group is stored in its own transaction by
+   `Ingester.store_comparisons` (the path of ingest: comparisons, LRs, audit record).
+
+Checkpointing comes from step 3: a run killed at any moment (the client, or a worker:
+Dask runs a lost worker's tasks again elsewhere) has stored whole groups only, and the
+next run skips them, so it finishes the job without duplicate comparisons.
+
+Workers read the stored scans from the database folder by path: on a cluster the folder
+must be on storage every worker sees at the same path (NFS, a parallel file system); only
+the client opens SQLite.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import NamedTuple
+
+from .._scan import Scan
+from ..errors import BalllinkError
+from ..leads import Scope
+from ._audit import AuditTrail
+from ._exhibits import Exhibits
+from ._index_cache import IndexCache
+from ._ingest import Ingester
+from ._lr import Features, features_of
+from ._schema import Sql
+from ._search import Searcher, scope_where
+from ._store import StoredScanError, WriteLock, load_scan
+
+__all__ = [
+    "GroupResult",
+    "GroupTask",
+    "LinkMethods",
+    "LinkSummary",
+    "Linker",
+    "ScanRef",
+    "compare_group",
+]
+
+log = logging.getLogger(__name__)
+
+#: Stored scans kept in memory by each process that runs `compare_group` (LRU): the
+#: per-scan work `compare_many` caches lives as long as its scan.
+SCAN_CACHE = 64
+
+
+class ScanRef(NamedTuple):
+    """A stored scan as a task sees it: exhibit id, file path, content hash."""
+
+    exhibit_id: int
+    path: str
+    scan_hash: str
+
+
+class GroupTask(NamedTuple):
+    """One query and the candidates it is compared with (plain data: pickles small)."""
+
+    query: ScanRef
+    candidates: tuple[ScanRef, ...]
+
+
+class GroupResult(NamedTuple):
+    """What `compare_group` sends back to the client."""
+
+    query_id: int
+    cand_ids: list[int]
+    comparisons: list
+    features: list[Features]
+    damaged: list[int]  # exhibits whose stored scan could not be read (query included)
+    worker: str
+    seconds: float
+    error: str | None = None
+
+
+_scans: OrderedDict[tuple[str, str], Scan] = OrderedDict()
+
+
+def _load(ref: ScanRef) -> Scan:
+    """A stored scan, from this process's LRU when there (checked against its hash)."""
+    key = (ref.path, ref.scan_hash)
+    scan = _scans.get(key)
+    if scan is None:
+        scan = load_scan(ref.path, ref.scan_hash, exhibit_id=ref.exhibit_id)
+        _scans[key] = scan
+        while len(_scans) > SCAN_CACHE:
+            _scans.popitem(last=False)
+    else:
+        _scans.move_to_end(key)
+    return scan
+
+
+def _worker_name() -> str:
+    """The Dask worker's address, else ``in-process@host:pid``."""
+    try:
+        from distributed import get_worker
+
+        return str(get_worker().address)
+    except (ImportError, ValueError):
+        return f"in-process@{socket.gethostname()}:{os.getpid()}"
+
+
+def compare_group(task: GroupTask, comparer: Callable | None = None) -> GroupResult:
+    """Compare one query with its candidates, reading the stored scans by path.
+
+    The function a Dask worker runs (and the in-process run too): plain data in, a
+    `GroupResult` out; it never opens SQLite. A stored scan that cannot be read is left
+    out and named in ``damaged`` (the client quarantines it); a comparison that fails
+    with a `BalllinkError` (e.g. scans of different spacing) gives ``error`` instead of
+    comparisons.
+
+    Parameters
+    ----------
+    task : GroupTask
+    comparer : callable, optional
+        ``comparer(query, candidates) -> list of Comparison``; default
+        `balllink.compare_many`.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np, balllink as bl
+    >>> from balllink.database._store import save_scan, scan_sha256
+    >>> z = np.random.default_rng(0).normal(size=(64, 64)).astype(np.float32)
+    >>> s = bl.Scan(z, spacing_um=6.25)
+    >>> folder = tempfile.mkdtemp()
+    >>> refs = [ScanRef(i, f"{folder}/{save_scan(s, folder, scan_sha256(s))}",
+    ...                 scan_sha256(s)) for i in (1, 2)]
+    >>> plain = lambda q, cands: [bl.Comparison(0, 0.1, 0.0, (0.0, 0.0), False, (),
+    ...     np.zeros(0), config=bl.CMCConfig()) for _ in cands]
+    >>> r = compare_group(GroupTask(refs[0], (refs[1],)), plain)
+    >>> r.query_id, r.cand_ids, r.damaged, r.error
+    (1, [2], [], None)
+    """
+    from ..comparison import compare_many
+
+    start = time.perf_counter()
+    worker = _worker_name()
+    qid = task.query.exhibit_id
+
+    def result(cand_ids, comps=(), feats=(), damaged=(), error=None) -> GroupResult:
+        seconds = time.perf_counter() - start
+        return GroupResult(qid, list(cand_ids), list(comps), list(feats), list(damaged),
+                           worker, seconds, error)  # fmt: skip
+
+    try:
+        query = _load(task.query)
+    except StoredScanError:
+        return result([], damaged=[qid])
+    ids, scans, damaged = [], [], []
+    for ref in task.candidates:
+        try:
+            scans.append(_load(ref))
+            ids.append(ref.exhibit_id)
+        except StoredScanError:
+            damaged.append(ref.exhibit_id)
+    if not ids:
+        return result([], damaged=damaged)
+    try:
+        comps = (comparer or compare_many)(query, scans)
+    except BalllinkError as exc:
+        return result([], damaged=damaged, error=f"{type(exc).__name__}: {exc}")
+    feats = [features_of(c, query, s) for c, s in zip(comps, scans)]
+    return result(ids, comps, feats, damaged)
+
+
+@dataclass
+class LinkSummary:
+    """What `LeadDatabase.link` did.
+
+    Attributes
+    ----------
+    n_exhibits : int
+        Exhibits in scope (each one a query).
+    pairs_considered : int
+        Distinct pairs of the candidate graph (each exhibit's top-K in scope).
+    already_compared : int
+        Of those, pairs found stored before they were planned (an earlier ingest, search
+        or run): skipped.
+    rescored : int
+        Pairs compared and stored by this run.
+    leads : int
+        New leads among them.
+    groups : int
+        Query groups compared (tasks).
+    failed : list of (query id, reason)
+        Groups whose comparison failed (nothing stored for them; a rerun tries again).
+    damaged : list of int
+        Exhibits whose stored scan could not be read (quarantined; left out).
+    seconds : float
+        Wall time of the run.
+    per_worker : dict
+        Per worker (Dask address, or ``in-process@host:pid``): ``groups``, ``pairs``,
+        ``seconds`` (time in `compare_group`), ``pairs_per_second``.
+    scheduler : str or None
+        The Dask scheduler's address; None in-process.
+    """
+
+    n_exhibits: int = 0
+    pairs_considered: int = 0
+    already_compared: int = 0
+    rescored: int = 0
+    leads: int = 0
+    groups: int = 0
+    failed: list[tuple[int, str]] = field(default_factory=list)
+    damaged: list[int] = field(default_factory=list)
+    seconds: float = 0.0
+    per_worker: dict[str, dict] = field(default_factory=dict)
+    scheduler: str | None = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def _count(self, res: GroupResult) -> None:
+        w = self.per_worker.setdefault(
+            res.worker, {"groups": 0, "pairs": 0, "seconds": 0.0, "pairs_per_second": 0.0}
+        )
+        w["groups"] += 1
+        w["pairs"] += len(res.cand_ids)
+        w["seconds"] += res.seconds
+        w["pairs_per_second"] = w["pairs"] / w["seconds"] if w["seconds"] > 0 else 0.0
+
+
+class _InProcess:
+    """Runs the groups here, one after the other, as they are submitted."""
+
+    scheduler = None
+
+    def __init__(self, comparer: Callable):
+        self._comparer = comparer
+        self._queue: deque[GroupTask] = deque()
+
+    def submit(self, tasks: Sequence[GroupTask]) -> None:
+        self._queue.extend(tasks)
+
+    def finished(self, keep: int) -> Iterator[GroupResult]:
+        while self._queue:
+            yield compare_group(self._queue.popleft(), self._comparer)
+
+    def close(self) -> None:
+        self._queue.clear()
+        _scans.clear()  # the client's memory: the database keeps its own scan cache
+
+
+class _OnDask:
+    """Submits the groups to a ``dask.distributed.Client``; yields them as they finish."""
+
+    def __init__(self, client, comparer: Callable):
+        from distributed import as_completed
+
+        self._client = client
+        self._comparer = comparer
+        self._done = as_completed()
+        self._futures: set = set()
+        self.scheduler = getattr(client.scheduler, "address", None)
+
+    def submit(self, tasks: Sequence[GroupTask]) -> None:
+        for task in tasks:
+            fut = self._client.submit(compare_group, task, self._comparer, pure=False)
+            self._futures.add(fut)
+            self._done.add(fut)
+
+    def finished(self, keep: int) -> Iterator[GroupResult]:
+        while self._done.count() > keep:
+            fut = next(self._done)
+            self._futures.discard(fut)
+            yield fut.result()  # a task error (a bug, a KilledWorker) is raised here
+
+    def close(self) -> None:
+        if self._futures:  # the run stopped early: nothing left running for it
+            self._client.cancel(list(self._futures))
+            self._futures.clear()
+
+
+class Linker:
+    """The batch linking of one database (see `LeadDatabase.link`)."""
+
+    def __init__(
+        self,
+        sql: Sql,
+        exhibits: Exhibits,
+        index: IndexCache,
+        searcher: Searcher,
+        ingester: Ingester,
+        lock: WriteLock,
+        audit: AuditTrail,
+    ):
+        self._audit = audit
+        self._sql = sql
+        self._exhibits = exhibits
+        self._index = index
+        self._searcher = searcher
+        self._ingester = ingester
+        self._lock = lock
+
+    def link(
+        self, scope: Scope, k: int, *, client=None, progress: Callable | None, batch: int
+    ) -> LinkSummary:
+        self._sql.require_writable("link")
+        if int(batch) < 1:
+            raise ValueError(f"batch must be >= 1 (queries planned at once), got {batch}")
+        start = time.perf_counter()
+        scope = replace(scope, max_rescore=int(k))
+        where, params = scope_where(scope)
+        ids = self._exhibits.ids(where, params)
+        summary = LinkSummary(n_exhibits=len(ids))
+        comparer = self._searcher.compare_many
+        runner = _InProcess(comparer) if client is None else _OnDask(client, comparer)
+        summary.scheduler = runner.scheduler
+        seen: set[tuple[int, int]] = set()
+        done = 0
+        with self._lock:
+            self._index.get()  # step 1: exhibits without descriptors are embedded
+            try:
+                for at in range(0, len(ids), int(batch)):
+                    tasks = self._plan(ids[at : at + int(batch)], scope, seen, summary)
+                    done += len(ids[at : at + int(batch)]) - len(tasks)  # nothing to compare
+                    runner.submit(tasks)
+                    if progress is not None:
+                        progress(done, len(ids))
+                    # keep a batch in flight while the next one is planned
+                    for res in runner.finished(keep=int(batch)):
+                        done += 1
+                        self._store(res, summary, progress, done, len(ids))
+                for res in runner.finished(keep=0):
+                    done += 1
+                    self._store(res, summary, progress, done, len(ids))
+            finally:
+                runner.close()
+                if self._index.needs_save:
+                    self._index.save()
+            summary.seconds = time.perf_counter() - start
+            self._audit.log_event(
+                "link", where=where, params=params, k=int(k), n_exhibits=len(ids),
+                pairs_considered=summary.pairs_considered, rescored=summary.rescored,
+                leads=summary.leads, failed=len(summary.failed), scheduler=summary.scheduler,
+            )  # fmt: skip
+        return summary
+
+    def _stored_partners(self, eid: int) -> set[int]:
+        """The exhibits stored as compared with ``eid`` (either order)."""
+        rows = self._sql().execute(
+            "SELECT b FROM comparisons WHERE a = ? UNION SELECT a FROM comparisons WHERE b = ?",
+            (eid, eid),
+        )
+        return {int(r[0]) for r in rows}
+
+    def _ref(self, eid: int) -> ScanRef:
+        row = (
+            self._sql()
+            .execute("SELECT scan_file, scan_hash FROM exhibits WHERE id = ?", (eid,))
+            .fetchone()
+        )
+        return ScanRef(eid, str(self._exhibits.store.path(row["scan_file"])), row["scan_hash"])
+
+    def _plan(self, queries, scope: Scope, seen: set, summary: LinkSummary) -> list[GroupTask]:
+        """The groups of these queries: top-K in scope, less pairs stored or planned."""
+        tasks = []
+        for qid in queries:
+            try:
+                prep = self._exhibits.scan(qid)
+            except StoredScanError as exc:  # quarantined and flagged by `scan`
+                log.warning("link: exhibit %d left out: %s", qid, exc)
+                summary.damaged.append(qid)
+                continue
+            found = self._searcher.retrieve(prep, scope, exclude=qid).ids
+            stored = self._stored_partners(qid)
+            new = []
+            for cid in found:
+                pair = (min(qid, cid), max(qid, cid))
+                if pair in seen:
+                    continue
+                seen.add(pair)
+                summary.pairs_considered += 1
+                if cid in stored:
+                    summary.already_compared += 1
+                else:
+                    new.append(cid)
+            if new:
+                tasks.append(GroupTask(self._ref(qid), tuple(self._ref(c) for c in new)))
+        return tasks
+
+    def _store(self, res: GroupResult, summary: LinkSummary, progress, done, total) -> None:
+        """Write one finished group (its own transaction), then report progress."""
+        self._write(res, summary)
+        if progress is not None:
+            progress(done, total)
+
+    def _write(self, res: GroupResult, summary: LinkSummary) -> None:
+        summary._count(res)
+        summary.groups += 1
+        if res.damaged:  # read here again: quarantined, flagged and warned
+            self._exhibits.loadable(res.damaged)
+            summary.damaged += [i for i in res.damaged if i not in summary.damaged]
+        if res.error is not None:
+            log.warning("link: exhibit %d not compared: %s", res.query_id, res.error)
+            summary.failed.append((res.query_id, res.error))
+            return
+        stored = self._stored_partners(res.query_id)  # never a second row for a pair
+        keep = [i for i, c in enumerate(res.cand_ids) if c not in stored]
+        if not keep:
+            return
+        out = self._ingester.store_comparisons(
+            res.query_id,
+            [res.cand_ids[i] for i in keep],
+            [res.comparisons[i] for i in keep],
+            [res.features[i] for i in keep],
+            why="link",
+        )
+        summary.rescored += len(out.ids)
+        summary.leads += len(out.leads)
+
+
+class LinkMethods:
+    """Batch linking of `LeadDatabase` (see the class docstring there)."""
+
+    def link(
+        self,
+        scope=None,
+        *,
+        k: int | None = None,
+        client=None,
+        progress: Callable | None = None,
+        batch: int = 64,
+    ) -> LinkSummary:
+        """Link every exhibit in a scope with its candidates: the nightly batch job.
+
+        Exhibits stored without correlation are embedded in the index; each exhibit in
+        scope gets its top ``k`` candidates in scope; the pairs not compared yet are
+        compared, grouped by query, and stored with their LRs and leads exactly as an
+        ingest stores its own. Each query's group is written in its own transaction, and
+        stored pairs are skipped: a run killed at any moment is finished, without
+        duplicates, by running it again.
+
+        Parameters
+        ----------
+        scope : Scope or dict, optional
+            The exhibits linked with each other (default: all; ``max_rescore`` is
+            ignored, ``k`` takes its place).
+        k : int, optional
+            Candidates per exhibit (default: the database's ``rescore_k``).
+        client : dask.distributed.Client, optional
+            Compare the groups as tasks on this client's cluster (``balllink[dask]``);
+            only this process writes. Workers read the stored scans by path: the
+            database folder must be on storage every worker sees at the same path.
+            Default: in this process.
+        progress : callable, optional
+            ``progress(done, total)`` over the exhibits in scope, after each group stored.
+        batch : int
+            Queries planned (index search, pairs dropped) at a time; about as many groups
+            are kept in flight while the next batch is planned.
+
+        Returns
+        -------
+        LinkSummary
+
+        Examples
+        --------
+        >>> import tempfile, numpy as np, balllink as bl
+        >>> from balllink.database import LeadDatabase
+        >>> rng = np.random.default_rng(0)
+        >>> scans = [bl.Scan(rng.normal(size=(240, 240)), spacing_um=6.25,
+        ...                  meta={"prepared": {"ok": True}}) for _ in range(3)]
+        >>> def plain(query, cands):  # a stand-in comparer: quick, never a lead
+        ...     return [bl.Comparison(0, 0.0, 0.0, (0.0, 0.0), False, (), np.zeros(0),
+        ...                           config=bl.CMCConfig()) for _ in cands]
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     with LeadDatabase(tmp + "/leads.db", comparer=plain) as db:
+        ...         _ = db.ingest_many(scans, correlate=False)
+        ...         first, again = db.link(k=2), db.link(k=2)
+        ...         print(first.rescored, first.leads, again.already_compared, again.rescored)
+        3 0 3 0
+        """
+        linker = Linker(
+            self._sql, self._exhibits, self._index, self._searcher, self._ingester,
+            self._lock, self._audit,
+        )  # fmt: skip
+        k = self.rescore_k if k is None else int(k)
+        if k < 1:
+            raise ValueError(f"k must be >= 1 (candidates per exhibit), got {k}")
+        scope = Scope.coerce(scope) if scope is not None else Scope()
+        return linker.link(scope, k, client=client, progress=progress, batch=batch)
