@@ -126,7 +126,7 @@ def embed(prep: Scan, *, prepare: bool = True) -> np.ndarray:
     >>> rows.dtype, rows.shape[1] == 3 + bl.features.DESCRIPTOR_DIM, len(rows) > 10
     (dtype('float32'), True, True)
     """
-    if prepare and prep in _REMEMBERED:
+    if prepare and isinstance(prep, Scan) and prep in _REMEMBERED:
         return _REMEMBERED[prep].copy()
     if isinstance(prep, Scan) and prepare and prep.n_valid:
         prep = prepare_if_needed(prep)
