@@ -3,18 +3,18 @@ workers, in one run.
 
 Usage::
 
-    .venv/bin/python benchmarks/bench_link.py [--n 1000] [--shape 128] [-k 10]
-    .venv/bin/python benchmarks/bench_link.py --n 10000
+    .venv/bin/python benchmarks/bench_link.py [--n 1000] [--shape 560] [--spacing 6.25] [-k 10]
+    .venv/bin/python benchmarks/bench_link.py --n 10000 --modes local2
 
-Each configuration gets its own database of the same N simulated casings (``--shape``
-pixels at 12.5 µm: a documented smaller scan than Fadul's, so that 1e4 casings fit the
-machine; 4 firings per gun), bulk-loaded without correlation, then linked with top-``k``
+N simulated casings (default full size: 560 x 560 px at 6.25 µm, fadul-like, 4 firings
+per gun) are bulk-loaded once without correlation and embedded in the index (timed:
+``embed_s``); each configuration then links a copy of that database with top-``k``
 candidates per exhibit. Reported per configuration: pairs rescored per second, the 1 -> 2
 worker scaling efficiency (rate(2) / (2 * rate(1)); target >= 0.9), lead recall = the share
 of the simulator's same-gun pairs among the rescored pairs (target >= 0.98), and peak
 memory (max RSS) of each worker process (or of this process in-process). Prints a table;
-writes ``benchmarks/results/bench_link.json``. Smoke runs at tiny N say nothing about the
-targets.
+writes ``benchmarks/results/bench_link[-N].json``. Smoke runs at tiny N say nothing about
+the targets.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import sqlite3
 import tempfile
 import time
@@ -38,18 +39,23 @@ PER_GUN = 4
 
 
 def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    """This process's peak resident memory (VmHWM: not inherited through fork/exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024  # kB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux
 
 
-def _load(folder: Path, n: int, shape: int, seed: int) -> dict[int, int]:
-    """N simulated casings bulk-loaded; exhibit id -> firearm id (the truth)."""
+def _load(folder: Path, args) -> tuple[dict[int, int], dict]:
+    """N simulated casings bulk-loaded and embedded; exhibit id -> firearm id, timings."""
+    n = args.n
     stream = bl.simulate.iter_casings(
         -(-n // PER_GUN),
         PER_GUN,
-        seed=seed,
+        seed=args.seed,
         difficulty="fadul-like",
-        shape=(shape, shape),
-        spacing_um=12.5,
+        shape=(args.shape, args.shape),
+        spacing_um=args.spacing,
     )
     truth_of_case: dict[str, int] = {}
     items = []
@@ -57,8 +63,13 @@ def _load(folder: Path, n: int, shape: int, seed: int) -> dict[int, int]:
         truth_of_case[f"c{i}"] = int(truth["firearm_id"])
         items.append((scan, {"agency": "SIM", "case_id": f"c{i}"}))
     with LeadDatabase(folder) as db:
+        t0 = time.perf_counter()
         db.ingest_many(items, correlate=False)
-        return {e.id: truth_of_case[e.case_id] for e in db.exhibits()}
+        t1 = time.perf_counter()
+        db.rebuild_index()
+        t2 = time.perf_counter()
+        gun_of = {e.id: truth_of_case[e.case_id] for e in db.exhibits()}
+    return gun_of, {"ingest_s": round(t1 - t0, 1), "embed_s": round(t2 - t1, 1)}
 
 
 def _recall(folder: Path, gun_of: dict[int, int]) -> float:
@@ -69,9 +80,9 @@ def _recall(folder: Path, gun_of: dict[int, int]) -> float:
     return sum(p in pairs for p in same) / max(1, len(same))
 
 
-def _run(mode: str, workers: int, args, workdir: Path) -> dict:
+def _run(mode: str, workers: int, args, workdir: Path, gun_of: dict[int, int]) -> dict:
     folder = workdir / f"{mode}{workers}"
-    gun_of = _load(folder, args.n, args.shape, args.seed)
+    shutil.copytree(workdir / "loaded", folder)
     client = cluster = None
     if workers:
         import distributed
@@ -89,10 +100,12 @@ def _run(mode: str, workers: int, args, workdir: Path) -> dict:
             rss = list(client.run(_peak_rss_mb).values())
         else:
             rss = [_peak_rss_mb()]
+        recall = round(_recall(folder, gun_of), 4)
     finally:
         if client is not None:
             client.close()
             cluster.close()
+        shutil.rmtree(folder, ignore_errors=True)
     return {
         "mode": mode,
         "workers": workers,
@@ -100,7 +113,8 @@ def _run(mode: str, workers: int, args, workdir: Path) -> dict:
         "rescored": s.rescored,
         "seconds": round(seconds, 2),
         "pairs_per_s": round(s.rescored / seconds, 2) if seconds else None,
-        "lead_recall": round(_recall(folder, gun_of), 4),
+        "lead_recall": recall,
+        "leads": s.leads,
         "peak_rss_mb_per_worker": [round(r, 1) for r in rss],
     }
 
@@ -108,28 +122,42 @@ def _run(mode: str, workers: int, args, workdir: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n", type=int, default=1000, help="simulated casings (e.g. 10000)")
-    parser.add_argument("--shape", type=int, default=128, help="simulated grid side, px")
+    parser.add_argument("--shape", type=int, default=560, help="simulated grid side, px")
+    parser.add_argument("--spacing", type=float, default=6.25, help="grid spacing, µm")
+    parser.add_argument(
+        "--modes",
+        default="inproc,local1,local2",
+        help="comma-separated among inproc, local1, local2 (default: all three)",
+    )
     parser.add_argument("-k", type=int, default=10, help="candidates per exhibit")
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--workdir", default=None)
     args = parser.parse_args()
+    known = {"inproc": ("in-process", 0), "local1": ("local", 1), "local2": ("local", 2)}
+    modes = [known[m.strip()] for m in args.modes.split(",")]
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
-        rows = [
-            _run(mode, w, args, Path(tmp))
-            for mode, w in (("in-process", 0), ("local", 1), ("local", 2))
-        ]
-    r1, r2 = rows[1]["pairs_per_s"], rows[2]["pairs_per_s"]
+        gun_of, load = _load(Path(tmp) / "loaded", args)
+        print(f"{args.n} casings: {load}", flush=True)
+        rows = []
+        for mode, w in modes:
+            rows.append(_run(mode, w, args, Path(tmp), gun_of))
+            print(format_table(rows[-1:]), flush=True)
+    rate = {r["workers"]: r["pairs_per_s"] for r in rows if r["mode"] == "local"}
+    r1, r2 = rate.get(1), rate.get(2)
     efficiency = round(r2 / (2 * r1), 3) if r1 and r2 else None
     print(format_table(rows))
     print(f"1 -> 2 worker scaling efficiency: {efficiency} (target >= 0.9)")
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
-    (out / "bench_link.json").write_text(
+    name = "bench_link.json" if args.n == 1000 else f"bench_link-{args.n}.json"
+    (out / name).write_text(
         json.dumps(
             {
                 "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
                 "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "scan": f"{args.shape}x{args.shape} px at 12.5 um, fadul-like, {PER_GUN}/gun",
+                "scan": f"{args.shape}x{args.shape} px at {args.spacing} um, fadul-like, "
+                f"{PER_GUN}/gun",
+                "load": load,
                 "k": args.k,
                 "targets": {"scaling_efficiency": 0.9, "lead_recall": 0.98},
                 "scaling_efficiency_1_to_2": efficiency,

@@ -107,6 +107,19 @@ def _load(ref: ScanRef) -> Scan:
     return scan
 
 
+def _one_thread_per_task() -> None:
+    """On a Dask worker, the parallelism is the tasks: Numba kernels run on one thread.
+
+    Without this each task thread would start a Numba pool as wide as the machine, so
+    ``W`` workers of ``T`` threads would run ``W * T * cores`` threads on ``cores`` cores.
+    Numba's thread count is per calling thread, so this touches only the task's thread.
+    """
+    import numba
+
+    if numba.get_num_threads() != 1:
+        numba.set_num_threads(1)
+
+
 def _worker_name() -> str:
     """The Dask worker's address, else ``in-process@host:pid``."""
     try:
@@ -152,6 +165,8 @@ def compare_group(task: GroupTask, comparer: Callable | None = None) -> GroupRes
 
     start = time.perf_counter()
     worker = _worker_name()
+    if not worker.startswith("in-process"):
+        _one_thread_per_task()
     qid = task.query.exhibit_id
 
     def result(cand_ids, comps=(), feats=(), damaged=(), error=None) -> GroupResult:
