@@ -35,6 +35,7 @@ from ._common import bbox_arg, date_arg, db_path, error_line, spacing_arg
 from ._demo import cmd_demo
 from ._link_cmd import cmd_link
 from ._lr_cmd import cmd_calibrate, cmd_threshold
+from ._serve_cmd import add_parsers as add_review_parsers
 from ._validate_cmd import cmd_validate
 
 __all__ = ["build_parser", "main"]
@@ -214,6 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target-rate", type=float, help="set the target false-lead rate")
     p.set_defaults(func=cmd_threshold)
     # ---- end of likelihood ratios ------------------------------------------------------
+
+    add_review_parsers(sub, common)  # serve, user (issue 15)
 
     p = sub.add_parser("bench", parents=[common], help="ingest rate and search latency")
     p.add_argument("--sizes", default="1000", help="comma-separated database sizes")

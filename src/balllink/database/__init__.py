@@ -36,8 +36,11 @@ from ._exhibits import Exhibit
 from ._ingest import FlaggedExhibit, IngestReport, exhibit_fields
 from ._link import LinkSummary
 from ._search import Retrieval
+from ._users import MIN_PASSWORD, ROLES, User, check_user_name
 
 __all__ = [
+    "MIN_PASSWORD",
+    "ROLES",
     "AuditReport",
     "CheckReport",
     "Exhibit",
@@ -46,5 +49,7 @@ __all__ = [
     "LeadDatabase",
     "LinkSummary",
     "Retrieval",
+    "User",
+    "check_user_name",
     "exhibit_fields",
 ]

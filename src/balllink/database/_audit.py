@@ -2,7 +2,7 @@
 
 Each record written since schema version 3 also commits to the evidence rows it creates
 or changes (``audit.rows``: ``[table, id, row_hash]`` for exhibits, comparisons,
-lead_status and the ``threshold`` setting), inside its own hash. `AuditTrail.verify`
+lead_status, comments, users and the evidence settings), inside its own hash. `AuditTrail.verify`
 recomputes every row's hash and compares it with the latest commitment, so an edit of a
 row with the sqlite3 shell is found; `AuditTrail.head` is the last record's hash, to keep
 elsewhere: a trail rewritten consistently or deleted no longer contains it.
@@ -49,6 +49,8 @@ COVERED: dict[str, tuple[str, ...]] = {
         "reason", "created", "mirrored",
     ),
     "lead_status": ("id", "lead", "status", "examiner", "time", "note"),
+    "comments": ("id", "lead", "who", "time", "note"),
+    "users": ("id", "name", "role", "password_hash", "created", "disabled"),
     "settings": ("key", "value"),
 }  # fmt: skip
 #: Columns added later to a table: part of a row's hash only when not NULL, so that the
@@ -224,6 +226,37 @@ class AuditTrail:
             for r in rows
         ]
 
+    def page(
+        self, *, limit: int, offset: int = 0, action: str | None = None, who: str | None = None
+    ) -> tuple[list[dict], int]:
+        """One page of the trail, newest first (optionally of one action or one user), and
+        how many records match."""
+        where, params = [], []
+        if action:
+            where.append("action = ?")
+            params.append(str(action))
+        if who:
+            where.append("who = ?")
+            params.append(str(who))
+        cond = " WHERE " + " AND ".join(where) if where else ""
+        total = self._sql().execute(f"SELECT count(*) FROM audit{cond}", params).fetchone()[0]
+        rows = self._sql().execute(
+            f"SELECT * FROM audit{cond} ORDER BY seq DESC LIMIT ? OFFSET ?",
+            [*params, int(limit), int(offset)],
+        )
+        out = [
+            {
+                "seq": r["seq"],
+                "time": r["time"],
+                "who": r["who"],
+                "action": r["action"],
+                "detail": json.loads(r["detail"]),
+                "hash": r["hash"],
+            }
+            for r in rows
+        ]
+        return out, int(total)
+
     def head(self) -> tuple[str, int]:
         """The hash of the last record and the number of records (``"0"*64, 0`` when none)."""
         row = self._sql().execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
@@ -284,7 +317,7 @@ def _verify_rows(con, committed: dict, rep: AuditReport) -> None:
     if not cover:
         rep.problems.append("the audit coverage record (settings 'audit_coverage') is missing")
     seen = set()
-    for table in ("exhibits", "comparisons", "lead_status"):
+    for table in ("exhibits", "comparisons", "lead_status", "comments", "users"):
         old = 0
         for r in con.execute(f"SELECT * FROM {table} ORDER BY id"):
             seen.add((table, r["id"]))

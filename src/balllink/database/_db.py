@@ -25,6 +25,7 @@ from ._ingest import Ingester, IngestReport
 from ._leads import LeadBook
 from ._link import LinkMethods
 from ._lr import LRBook
+from ._review import ReviewMethods
 from ._schema import Sql
 from ._search import Retrieval, Searcher, scope_where
 from ._settings import Settings
@@ -37,7 +38,7 @@ SQLITE_NAME = "leads.sqlite"
 log = logging.getLogger(__name__)
 
 
-class LeadDatabase(EvidenceMethods, LinkMethods):
+class LeadDatabase(EvidenceMethods, LinkMethods, ReviewMethods):
     """The embedded lead database (a folder; created if missing).
 
     One folder holds everything: ``leads.sqlite`` (exhibits, comparisons, lead status,

@@ -141,6 +141,14 @@ class Exhibits:
         rows = self._sql().execute(f"SELECT * FROM exhibits WHERE {where} ORDER BY id", params)
         return [self._record(r) for r in rows]
 
+    def page(self, where: str, params: Sequence, limit: int, offset: int) -> list[Exhibit]:
+        """Exhibits matching an SQL condition, newest first, one page."""
+        rows = self._sql().execute(
+            f"SELECT * FROM exhibits WHERE {where} ORDER BY id DESC LIMIT ? OFFSET ?",
+            [*params, int(limit), int(offset)],
+        )
+        return [self._record(r) for r in rows]
+
     def ids(self, where: str = "1", params: Sequence = ()) -> list[int]:
         rows = self._sql().execute(f"SELECT id FROM exhibits WHERE {where} ORDER BY id", params)
         return [int(r[0]) for r in rows]

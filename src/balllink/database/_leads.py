@@ -63,13 +63,50 @@ class LeadBook:
         cross_only: bool = False,
         agencies: Sequence[str] | None = None,
         lead_id: int | None = None,
+        limit: int | None = None,
+        offset: int = 0,
     ) -> list[Lead]:
         """Pairs of different cases that are leads by the rule (``threshold``: the legacy
         score threshold), or confirmed; by LR, then score (best first). With ``lead_id``:
-        that pair, lead or not."""
+        that pair, lead or not. ``limit``/``offset``: one page of that order."""
+        sql, params = self._query(threshold, since, status, cross_only, agencies, lead_id)
+        sql += " ORDER BY coalesce(l.log10_lr, -1e308) DESC, c.score DESC, c.id"
+        if limit is not None:
+            sql += " LIMIT ? OFFSET ?"
+            params += [int(limit), int(offset)]
+        return self._leads(self._sql().execute(sql, params).fetchall())
+
+    def count(
+        self,
+        threshold: float,
+        *,
+        since: str | None = None,
+        status: str | Sequence[str] | None = None,
+        cross_only: bool = False,
+        agencies: Sequence[str] | None = None,
+    ) -> int:
+        """How many leads `leads` gives with the same filters."""
+        sql, params = self._query(threshold, since, status, cross_only, agencies, None)
+        return int(self._sql().execute(f"SELECT count(*) FROM ({sql})", params).fetchone()[0])
+
+    def pairs_of(
+        self, exhibit_id: int, threshold: float, *, limit: int, offset: int = 0
+    ) -> tuple[list[tuple[Lead, bool]], int]:
+        """The stored comparisons of one exhibit with exhibits of other cases, best first
+        (by LR, then score), each with whether it is a lead; and how many there are."""
+        sql = _LEADS_SQL.replace("SELECT ", f"SELECT ({IS_LEAD}) AS is_lead, ", 1)
+        sql += " AND (c.a = ? OR c.b = ?)"
+        eid = int(exhibit_id)
+        params = [self._lr.lead_log10() - 1e-12, threshold, self._lr.model_id, eid, eid]
+        total = self._sql().execute(f"SELECT count(*) FROM ({sql})", params).fetchone()[0]
+        sql += " ORDER BY coalesce(l.log10_lr, -1e308) DESC, c.score DESC, c.id LIMIT ? OFFSET ?"
+        rows = self._sql().execute(sql, [*params, int(limit), int(offset)]).fetchall()
+        leads = self._leads(rows)
+        return [(lead, bool(r["is_lead"])) for lead, r in zip(leads, rows)], int(total)
+
+    def _query(self, threshold, since, status, cross_only, agencies, lead_id):
         sql = _LEADS_SQL
-        mid = self._lr.model_id
-        params: list = [mid]
+        params: list = [self._lr.model_id]
         if lead_id is not None:
             sql += " AND c.id = ?"
             params.append(int(lead_id))
@@ -93,8 +130,10 @@ class LeadBook:
                 raise ValueError(f"unknown lead status {sorted(bad)}; use {STATUSES}")
             sql += f" AND coalesce(s.status, 'new') IN ({','.join('?' * len(statuses))})"
             params += statuses
-        sql += " ORDER BY coalesce(l.log10_lr, -1e308) DESC, c.score DESC, c.id"
-        rows = self._sql().execute(sql, params).fetchall()
+        return sql, params
+
+    def _leads(self, rows) -> list[Lead]:
+        mid = self._lr.model_id
         bounds = self._lr.base().bounds if any(r["log10_lr"] is not None for r in rows) else ()
         return [_lead(r, mid, bounds) for r in rows]
 

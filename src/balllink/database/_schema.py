@@ -74,7 +74,7 @@ def sqlite_failure(label: str, exc: sqlite3.Error, doing: str) -> DatabaseError:
     )
 
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _V1 = """
 CREATE TABLE IF NOT EXISTS schema_version (
@@ -199,9 +199,31 @@ CREATE TABLE IF NOT EXISTS lr (
 CREATE INDEX IF NOT EXISTS lr_model_value ON lr (model, log10_lr)
 """
 
+# Version 5: review in the browser (issue 15). The reviewers (``users``: name, role, an
+# Argon2id password hash, disabled) and the comments on leads (``comments``); both are
+# covered by the audit trail like ``lead_status``.
+_V5 = """
+CREATE TABLE IF NOT EXISTS users (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL UNIQUE,
+    role TEXT NOT NULL CHECK (role IN ('analyst', 'examiner', 'admin')),
+    password_hash TEXT NOT NULL,
+    created TEXT NOT NULL,
+    disabled INTEGER NOT NULL DEFAULT 0 CHECK (disabled IN (0, 1))
+);
+CREATE TABLE IF NOT EXISTS comments (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    lead INTEGER NOT NULL REFERENCES comparisons (id),
+    who TEXT NOT NULL,
+    time TEXT NOT NULL,
+    note TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS comments_lead ON comments (lead)
+"""
+
 # version -> script that brings a database from version-1 to version. Version 1 creates.
 # A script, once released, never changes: databases in the field were made with it.
-_MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2, 3: _V3, 4: _V4}
+_MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5}
 
 
 #: The latest status row of each lead (the one that counts).
