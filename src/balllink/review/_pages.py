@@ -184,11 +184,16 @@ def pair_page(ctx: Context):
     )
 
 
-def _close(x, y, tol: float = 1e-3) -> bool:
-    xs = np.array([np.nan if v is None else float(v) for v in x])
-    ys = np.array([np.nan if v is None else float(v) for v in y])
-    both_nan = np.isnan(xs) & np.isnan(ys)
-    return bool(np.all(both_nan | (np.abs(xs - ys) <= tol * np.maximum(1.0, np.abs(xs)))))
+def _close(stored, now, *, degrees: float = 0.5, um: float = 15.0) -> bool:
+    """True when two poses ``(rotation_deg, dy_um, dx_um)`` agree within ``degrees`` and
+    ``um`` (a stored pose may differ by a fraction of a pixel: the stored scan is the
+    float32 copy of the one compared at ingest), or are both undetermined."""
+    vals = [np.nan if v is None else float(v) for v in (*stored, *now)]
+    (t0, y0, x0), (t1, y1, x1) = vals[:3], vals[3:]
+    if all(np.isnan(vals)):
+        return True
+    turn = abs((t0 - t1 + 180.0) % 360.0 - 180.0)
+    return bool(turn <= degrees and abs(y0 - y1) <= um and abs(x0 - x1) <= um)
 
 
 def set_status(ctx: Context):
