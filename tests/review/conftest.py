@@ -18,6 +18,17 @@ def review_db_master(tmp_path_factory) -> Path:
     return build_review_db(tmp_path_factory.mktemp("review") / "leads.db")
 
 
+@pytest.fixture(scope="session")
+def plain_master(tmp_path_factory) -> Path:
+    return build_review_db(tmp_path_factory.mktemp("review-plain") / "leads.db", markup=False)
+
+
+@pytest.fixture
+def plain_review_db(plain_master, tmp_path) -> Path:
+    """A fresh copy of the review database without markup in its fields."""
+    return Path(shutil.copytree(plain_master, tmp_path / "plain.db"))
+
+
 @pytest.fixture
 def review_db(review_db_master, tmp_path) -> Path:
     """A fresh copy of the review database for one test (tests change it)."""

@@ -8,6 +8,7 @@ reaches the legacy score threshold; a pair an examiner confirmed is a lead eithe
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 
@@ -16,7 +17,7 @@ from ..leads import STATUSES, Lead, Series, find_series
 from ._audit import AuditTrail
 from ._exhibits import Exhibits, stored_flags
 from ._lr import LRBook
-from ._schema import LATEST_STATUS, Sql, now
+from ._schema import LATEST_STATUS_JOIN, Sql, now
 
 __all__ = ["IS_LEAD", "LeadBook"]
 
@@ -35,7 +36,7 @@ _LEADS_SQL = (
     "s.status, s.examiner, s.time AS status_time, "
     "l.log10_lr, l.lo, l.hi, l.in_range, l.reason AS lr_reason "
     "FROM comparisons c JOIN exhibits ea ON ea.id = c.a JOIN exhibits eb ON eb.id = c.b "
-    f"LEFT JOIN ({LATEST_STATUS}) s ON s.lead = c.id "
+    f"{LATEST_STATUS_JOIN} "
     "LEFT JOIN lr l ON l.comparison = c.id AND l.model = ? "
     "WHERE ea.case_id != eb.case_id"
 )
@@ -175,26 +176,45 @@ class LeadBook:
             )
 
     def series(self, threshold: float) -> list[Series]:
-        """Connected groups of exhibits joined by leads not rejected; largest first."""
-        leads = [lead for lead in self.leads(threshold) if lead.status != "rejected"]
-        groups = find_series((lead.a, lead.b) for lead in leads)
+        """Connected groups of exhibits joined by leads not rejected; largest first.
+
+        Two queries whatever the size: the lead pairs (ids only), then the members'
+        fields (one ``json_each`` look-up)."""
+        sql, params = self._query(threshold, None, None, False, None, None)
+        sql = sql.replace("SELECT ", "SELECT c.id AS lead_id, ", 1)
+        pairs = [
+            (int(r["lead_id"]), int(r["a"]), int(r["b"]))
+            for r in self._sql().execute(f"{sql} AND coalesce(s.status, '') != 'rejected'", params)
+        ]
+        groups = find_series((a, b) for _, a, b in pairs)
         member = {e: n for n, g in enumerate(groups) for e in g}
         lead_ids: dict[int, list[int]] = {}
-        for lead in leads:
-            lead_ids.setdefault(member[lead.a], []).append(lead.id)
+        for lid, a, _b in pairs:
+            lead_ids.setdefault(member[a], []).append(lid)
+        everyone = [e for g in groups for e in g]
+        info = {
+            int(r["id"]): r
+            for r in self._sql().execute(
+                "SELECT id, case_id, agency, occurred, lat, lon FROM exhibits "
+                "WHERE id IN (SELECT value FROM json_each(?))",
+                (json.dumps(everyone),),
+            )
+        }
         out = []
         for n, group in enumerate(groups):
-            exs = [self._exhibits.get(e) for e in group]
-            dates = sorted(e.occurred for e in exs if e.occurred)
+            exs = [info[e] for e in group]
+            dates = sorted(e["occurred"] for e in exs if e["occurred"])
             out.append(
                 Series(
                     exhibits=tuple(group),
-                    cases=tuple(sorted({e.case_id for e in exs})),
-                    agencies=tuple(sorted({e.agency for e in exs})),
+                    cases=tuple(sorted({e["case_id"] for e in exs})),
+                    agencies=tuple(sorted({e["agency"] for e in exs})),
                     first=dates[0] if dates else None,
                     last=dates[-1] if dates else None,
                     places=tuple(
-                        (e.lat, e.lon) for e in exs if e.lat is not None and e.lon is not None
+                        (e["lat"], e["lon"])
+                        for e in exs
+                        if e["lat"] is not None and e["lon"] is not None
                     ),
                     leads=tuple(sorted(lead_ids.get(n, []))),
                 )

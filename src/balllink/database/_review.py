@@ -6,6 +6,7 @@ that a display over a network's collection never reads it whole.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 from ..leads import Lead, Scope
@@ -116,6 +117,14 @@ class ReviewMethods:
         sql = f"SELECT count(*) FROM exhibits WHERE {where}"
         total = self._sql().execute(sql, params).fetchone()[0]
         return self._exhibits.page(where, params, limit, offset), int(total)
+
+    def exhibits_by_id(self, ids) -> list[Exhibit]:
+        """These exhibits, in the order given (ids that do not exist are left out); one
+        query however many."""
+        ids = [int(i) for i in ids]
+        found = self._exhibits.select("id IN (SELECT value FROM json_each(?))", [json.dumps(ids)])
+        by_id = {e.id: e for e in found}
+        return [by_id[i] for i in ids if i in by_id]
 
     def field_values(self, column: str, *, limit: int = 500) -> list[str]:
         """The distinct values of one exhibit field (``agency``, ``caliber``, ``kind``,

@@ -23,6 +23,7 @@ from ..errors import DatabaseError
 
 __all__ = [
     "LATEST_STATUS",
+    "LATEST_STATUS_JOIN",
     "SCHEMA_VERSION",
     "DiskFullError",
     "Sql",
@@ -225,6 +226,13 @@ CREATE INDEX IF NOT EXISTS comments_lead ON comments (lead)
 # A script, once released, never changes: databases in the field were made with it.
 _MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5}
 
+
+#: The latest status row of a comparison ``c`` as ``s`` (NULLs when it has none): one
+#: indexed look-up per comparison. (Joining the `LATEST_STATUS` table instead made SQLite
+#: scan every status for every comparison: 29 s for the leads of 1e4 exhibits.)
+LATEST_STATUS_JOIN = (
+    "LEFT JOIN lead_status s ON s.id = (SELECT max(id) FROM lead_status WHERE lead = c.id)"
+)
 
 #: The latest status row of each lead (the one that counts).
 LATEST_STATUS = (

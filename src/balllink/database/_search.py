@@ -24,7 +24,7 @@ from ._exhibits import Exhibits, prepared_flags, stored_flags
 from ._index_cache import IndexCache
 from ._leads import IS_LEAD
 from ._lr import LRBook, features_of
-from ._schema import LATEST_STATUS, Sql
+from ._schema import LATEST_STATUS_JOIN, Sql
 from ._settings import Settings
 
 __all__ = ["NullScores", "Query", "Retrieval", "Searcher", "scope_where"]
@@ -103,7 +103,7 @@ class NullScores:
         if self._cache is not None and self._cache[0] == key:
             return self._cache[1]
         rows = con.execute(
-            f"SELECT c.score FROM comparisons c LEFT JOIN ({LATEST_STATUS}) s ON s.lead = c.id "
+            f"SELECT c.score FROM comparisons c {LATEST_STATUS_JOIN} "
             "LEFT JOIN lr l ON l.comparison = c.id AND l.model = ? "
             f"WHERE (NOT {IS_LEAD} AND coalesce(s.status, '') != 'confirmed') "
             "OR s.status = 'rejected'",

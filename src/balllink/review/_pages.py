@@ -141,7 +141,7 @@ def pair_page(ctx: Context):
     row, eq, eo, comp = pair_comparison(ctx, a, b)
     seconds = time.perf_counter() - t0
     if (eq.id, eo.id) != (a, b):
-        return ctx.redirect(f"/pairs/{eq.id}/{eo.id}")
+        return ctx.redirect(f"/pairs/{eq.id}/{eo.id}", done=ctx.arg("done"))
     lead = ctx.db.lead(int(row["id"]))
     scan = ctx.db.scan(eq.id)
     boxes = cell_boxes(scan, comp)
@@ -288,7 +288,7 @@ def series_page(ctx: Context):
     everything = ctx.db.series()
     shown = []
     for s in everything[offset : offset + size]:
-        members = [ctx.db.exhibit(e) for e in s.exhibits[:200]]
+        members = ctx.db.exhibits_by_id(s.exhibits[:200])
         places = [(e.lat, e.lon, e.case_id) for e in members if e.lat is not None]
         dates = [(e.occurred, e.case_id) for e in members if e.occurred]
         shown.append(
