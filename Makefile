@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DATA ?=
 
-.PHONY: demo test lint bench clean coverage-kernels
+.PHONY: demo test lint bench clean coverage-kernels browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,23 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint
+# Chromium and its driver for the browser tests (Debian's chromium + chromium-driver),
+# installed with apt-get when missing and this user may (root, or sudo without a
+# password); otherwise the browser tests are skipped and say why.
+browser:
+	@if command -v chromedriver >/dev/null 2>&1 && { command -v chromium >/dev/null 2>&1 || \
+		command -v chromium-browser >/dev/null 2>&1; }; then :; \
+	elif ! command -v apt-get >/dev/null 2>&1; then \
+		echo "browser tests: no apt-get here to install chromium + chromium-driver; they will be skipped"; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			chromium chromium-driver >/dev/null) || echo "browser tests: apt-get could not install chromium"; \
+	elif sudo -n true 2>/dev/null; then \
+		(sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			chromium chromium-driver >/dev/null) || echo "browser tests: apt-get could not install chromium"; \
+	else echo "browser tests: chromium + chromium-driver missing and no root/sudo to install them; they will be skipped"; fi
+
+test: lint browser
 	$(BIN)/python -m pytest -q
 
 # Line coverage of the Numba kernels: with the JIT off they run as plain Python (njit is

@@ -273,6 +273,14 @@ def cmd_demo(args) -> int:
     say("\nSummary")
     for k, v in summary.items():
         say(f"  {k:26s} {v}")
+    venv_bin = Path(sys.executable).parent
+    cmd = "balllink" if shutil.which("balllink") else f"{venv_bin / 'balllink'}"
+    say(
+        "\nReview these leads in the browser (a reviewer first, then the server on "
+        "http://127.0.0.1:8000/):\n"
+        f"  {cmd} user add examiner --role examiner --db {dbdir}\n"
+        f"  {cmd} serve --db {dbdir}"
+    )
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
     return 0 if check.ok and audit.ok else 1

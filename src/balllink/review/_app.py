@@ -122,6 +122,7 @@ class ReviewApp:
         self.sessions = SessionStore()
         self.images = LRU(256)  # PNG bytes by (kind, ids, hashes)
         self.pairs = LRU(32)  # recomputed comparisons by (query, other, hashes)
+        self.series = LRU(4)  # the series of one state of the database
         self.health: dict = {}
         self.env = Environment(
             loader=FileSystemLoader(_HERE / "templates"),

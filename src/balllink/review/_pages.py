@@ -285,7 +285,10 @@ def leads_export(ctx: Context):
 def series_page(ctx: Context):
     size = 20
     offset = ctx.int_arg("offset")
-    everything = ctx.db.series()
+    # the whole lead graph, computed once per state of the database (every change to the
+    # leads, statuses, threshold or model adds an audit record)
+    key = (ctx.db.audit_head(), ctx.db.threshold, ctx.db.lr_model_id)
+    everything = ctx.app.series.get(key, ctx.db.series)
     shown = []
     for s in everything[offset : offset + size]:
         members = ctx.db.exhibits_by_id(s.exhibits[:200])
