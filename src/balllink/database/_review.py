@@ -79,7 +79,27 @@ class ReviewMethods:
     # ------------------------------------------------------------------ comments
     def comment(self, lead_id: int, note: str) -> None:
         """Add a comment to a lead as this database's `user` (audited); the lead's status
-        does not change."""
+        does not change.
+
+        Examples
+        --------
+        >>> import tempfile, numpy as np, balllink as bl
+        >>> from balllink.database import LeadDatabase
+        >>> rng = np.random.default_rng(0)
+        >>> scans = [bl.Scan(rng.normal(size=(240, 240)), spacing_um=6.25,
+        ...                  meta={"prepared": {"ok": True}}) for _ in range(3)]
+        >>> def plain(query, cands):  # a stand-in comparer: every pair scores 0.9
+        ...     return [bl.Comparison(3, 0.9, 0.0, (0.0, 0.0), True, (), np.zeros(0),
+        ...                           config=bl.CMCConfig()) for _ in cands]
+        >>> items = [(s, {"case_id": f"c{i}", "agency": "A"}) for i, s in enumerate(scans)]
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     with LeadDatabase(tmp + "/l.db", comparer=plain, user="ann") as db:
+        ...         _ = db.ingest_many(items)
+        ...         lead = db.leads()[0]
+        ...         db.comment(lead.id, "look at the firing-pin aperture")
+        ...         print([(h["kind"], h["who"]) for h in db.lead_history(lead.id)])
+        [('comment', 'ann')]
+        """
         self._users.comment(lead_id, note)
 
     def lead_history(self, lead_id: int) -> list[dict]:
@@ -120,7 +140,25 @@ class ReviewMethods:
 
     def exhibits_by_id(self, ids) -> list[Exhibit]:
         """These exhibits, in the order given (ids that do not exist are left out); one
-        query however many."""
+        query however many.
+
+        Examples
+        --------
+        >>> import tempfile, numpy as np, balllink as bl
+        >>> from balllink.database import LeadDatabase
+        >>> rng = np.random.default_rng(0)
+        >>> scans = [bl.Scan(rng.normal(size=(240, 240)), spacing_um=6.25,
+        ...                  meta={"prepared": {"ok": True}}) for _ in range(3)]
+        >>> def plain(query, cands):  # a stand-in comparer: every pair scores 0.9
+        ...     return [bl.Comparison(3, 0.9, 0.0, (0.0, 0.0), True, (), np.zeros(0),
+        ...                           config=bl.CMCConfig()) for _ in cands]
+        >>> items = [(s, {"case_id": f"c{i}", "agency": "A"}) for i, s in enumerate(scans)]
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     with LeadDatabase(tmp + "/l.db", comparer=plain) as db:
+        ...         _ = db.ingest_many(items, correlate=False)
+        ...         print([e.case_id for e in db.exhibits_by_id([3, 1, 99])])
+        ['c2', 'c0']
+        """
         ids = [int(i) for i in ids]
         found = self._exhibits.select("id IN (SELECT value FROM json_each(?))", [json.dumps(ids)])
         by_id = {e.id: e for e in found}
@@ -148,7 +186,26 @@ class ReviewMethods:
         limit: int = 50,
         offset: int = 0,
     ) -> tuple[list[Lead], int]:
-        """One page of `leads` (same order and filters) and how many leads there are."""
+        """One page of `leads` (same order and filters) and how many leads there are.
+
+        Examples
+        --------
+        >>> import tempfile, numpy as np, balllink as bl
+        >>> from balllink.database import LeadDatabase
+        >>> rng = np.random.default_rng(0)
+        >>> scans = [bl.Scan(rng.normal(size=(240, 240)), spacing_um=6.25,
+        ...                  meta={"prepared": {"ok": True}}) for _ in range(3)]
+        >>> def plain(query, cands):  # a stand-in comparer: every pair scores 0.9
+        ...     return [bl.Comparison(3, 0.9, 0.0, (0.0, 0.0), True, (), np.zeros(0),
+        ...                           config=bl.CMCConfig()) for _ in cands]
+        >>> items = [(s, {"case_id": f"c{i}", "agency": "A"}) for i, s in enumerate(scans)]
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     with LeadDatabase(tmp + "/l.db", comparer=plain) as db:
+        ...         _ = db.ingest_many(items)
+        ...         page, total = db.leads_page(limit=2)
+        ...         print(len(page), total)
+        2 3
+        """
         kw = dict(status=status, cross_only=cross_only, agencies=agencies, since=since)
         page = self._leads.leads(self.threshold, limit=int(limit), offset=int(offset), **kw)
         return page, self._leads.count(self.threshold, **kw)
@@ -159,12 +216,44 @@ class ReviewMethods:
         """The stored comparisons of one exhibit with exhibits of other cases, best first
         (by LR, then score), each as a `Lead` record with whether it is a lead; and how
         many there are. Nothing is compared: this is the candidate list the ingests,
-        searches and links stored."""
+        searches and links stored.
+
+        Examples
+        --------
+        >>> import tempfile, numpy as np, balllink as bl
+        >>> from balllink.database import LeadDatabase
+        >>> rng = np.random.default_rng(0)
+        >>> scans = [bl.Scan(rng.normal(size=(240, 240)), spacing_um=6.25,
+        ...                  meta={"prepared": {"ok": True}}) for _ in range(3)]
+        >>> def plain(query, cands):  # a stand-in comparer: every pair scores 0.9
+        ...     return [bl.Comparison(3, 0.9, 0.0, (0.0, 0.0), True, (), np.zeros(0),
+        ...                           config=bl.CMCConfig()) for _ in cands]
+        >>> items = [(s, {"case_id": f"c{i}", "agency": "A"}) for i, s in enumerate(scans)]
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     with LeadDatabase(tmp + "/l.db", comparer=plain) as db:
+        ...         _ = db.ingest_many(items)
+        ...         rows, n = db.comparisons_of(1, limit=5)
+        ...         print(n, [(lead.a, lead.b, is_lead) for lead, is_lead in rows])
+        2 [(1, 2, True), (1, 3, True)]
+        """
         self._exhibits.get(exhibit_id)  # DatabaseError when there is no such exhibit
         return self._leads.pairs_of(exhibit_id, self.threshold, limit=limit, offset=offset)
 
     def audit_page(
         self, *, limit: int = 50, offset: int = 0, action: str | None = None, who: str | None = None
     ) -> tuple[list[dict], int]:
-        """One page of the audit trail, newest first, and how many records match."""
+        """One page of the audit trail, newest first, and how many records match.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from balllink.database import LeadDatabase
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     with LeadDatabase(tmp + "/l.db", user="ann") as db:
+        ...         db.log_event("export", what="leads")
+        ...         db.log_event("report", lead=1)
+        ...         records, n = db.audit_page(limit=1)
+        ...         print(n, records[0]["action"], records[0]["who"])
+        2 report ann
+        """
         return self._audit.page(limit=limit, offset=offset, action=action, who=who)

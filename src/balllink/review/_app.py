@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -211,8 +212,8 @@ class ReviewApp:
         except Forbidden as exc:
             return self._error(session, 403, "Not allowed", str(exc))
         except (BalllinkError, ValueError) as exc:
-            status = 404 if "no " in str(exc).split(":")[-1][:12] else 400
-            return self._error(session, status, "Not done", str(exc))
+            missing = _MISSING.search(str(exc)) is not None
+            return self._error(session, 404 if missing else 400, "Not done", str(exc))
 
     def _error(self, session: Session, status: int, title: str, message: str):
         return self.render(
@@ -224,6 +225,9 @@ class ReviewApp:
 
         return build(self)
 
+
+#: Errors that say a thing does not exist (answered 404, the others 400).
+_MISSING = re.compile(r"\bno (exhibit|lead|user|comparison)\b|not found")
 
 _GONE = User("(signed out)", "analyst", "", True)
 

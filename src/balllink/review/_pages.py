@@ -122,7 +122,7 @@ def pair_comparison(ctx: Context, a: int, b: int):
 
     row = ctx.db.comparison(a, b)
     if row is None:
-        raise ValueError(f"exhibits {a} and {b}: no comparison stored (not compared)")
+        raise ValueError(f"exhibits {a} and {b}: no comparison stored (never compared)")
     q = int(row["query"])
     o = int(row["b"] if row["a"] == q else row["a"])
     eq, eo = ctx.db.exhibit(q), ctx.db.exhibit(o)
@@ -262,6 +262,8 @@ def leads_export(ctx: Context):
     from ..report import leads_csv, leads_geojson
 
     fmt = ctx.request.path_params["fmt"]
+    if fmt not in ("csv", "geojson"):
+        raise ValueError(f"leads export: format {fmt!r}; use leads.csv or leads.geojson")
     filters = _lead_filters(ctx)
     leads = ctx.db.leads(**_lead_kw(filters))
     if fmt == "csv":
