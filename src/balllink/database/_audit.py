@@ -120,6 +120,12 @@ def audit_hash(
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
+def _record(r) -> dict:
+    """One audit row as the dict `AuditTrail.records` gives."""
+    return {"seq": r["seq"], "time": r["time"], "who": r["who"], "action": r["action"],
+            "detail": json.loads(r["detail"]), "hash": r["hash"]}  # fmt: skip
+
+
 def login() -> str:
     """The login name of this process, ``"unknown"`` when there is none."""
     try:
@@ -214,17 +220,7 @@ class AuditTrail:
             sql += " WHERE time >= ?"
             params.append(since)
         rows = self._sql().execute(sql + " ORDER BY seq", params).fetchall()
-        return [
-            {
-                "seq": r["seq"],
-                "time": r["time"],
-                "who": r["who"],
-                "action": r["action"],
-                "detail": json.loads(r["detail"]),
-                "hash": r["hash"],
-            }
-            for r in rows
-        ]
+        return [_record(r) for r in rows]
 
     def page(
         self, *, limit: int, offset: int = 0, action: str | None = None, who: str | None = None
@@ -244,18 +240,7 @@ class AuditTrail:
             f"SELECT * FROM audit{cond} ORDER BY seq DESC LIMIT ? OFFSET ?",
             [*params, int(limit), int(offset)],
         )
-        out = [
-            {
-                "seq": r["seq"],
-                "time": r["time"],
-                "who": r["who"],
-                "action": r["action"],
-                "detail": json.loads(r["detail"]),
-                "hash": r["hash"],
-            }
-            for r in rows
-        ]
-        return out, int(total)
+        return [_record(r) for r in rows], int(total)
 
     def head(self) -> tuple[str, int]:
         """The hash of the last record and the number of records (``"0"*64, 0`` when none)."""
