@@ -9,7 +9,8 @@ same `balllink.database.LeadDatabase` calls as the CLI and lands in the audit tr
 the signed-in user. Needs ``pip install 'balllink[serve]'``.
 """
 
-from ._app import ReviewApp, create_app
+from ._app import ReviewApp
+from ._routes import create_app
 from ._serve import serve
 
 __all__ = ["ReviewApp", "create_app", "serve"]

@@ -25,7 +25,7 @@ from ..errors import BalllinkError, DatabaseError
 from ._images import LRU
 from ._sessions import COOKIE, Session, SessionStore
 
-__all__ = ["Context", "Forbidden", "ReviewApp", "create_app"]
+__all__ = ["SECURITY_HEADERS", "Context", "Forbidden", "ReviewApp"]
 
 log = logging.getLogger(__name__)
 
@@ -220,11 +220,6 @@ class ReviewApp:
             "error.html", status=status, title=title, message=message, csrf=session.csrf
         )
 
-    def asgi(self):
-        from ._routes import build
-
-        return build(self)
-
 
 #: Errors that say a thing does not exist (answered 404, the others 400).
 _MISSING = re.compile(r"\bno (exhibit|lead|user|comparison)\b|not found")
@@ -255,38 +250,3 @@ def _qs(params: dict, **changes) -> str:
     """A query string from ``params`` with ``changes`` applied (empty values dropped)."""
     merged = {**params, **changes}
     return urlencode({k: v for k, v in merged.items() if v not in (None, "", False)})
-
-
-def create_app(path, *, secure_cookies: bool = False, page_size: int = 50, readonly: bool = False):
-    """The review web application (ASGI) of a lead database: ``balllink serve`` runs it.
-
-    Parameters
-    ----------
-    path : str or Path
-        The lead database folder.
-    secure_cookies : bool
-        Session cookie over HTTPS only (``balllink serve`` sets it with ``--certfile``).
-    page_size : int
-        Rows per page.
-    readonly : bool
-        Review only (no change can be made through the app).
-
-    Returns
-    -------
-    starlette.applications.Starlette
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> from starlette.testclient import TestClient
-    >>> from balllink.database import LeadDatabase
-    >>> with tempfile.TemporaryDirectory() as tmp:
-    ...     LeadDatabase(tmp + "/l.db").close()
-    ...     client = TestClient(create_app(tmp + "/l.db"))
-    ...     r = client.get("/exhibits", follow_redirects=False)
-    ...     print(r.status_code, r.headers["location"])
-    303 /login?next=/exhibits
-    """
-    return ReviewApp(
-        path, secure_cookies=secure_cookies, page_size=page_size, readonly=readonly
-    ).asgi()

@@ -24,7 +24,7 @@ from ._pages import (
     set_status,
 )
 
-__all__ = ["build"]
+__all__ = ["build", "create_app"]
 
 log = logging.getLogger(__name__)
 
@@ -204,3 +204,37 @@ class _Headers:
             await send(message)
 
         return await self.app(scope, receive, send_with_headers)
+
+
+def create_app(path, *, secure_cookies: bool = False, page_size: int = 50, readonly: bool = False):
+    """The review web application (ASGI) of a lead database: ``balllink serve`` runs it.
+
+    Parameters
+    ----------
+    path : str or Path
+        The lead database folder.
+    secure_cookies : bool
+        Session cookie over HTTPS only (``balllink serve`` sets it with ``--certfile``).
+    page_size : int
+        Rows per page.
+    readonly : bool
+        Review only (no change can be made through the app).
+
+    Returns
+    -------
+    starlette.applications.Starlette
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from starlette.testclient import TestClient
+    >>> from balllink.database import LeadDatabase
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     LeadDatabase(tmp + "/l.db").close()
+    ...     client = TestClient(create_app(tmp + "/l.db"))
+    ...     r = client.get("/exhibits", follow_redirects=False)
+    ...     print(r.status_code, r.headers["location"])
+    303 /login?next=/exhibits
+    """
+    return build(ReviewApp(path, secure_cookies=secure_cookies, page_size=page_size,
+                           readonly=readonly))  # fmt: skip

@@ -7,6 +7,7 @@ import logging
 import socket
 
 from ._app import ReviewApp
+from ._routes import build
 
 __all__ = ["is_loopback", "serve"]
 
@@ -75,7 +76,7 @@ def serve(
         if warn is not None:
             warn(text)
     uvicorn.run(
-        app.asgi(),
+        build(app),
         host=host,
         port=int(port),
         ssl_certfile=certfile,
