@@ -116,6 +116,7 @@ def _run(mode: str, workers: int, args, workdir: Path, gun_of: dict[int, int]) -
         "lead_recall": recall,
         "leads": s.leads,
         "peak_rss_mb_per_worker": [round(r, 1) for r in rss],
+        "per_worker": s.per_worker,  # groups, pairs and pairs/s of each worker's own time
     }
 
 
