@@ -104,7 +104,9 @@ def _as_v3(sqlite_path):
     for col in ("n_cells", "raw_score", "source_spacing_um"):
         con.execute(f"ALTER TABLE comparisons DROP COLUMN {col}")
     con.execute("DROP TABLE lr")
-    con.execute("DELETE FROM schema_version WHERE version = 4")
+    con.execute("DROP TABLE users")  # schema version 5
+    con.execute("DROP TABLE comments")
+    con.execute("DELETE FROM schema_version WHERE version >= 4")
     con.commit()
     con.close()
 
@@ -123,7 +125,7 @@ def test_v3_database_migrates_and_still_verifies(tmp_path, open_db, fake_scans, 
     con.close()
     with open_db(path) as db:
         con = db._sql()
-        assert con.execute("SELECT max(version) FROM schema_version").fetchone()[0] == 4
+        assert con.execute("SELECT max(version) FROM schema_version").fetchone()[0] == 5
         rows = con.execute("SELECT * FROM comparisons").fetchall()
         assert all(r["n_cells"] is None for r in rows)
         assert {r["id"]: row_hash("comparisons", r) for r in rows} == old  # hash as before
