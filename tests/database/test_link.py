@@ -11,10 +11,10 @@ import time
 
 import numpy as np
 import pytest
+from tests.conftest import fake_compare_many, fake_scans, open_stand_in_db
 
 import balllink as bl
 from balllink.database import LeadDatabase
-from conftest import fake_compare_many, fake_scans, open_stand_in_db
 
 
 class Stop(Exception):

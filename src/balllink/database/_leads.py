@@ -42,6 +42,17 @@ _LEADS_SQL = (
 )
 
 
+#: Comparison ids that may be leads (a superset of the rule, each branch by an index):
+#: LR at least the threshold under the model; score at least the legacy threshold (those
+#: without an LR are among them); ever confirmed. Parameters: model id, log10 LR
+#: threshold, score threshold.
+_MAYBE_LEADS = (
+    "SELECT comparison FROM lr WHERE model = ? AND log10_lr >= ? "
+    "UNION SELECT id FROM comparisons WHERE score >= ? "
+    "UNION SELECT lead FROM lead_status WHERE status = 'confirmed'"
+)
+
+
 def _names(value: str | Sequence[str]) -> list[str]:
     return [value] if isinstance(value, str) else list(value)
 
@@ -112,8 +123,11 @@ class LeadBook:
             sql += " AND c.id = ?"
             params.append(int(lead_id))
         else:
-            sql += f" AND ({IS_LEAD} OR s.status = 'confirmed')"
-            params += [self._lr.lead_log10() - 1e-12, threshold]
+            # the rule, evaluated on a superset found through indexes (LR >= threshold,
+            # score >= threshold, ever confirmed): not on every comparison
+            sql += f" AND c.id IN ({_MAYBE_LEADS}) AND ({IS_LEAD} OR s.status = 'confirmed')"
+            t_lr = self._lr.lead_log10() - 1e-12
+            params += [self._lr.model_id, t_lr, threshold, t_lr, threshold]
         if since:
             sql += " AND c.created >= ?"
             params.append(str(since))
