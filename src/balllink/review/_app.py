@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,8 +114,7 @@ class ReviewApp:
         from jinja2 import Environment, FileSystemLoader, select_autoescape
 
         self.path = Path(path)
-        with LeadDatabase(self.path, readonly=True) as db:  # exists, readable, right schema
-            self.n_users = len(db.users())
+        LeadDatabase(self.path, readonly=True).close()  # exists, readable, right schema
         self.readonly = bool(readonly) or not os.access(self.path, os.W_OK)
         self.secure_cookies = bool(secure_cookies)
         self.page_size = int(page_size)
@@ -131,13 +129,15 @@ class ReviewApp:
             trim_blocks=True,
             lstrip_blocks=True,
         )
-        from .._lr_text import lr_text
-
-        self.env.filters["lr"] = _lr_filter(lr_text)
+        self.env.filters["lr"] = _lr
         self.env.filters["qs"] = _qs
-        self.env.globals["started"] = time.strftime("%Y-%m-%d %H:%M")
 
     # ------------------------------------------------------------------ plumbing
+    def has_users(self) -> bool:
+        """Whether anyone can sign in yet (the sign-in page says how to add a reviewer)."""
+        with self.reader() as db:
+            return bool(db.users())
+
     def reader(self) -> LeadDatabase:
         return LeadDatabase(self.path, readonly=True)
 
@@ -234,16 +234,13 @@ def _current_user(db: LeadDatabase, name: str) -> User | None:
     return None
 
 
-def _lr_filter(lr_text):
-    import math
+def _lr(lead) -> str:
+    """The LR line of a lead (`balllink._lr_text.lr_text`), ``no LR`` without one."""
+    from .._lr_text import lr_text
 
-    def fmt(lead) -> str:
-        value = getattr(lead, "log10_lr", math.nan)
-        if value is None or not math.isfinite(value):
-            return "no LR"
-        return lr_text(value, lead.lr_interval, lead.lr_in_range, lead.lr_reason, lead.lr_at_bound)
-
-    return fmt
+    text = lr_text(lead.log10_lr, lead.lr_interval, lead.lr_in_range, lead.lr_reason,
+                   lead.lr_at_bound)  # fmt: skip
+    return text or "no LR"
 
 
 def _qs(params: dict, **changes) -> str:

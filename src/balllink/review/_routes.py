@@ -83,11 +83,14 @@ def build(app: ReviewApp):
             if session is not None and session.user is not None:
                 return RedirectResponse(_safe_next(request.query_params.get("next")), 303)
             session = session or app.sessions.new()
+            from starlette.concurrency import run_in_threadpool
+
+            no_users = not await run_in_threadpool(app.has_users)
             response = app.render(
                 "login.html",
                 csrf=session.csrf,
                 next=_safe_next(request.query_params.get("next")),
-                no_users=app.n_users == 0,
+                no_users=no_users,
             )
             app.set_cookie(response, session)
             return response
