@@ -54,14 +54,22 @@ def _loaded(path, scans, **kw):
     return db, ids
 
 
-def test_link_in_process_finds_the_same_gun_pairs_and_is_idempotent(tmp_path, sims):
+def test_link_in_process_finds_the_same_gun_pairs_and_is_idempotent(tmp_path, sims, monkeypatch):
     """Real stack, through the index (k=2 of 5 others): the same-gun pairs, no other,
-    are leads; a second run compares nothing; everything is audited and checks clean."""
+    are leads; a second run compares nothing; everything is audited and checks clean.
+    The stored scans are prepared: none is prepared again when read back to compare."""
+    from balllink.preprocessing import _chain
+
     scans, guns = sims
     db, ids = _loaded(tmp_path / "l.db", scans)
+    real, again_prepared = _chain.preprocess, []
+    monkeypatch.setattr(
+        _chain, "preprocess", lambda *a, **k: again_prepared.append(a) or real(*a, **k)
+    )
     with db:
         calls = []
         s = db.link(k=2, progress=lambda d, t: calls.append((d, t)))
+        assert again_prepared == []
         assert s.n_exhibits == 6 and s.scheduler is None
         assert s.rescored == len(_pairs(db)) == s.pairs_considered - s.already_compared
         assert {(x.a, x.b) for x in db.leads()} == _same_gun(ids, guns)

@@ -71,3 +71,34 @@ def test_retrieve_keeps_to_the_scope_and_the_rescoring_budget(
         assert {db.exhibit(i).agency for i in city.ids} == {"CITY"}
         assert len(city.ids) == city.n_in_scope == 4
         assert guns[0] == guns[1]
+
+
+def test_retrieve_many_is_retrieve_of_each_query_in_one_index_search(
+    tmp_path, open_db, fake_scans, items_for, monkeypatch
+):
+    """Batch retrieval (what `link` plans with) gives each query what `retrieve` gives it,
+    its own exhibit left out, the scope and budget kept; the index is searched once."""
+    scans, _ = fake_scans(6, 2, seed=8)
+    with open_db(tmp_path / "l.db", rescore_k=2) as db:
+        ids = db.ingest_many(items_for(scans), correlate=False).ingested
+        searcher, index = db._searcher, db._index.get()
+        preps = [db.scan(i) for i in ids]
+        scopes = [Scope(max_rescore=3), Scope(agencies=("CITY",), max_rescore=2)]
+        one = {s: [searcher.retrieve(p, s, exclude=i) for p, i in zip(preps, ids)] for s in scopes}
+        calls = []
+        real = type(index).search
+        monkeypatch.setattr(
+            type(index), "search", lambda self, q, k: calls.append(len(q)) or real(self, q, k)
+        )
+        for s in scopes:
+            many = searcher.retrieve_many(preps, s, ids)
+            assert [(r.ids, r.n_in_scope) for r in many] == [(r.ids, r.n_in_scope) for r in one[s]]
+            for r, r1 in zip(many, one[s]):  # a batch search rounds differently (float32)
+                assert r.retrieval_scores == pytest.approx(r1.retrieval_scores, rel=1e-4, abs=1e-6)
+            assert all(i not in r.ids for i, r in zip(ids, many))  # never itself
+        assert calls[0] == len(ids)  # every query in one search
+        small = Scope(agencies=("CITY",), max_rescore=50)  # all in scope: no index
+        calls.clear()
+        many = searcher.retrieve_many(preps[:2], small, [ids[0], None])
+        assert calls == [] and many[0].n_in_scope == 3 and many[1].n_in_scope == 4
+        assert ids[0] not in many[0].ids and ids[0] in many[1].ids

@@ -105,6 +105,33 @@ def test_claim_to_be_prepared_is_checked_not_trusted():
     assert prepare_if_needed(forged) is out  # the decision is cached per scan object
 
 
+def test_a_checked_claim_is_recorded_so_copies_are_not_prepared_again(monkeypatch):
+    """A simulated prepared scan claims so only through its truth (``meta["simulation"]``),
+    which the database does not store: the check must leave a record that a copy keeps,
+    or every stored scan read back would be band-passed a second time on every use."""
+    scan, _ = next(bl.simulate.iter_casings(1, 1, seed=5, shape=(240, 240), spacing_um=6.25))
+    assert "prepared" not in scan.meta and scan.meta["simulation"]["raw"] is False
+    out = prepare_if_needed(scan)
+    rec = out.meta["prepared"]
+    assert out is not scan and np.array_equal(out.heights, scan.heights, equal_nan=True)
+    assert rec["fingerprint"] and rec["claim_checked"] and rec["flags"] == []
+    assert prepare_if_needed(out) is out
+    # the copy a store keeps: the truth dropped, the data and the record kept
+    meta = {k: v for k, v in out.meta.items() if k != "simulation"}
+    copy = bl.Scan(out.heights.copy(), out.spacing_um, out.mask.copy(), meta, out.source)
+    calls = []
+    monkeypatch.setattr(
+        "balllink.preprocessing._chain.preprocess", lambda *a, **k: calls.append(a) or a[0]
+    )
+    assert prepare_if_needed(copy) is copy and calls == []
+    # data edited since (form added) no longer match the fingerprint: checked, prepared
+    n = copy.shape[0]
+    yy, xx = (np.mgrid[:n, :n] - (n - 1) / 2) * 6.25
+    bowl = (8e-5 * (yy**2 + xx**2)).astype(np.float32)
+    prepare_if_needed(copy.replace(heights=copy.heights + bowl))
+    assert len(calls) == 1
+
+
 @pytest.mark.realdata
 def test_every_fadul_scan_passes_with_defaults(fadul_dir):
     for path in sorted(fadul_dir.glob("*.x3p")):
@@ -151,6 +178,7 @@ def test_small_area_is_flagged_even_when_prepared_elsewhere():
     sim = bl.simulate.casings(1, 1, seed=2, difficulty="fadul-like").scans[0]
     assert flags_of(sim) == []  # a full simulated scan, prepared-like: nothing to say
     crop = bl.simulate.crop(sim, 150, seed=0)  # still claims to be prepared
-    assert prepare_if_needed(crop) is crop
-    codes = [f["code"] for f in flags_of(crop)]
-    assert codes == ["small_area"]
+    out = prepare_if_needed(crop)  # the claim checked and recorded, the data kept
+    assert np.array_equal(out.heights, crop.heights, equal_nan=True)
+    for scan in (crop, out):
+        assert [f["code"] for f in flags_of(scan)] == ["small_area"]

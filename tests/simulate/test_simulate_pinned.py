@@ -74,9 +74,19 @@ def test_varied_mirrored_raw_and_cut_bits_are_pinned():
         "e1f353655cc8888944ecb38db5e680890a85b6b0534d2d39f75bd8de8c372fc4"
     )
     cuts = list(sim.cut_geometries(4, seed=2, shape=(80, 80), spacing_um=25.0))
-    assert _fingerprint(cuts) == (
-        "9f510911c240e8158162a0cd4994dd320e650288ff74b6c45fcdce97a3c357dd"
-    )
+    # not bits: a cut's edge goes through sin, cos and arctan2, whose last bit differs
+    # between numpy's SIMD paths (AVX-512 or not), so a pixel on the edge may fall either
+    # side on another CPU. Kinds exact; valid points to a few edge pixels; the heights.
+    assert [c.meta["simulation"]["cut"] for c in cuts] == [
+        "clipped",
+        "sector",
+        "sector",
+        "touching",
+    ]
+    assert [c.n_valid for c in cuts] == pytest.approx([2267, 1759, 3229, 2442], abs=25)
+    stats = [(float(np.nanmean(c.heights)), float(np.nanstd(c.heights))) for c in cuts]
+    expected = [(-0.0589, 1.5154), (-0.0117, 1.5999), (0.0279, 1.5702), (0.0590, 1.5190)]
+    assert np.asarray(stats) == pytest.approx(np.asarray(expected), abs=0.02)
 
 
 def test_mirror_crop_annotations_bits_are_pinned(medium):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -19,13 +18,14 @@ import scipy.fft as sfft
 
 from .. import _kernels as K
 from .._scan import Scan
+from .._threads import fft_workers, threads_allowed
 from ._config import CMCConfig
 from ._consensus import Decision, combine_cmcr, combined_count, decide
 from ._result import CellSearch, Comparison, DirectionResult, cells_table
 
 __all__ = ["compare_cmcr", "split_bounds"]
 
-_WORKERS = max(1, min(2, os.cpu_count() or 1))
+_WORKERS = 2  # scipy.fft threads, at most (see `balllink._threads`)
 
 
 def split_bounds(size: int, nb: int) -> list[tuple[int, int]]:
@@ -229,7 +229,7 @@ def _cmcr_direction(
     for i, k in enumerate(keep_cells):
         c = np.nan_to_num(cells.std[k], nan=0.0)
         cstack[i, : c.shape[0], : c.shape[1]] = c
-    cspec = sfft.rfft2(cstack, workers=_WORKERS)
+    cspec = sfft.rfft2(cstack, workers=fft_workers(_WORKERS))
     del cstack
     cy, cx = ny // 2, nx // 2
     nk = len(keep_cells)
@@ -264,10 +264,10 @@ def _cmcr_direction(
         if used.size == 0:
             continue
         every = used.size == nk
-        rspec = sfft.rfft2(rbuf if every else rbuf[used], workers=_WORKERS)
+        rspec = sfft.rfft2(rbuf if every else rbuf[used], workers=fft_workers(_WORKERS))
         np.conjugate(rspec, out=rspec)
         rspec *= cspec if every else cspec[used]
-        ccf = sfft.irfft2(rspec, s=(nfft, nfft), workers=_WORKERS)
+        ccf = sfft.irfft2(rspec, s=(nfft, nfft), workers=fft_workers(_WORKERS))
         del rspec
         # first maximum in row-major order = R's column-major order on its transposed view
         q_r, q_c = K.gathered_argmax(ccf, ri[used], ci[used], n_rc[used, 0], n_rc[used, 1])
@@ -305,13 +305,16 @@ def compare_cmcr(a: Scan, b: Scan, cfg: CMCConfig, mirrored: bool = False) -> Co
     za, zb = a.masked_heights(), b.masked_heights()
     sp = a.spacing_um[0]
     found: list[_Direction] = []
-    # the two directions are independent: the FFTs and the nogil kernels of one run while
-    # the other direction's Python glue holds the GIL
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = [pool.submit(_cmcr_direction, ref, tgt, cfg) for ref, tgt in ((za, zb), (zb, za))]
-        for fut, (rs, ts) in zip(futures, ((a, b), (b, a))):
-            cells, search = fut.result()
-            found.append(_Direction(cells, search, decide(search, cfg), rs, ts))
+    pairs = ((za, zb), (zb, za))
+    if threads_allowed(2) > 1:
+        # the two directions are independent: the FFTs and the nogil kernels of one run
+        # while the other direction's Python glue holds the GIL
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            results = [r.result() for r in [pool.submit(_cmcr_direction, *p, cfg) for p in pairs]]
+    else:  # under a thread limit of one (a Dask worker's task): here, one after the other
+        results = [_cmcr_direction(*p, cfg) for p in pairs]
+    for (cells, search), (rs, ts) in zip(results, ((a, b), (b, a))):
+        found.append(_Direction(cells, search, decide(search, cfg), rs, ts))
     first, second = found
     d1, d2 = first.decision, second.decision
     if cfg.method == "high" and cfg.combine == "cmcr":

@@ -2,8 +2,8 @@
 
 1. The candidate index catches up: exhibits stored without correlation (bulk loads)
    get their descriptors (`IndexCache.get`, the path of every search).
-2. Candidate graph: each exhibit's top-K in scope (`Searcher.retrieve`, the search's
-   own retrieval), planned ``batch`` queries at a time.
+2. Candidate graph: each exhibit's top-K in scope (`Searcher.retrieve_many`, the
+   search's own retrieval), ``batch`` queries at a time in one index search.
 3. Pairs already in ``comparisons`` (either order) are dropped; so is a pair planned
    earlier in this run (it was in the other exhibit's list too).
 4. The new pairs are compared grouped by query: one `compare_group` per query, so that
@@ -30,10 +30,13 @@ import socket
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from typing import NamedTuple
 
+from .._malloc import keep_freed_memory
 from .._scan import Scan
+from .._threads import thread_limit
 from ..errors import BalllinkError
 from ..leads import Scope
 from ._audit import AuditTrail
@@ -107,19 +110,6 @@ def _load(ref: ScanRef) -> Scan:
     return scan
 
 
-def _one_thread_per_task() -> None:
-    """On a Dask worker, the parallelism is the tasks: Numba kernels run on one thread.
-
-    Without this each task thread would start a Numba pool as wide as the machine, so
-    ``W`` workers of ``T`` threads would run ``W * T * cores`` threads on ``cores`` cores.
-    Numba's thread count is per calling thread, so this touches only the task's thread.
-    """
-    import numba
-
-    if numba.get_num_threads() != 1:
-        numba.set_num_threads(1)
-
-
 def _worker_name() -> str:
     """The Dask worker's address, else ``in-process@host:pid``."""
     try:
@@ -161,12 +151,20 @@ def compare_group(task: GroupTask, comparer: Callable | None = None) -> GroupRes
     >>> r.query_id, r.cand_ids, r.damaged, r.error
     (1, [2], [], None)
     """
-    from ..comparison import compare_many
-
     start = time.perf_counter()
     worker = _worker_name()
-    if not worker.startswith("in-process"):
-        _one_thread_per_task()
+    if worker.startswith("in-process"):
+        return _compare_group(task, comparer, worker, start)
+    # on a Dask worker the parallelism is the tasks: one thread each (FFTs, Numba, cmcR's
+    # two directions), or W workers of T threads would run W * T * cores threads
+    keep_freed_memory()  # the nanny froze glibc's mmap threshold: see `balllink._malloc`
+    with thread_limit(1):
+        return _compare_group(task, comparer, worker, start)
+
+
+def _compare_group(task: GroupTask, comparer, worker: str, start: float) -> GroupResult:
+    from ..comparison import compare_many
+
     qid = task.query.exhibit_id
 
     def result(cand_ids, comps=(), feats=(), damaged=(), error=None) -> GroupResult:
@@ -340,7 +338,11 @@ class Linker:
         summary.scheduler = runner.scheduler
         seen: set[tuple[int, int]] = set()
         done = 0
-        with self._lock:
+        # beside Dask workers (one per core on a laptop) this process plans and writes on
+        # one thread: its searches and embeddings would otherwise spin threads on cores the
+        # workers are using (a batch search took three times as long)
+        limit = thread_limit(1) if client is not None else nullcontext()
+        with self._lock, limit:
             self._index.get()  # step 1: exhibits without descriptors are embedded
             try:
                 for at in range(0, len(ids), int(batch)):
@@ -386,18 +388,20 @@ class Linker:
 
     def _plan(self, queries, scope: Scope, seen: set, summary: LinkSummary) -> list[GroupTask]:
         """The groups of these queries: top-K in scope, less pairs stored or planned."""
-        tasks = []
+        ready, preps = [], []
         for qid in queries:
             try:
-                prep = self._exhibits.scan(qid)
+                preps.append(self._exhibits.scan(qid))
+                ready.append(qid)
             except StoredScanError as exc:  # quarantined and flagged by `scan`
                 log.warning("link: exhibit %d left out: %s", qid, exc)
                 summary.damaged.append(qid)
-                continue
-            found = self._searcher.retrieve(prep, scope, exclude=qid).ids
+        found_all = self._searcher.retrieve_many(preps, scope, ready) if ready else []
+        tasks = []
+        for qid, found in zip(ready, found_all):
             stored = self._stored_partners(qid)
             new = []
-            for cid in found:
+            for cid in found.ids:
                 pair = (min(qid, cid), max(qid, cid))
                 if pair in seen:
                     continue

@@ -11,7 +11,7 @@ its LR under the model in force and whether it is a lead by that rule.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import NamedTuple
 
@@ -163,26 +163,47 @@ class Searcher:
     def retrieve(self, prep: Scan, scope: Scope, exclude: int | None = None) -> Retrieval:
         """The exhibits in ``scope`` to compare in full with ``prep`` (at most
         ``scope.max_rescore``: the best the index finds when there are more)."""
+        return self.retrieve_many([prep], scope, [exclude])[0]
+
+    def retrieve_many(
+        self, preps: Sequence[Scan], scope: Scope, excludes: Sequence[int | None]
+    ) -> list[Retrieval]:
+        """`retrieve` of several queries: the scope is read once and the index searched
+        with all of them at once (one FAISS call: a matrix product for a flat index, and
+        one pass of its threads), which is what makes batch linking cheap on the client."""
         where, params = scope_where(scope)
         in_scope = np.asarray(self._exhibits.ids(where, params), dtype=np.int64)
-        if exclude is not None:
-            in_scope = in_scope[in_scope != exclude]
-        n_in = int(in_scope.size)
-        limit = int(scope.max_rescore)
-        if n_in <= limit:
-            return Retrieval(in_scope.tolist(), None, n_in)
-        index = self._index.get()
         allowed = set(in_scope.tolist())
+        limit = int(scope.max_rescore)
+        out: list[Retrieval | None] = [None] * len(preps)
+        n_in = [int(in_scope.size) - (x is not None and int(x) in allowed) for x in excludes]
+        todo = []
+        for qi, exclude in enumerate(excludes):
+            if n_in[qi] <= limit:
+                ids = in_scope[in_scope != exclude] if exclude is not None else in_scope
+                out[qi] = Retrieval(ids.tolist(), None, n_in[qi])
+            else:
+                todo.append(qi)
+        if not todo:
+            return out  # type: ignore[return-value]
+        index = self._index.get()
         k = min(len(index), max(4 * limit, 64))
-        while True:
-            ids, scores = index.search([prep], k)
-            ids, scores = np.asarray(ids)[0], np.asarray(scores)[0]
-            keep = [(int(i), float(s)) for i, s in zip(ids, scores) if i >= 0 and i in allowed]
-            if len(keep) >= limit or k >= len(index):
-                break
-            k = min(len(index), k * 4)
-        keep = keep[:limit]
-        return Retrieval([i for i, _ in keep], [s for _, s in keep], n_in)
+        while todo:
+            found_ids, scores = index.search([preps[qi] for qi in todo], k)
+            wider = []
+            for row, qi in enumerate(todo):
+                keep = [
+                    (int(i), float(sc))
+                    for i, sc in zip(found_ids[row], scores[row])
+                    if i >= 0 and i != excludes[qi] and int(i) in allowed
+                ]
+                if len(keep) >= limit or k >= len(index):
+                    keep = keep[:limit]
+                    out[qi] = Retrieval([i for i, _ in keep], [sc for _, sc in keep], n_in[qi])
+                else:
+                    wider.append(qi)  # too few in scope among the k best: look further
+            todo, k = wider, min(len(index), k * 4)
+        return out  # type: ignore[return-value]
 
     def candidates(self, exhibit_or_scan, k: int, scope: Scope) -> SearchResult:
         """The ranked candidate list; reads only (no audit record)."""

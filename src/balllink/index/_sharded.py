@@ -22,6 +22,7 @@ from collections.abc import Hashable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from .._threads import thread_limit
 from ._casing_index import CasingIndex
 from ._query import check_k, prepare_queries, top_k
 
@@ -35,14 +36,16 @@ _opened: OrderedDict[tuple[str, bool], CasingIndex] = OrderedDict()
 
 
 def _shard_knn(path: str, mmap: bool, vecs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The nearest-neighbour step of one shard, opened by path (a Dask task)."""
+    """The nearest-neighbour step of one shard, opened by path (a Dask task: one FAISS
+    thread, the worker's share of the cores)."""
     key = (path, mmap)
     if key not in _opened:
         _opened[key] = CasingIndex.load(path, mmap=mmap)
         while len(_opened) > _WORKER_SHARDS:
             _opened.popitem(last=False)
     _opened.move_to_end(key)
-    return _opened[key]._knn(vecs)
+    with thread_limit(1):
+        return _opened[key]._knn(vecs)
 
 
 class ShardedIndex:

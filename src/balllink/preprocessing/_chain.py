@@ -327,32 +327,50 @@ def _claims_prepared(scan: Scan) -> str:
     return "claims" if isinstance(sim, Mapping) and sim.get("raw") is False else ""
 
 
+def _claim_checked(scan: Scan) -> Scan:
+    """``scan`` with its checked claim recorded in ``meta["prepared"]``, fingerprint
+    included, so that a copy (the scan stored and read back, or sent to another process)
+    is recognised without a second check, and never prepared a second time."""
+    claimed = scan.meta.get("prepared")
+    prepared = dict(claimed) if isinstance(claimed, Mapping) else {}
+    prepared.setdefault("ok", True)
+    prepared["flags"] = list(prepared.get("flags") or [])
+    prepared["spacing_um"] = scan.spacing_um
+    prepared["claim_checked"] = "claimed prepared; surface_state finds it cut, filtered, square"
+    prepared["fingerprint"] = data_fingerprint(scan.heights, scan.mask)
+    meta = dict(scan.meta)
+    meta["prepared"] = prepared
+    return scan.replace(meta=meta)
+
+
 def prepare_if_needed(scan: Scan, **options: Any) -> Scan:
     """Return ``scan`` when it is already prepared, else ``preprocess(scan, **options)``.
 
-    A scan counts as prepared when `preprocess` made exactly these data (the fingerprint
-    it records in ``meta["prepared"]`` matches the heights), or when it says it is
-    prepared (``meta["prepared"]`` at its present spacing, or a prepared-like simulated
-    scan) *and* its data agree: square pixels and `surface_state` finds it cut and free of
-    form. A claim alone (e.g. read back from a file and edited since) is not trusted. Anything else goes through the default
-    chain (`preprocess`, non-strict), logged and flagged ``auto_prepared``. The decision is
-    cached per scan object, so a scan compared many times is checked and prepared once.
+        A scan counts as prepared when `preprocess` made exactly these data (the fingerprint
+        it records in ``meta["prepared"]`` matches the heights), or when it says it is
+        prepared (``meta["prepared"]`` at its present spacing, or a prepared-like simulated
+        scan) *and* its data agree: square pixels and `surface_state` finds it cut and free of
+        form; the scan returned then records the check (``meta["prepared"]`` with a fingerprint)
+    so its copies need no second one. A claim alone (e.g. read back from a file and edited
+    since) is not trusted. Anything else goes through the default
+        chain (`preprocess`, non-strict), logged and flagged ``auto_prepared``. The decision is
+        cached per scan object, so a scan compared many times is checked and prepared once.
 
-    Used by `balllink.compare`, `balllink.compare_many`, `balllink.embed`,
-    `balllink.CasingIndex` and the lead database, so results do not depend on whether the
-    caller remembered to prepare.
+        Used by `balllink.compare`, `balllink.compare_many`, `balllink.embed`,
+        `balllink.CasingIndex` and the lead database, so results do not depend on whether the
+        caller remembered to prepare.
 
-    Examples
-    --------
-    >>> import numpy as np
-    >>> import balllink as bl
-    >>> from balllink.preprocessing import prepare_if_needed, flags_of
-    >>> z = np.random.default_rng(0).normal(size=(320, 320))
-    >>> prep = prepare_if_needed(bl.Scan(z, spacing_um=6.25))
-    >>> "auto_prepared" in [f["code"] for f in flags_of(prep)]
-    True
-    >>> prepare_if_needed(prep) is prep
-    True
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import balllink as bl
+        >>> from balllink.preprocessing import prepare_if_needed, flags_of
+        >>> z = np.random.default_rng(0).normal(size=(320, 320))
+        >>> prep = prepare_if_needed(bl.Scan(z, spacing_um=6.25))
+        >>> "auto_prepared" in [f["code"] for f in flags_of(prep)]
+        True
+        >>> prepare_if_needed(prep) is prep
+        True
     """
     if not isinstance(scan, Scan):
         raise TypeError(f"prepare_if_needed: expected a balllink.Scan, got {type(scan).__name__}")
@@ -366,8 +384,10 @@ def prepare_if_needed(scan: Scan, **options: Any) -> Scan:
     dy, dx = scan.spacing_um
     square = abs(dy - dx) <= 1e-6 * max(dy, dx)
     claim = _claims_prepared(scan)
-    if claim == "made" or (claim and square and scan.n_valid and surface_state(scan).filtered):
+    if claim == "made":
         out = scan
+    elif claim and square and scan.n_valid and surface_state(scan).filtered:
+        out = _claim_checked(scan)
     else:
         why = "claims to be prepared but its data disagree" if claim else "not prepared"
         log.info(
