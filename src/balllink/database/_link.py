@@ -34,6 +34,8 @@ from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from typing import NamedTuple
 
+import numpy as np
+
 from .._malloc import keep_freed_memory
 from .._scan import Scan
 from .._threads import thread_limit
@@ -336,7 +338,7 @@ class Linker:
         comparer = self._searcher.compare_many
         runner = _InProcess(comparer) if client is None else _OnDask(client, comparer)
         summary.scheduler = runner.scheduler
-        seen: set[tuple[int, int]] = set()
+        lists: dict[int, np.ndarray] = {}  # each planned query's candidates
         done = 0
         # beside Dask workers (one per core on a laptop) this process plans and writes on
         # one thread: its searches and embeddings would otherwise spin threads on cores the
@@ -346,7 +348,7 @@ class Linker:
             self._index.get()  # step 1: exhibits without descriptors are embedded
             try:
                 for at in range(0, len(ids), int(batch)):
-                    tasks = self._plan(ids[at : at + int(batch)], scope, seen, summary)
+                    tasks = self._plan(ids[at : at + int(batch)], scope, lists, summary)
                     done += len(ids[at : at + int(batch)]) - len(tasks)  # nothing to compare
                     runner.submit(tasks)
                     if progress is not None:
@@ -386,8 +388,12 @@ class Linker:
         )
         return ScanRef(eid, str(self._exhibits.store.path(row["scan_file"])), row["scan_hash"])
 
-    def _plan(self, queries, scope: Scope, seen: set, summary: LinkSummary) -> list[GroupTask]:
-        """The groups of these queries: top-K in scope, less pairs stored or planned."""
+    def _plan(self, queries, scope: Scope, lists: dict, summary: LinkSummary) -> list[GroupTask]:
+        """The groups of these queries: top-K in scope, less pairs stored or planned.
+
+        A pair was planned earlier in this run when its other exhibit was planned as a query
+        and listed this one: ``lists`` keeps each query's candidates as an int64 array,
+        8 bytes a pair (a set of pairs takes about 100: 5 GB at 1e6 exhibits x 50)."""
         ready, preps = [], []
         for qid in queries:
             try:
@@ -401,11 +407,11 @@ class Linker:
         for qid, found in zip(ready, found_all):
             stored = self._stored_partners(qid)
             new = []
+            lists[qid] = np.asarray(found.ids, dtype=np.int64)
             for cid in found.ids:
-                pair = (min(qid, cid), max(qid, cid))
-                if pair in seen:
-                    continue
-                seen.add(pair)
+                earlier = lists.get(cid)
+                if earlier is not None and cid != qid and (earlier == qid).any():
+                    continue  # planned (or found stored) when ``cid`` was the query
                 summary.pairs_considered += 1
                 if cid in stored:
                     summary.already_compared += 1
