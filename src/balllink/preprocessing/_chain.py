@@ -346,31 +346,31 @@ def _claim_checked(scan: Scan) -> Scan:
 def prepare_if_needed(scan: Scan, **options: Any) -> Scan:
     """Return ``scan`` when it is already prepared, else ``preprocess(scan, **options)``.
 
-        A scan counts as prepared when `preprocess` made exactly these data (the fingerprint
-        it records in ``meta["prepared"]`` matches the heights), or when it says it is
-        prepared (``meta["prepared"]`` at its present spacing, or a prepared-like simulated
-        scan) *and* its data agree: square pixels and `surface_state` finds it cut and free of
-        form; the scan returned then records the check (``meta["prepared"]`` with a fingerprint)
-    so its copies need no second one. A claim alone (e.g. read back from a file and edited
-    since) is not trusted. Anything else goes through the default
-        chain (`preprocess`, non-strict), logged and flagged ``auto_prepared``. The decision is
-        cached per scan object, so a scan compared many times is checked and prepared once.
+    A scan counts as prepared when `preprocess` made exactly these data (the fingerprint
+    it records in ``meta["prepared"]`` matches the heights), or when it says it is
+    prepared (``meta["prepared"]`` at its present spacing, or a prepared-like simulated
+    scan) *and* its data agree: square pixels and `surface_state` finds it cut and free of
+    form; the scan returned then records the check (``meta["prepared"]`` with a
+    fingerprint), so its copies need no second one. A claim alone (e.g. read back from a
+    file and edited since) is not trusted. Anything else goes through the default chain
+    (`preprocess`, non-strict), logged and flagged ``auto_prepared``. The decision is
+    cached per scan object, so a scan compared many times is checked and prepared once.
 
-        Used by `balllink.compare`, `balllink.compare_many`, `balllink.embed`,
-        `balllink.CasingIndex` and the lead database, so results do not depend on whether the
-        caller remembered to prepare.
+    Used by `balllink.compare`, `balllink.compare_many`, `balllink.embed`,
+    `balllink.CasingIndex` and the lead database, so results do not depend on whether the
+    caller remembered to prepare.
 
-        Examples
-        --------
-        >>> import numpy as np
-        >>> import balllink as bl
-        >>> from balllink.preprocessing import prepare_if_needed, flags_of
-        >>> z = np.random.default_rng(0).normal(size=(320, 320))
-        >>> prep = prepare_if_needed(bl.Scan(z, spacing_um=6.25))
-        >>> "auto_prepared" in [f["code"] for f in flags_of(prep)]
-        True
-        >>> prepare_if_needed(prep) is prep
-        True
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import balllink as bl
+    >>> from balllink.preprocessing import prepare_if_needed, flags_of
+    >>> z = np.random.default_rng(0).normal(size=(320, 320))
+    >>> prep = prepare_if_needed(bl.Scan(z, spacing_um=6.25))
+    >>> "auto_prepared" in [f["code"] for f in flags_of(prep)]
+    True
+    >>> prepare_if_needed(prep) is prep
+    True
     """
     if not isinstance(scan, Scan):
         raise TypeError(f"prepare_if_needed: expected a balllink.Scan, got {type(scan).__name__}")
