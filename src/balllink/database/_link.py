@@ -340,30 +340,31 @@ class Linker:
         summary.scheduler = runner.scheduler
         lists: dict[int, np.ndarray] = {}  # each planned query's candidates
         done = 0
-        # beside Dask workers (one per core on a laptop) this process plans and writes on
-        # one thread: its searches and embeddings would otherwise spin threads on cores the
-        # workers are using (a batch search took three times as long)
+        # once the workers compare, this process plans and writes on one thread beside
+        # them: its searches would otherwise spin threads on cores the workers are using (a
+        # batch search took three times as long). Step 1 runs before, with every core.
         limit = thread_limit(1) if client is not None else nullcontext()
-        with self._lock, limit:
+        with self._lock:
             self._index.get()  # step 1: exhibits without descriptors are embedded
-            try:
-                for at in range(0, len(ids), int(batch)):
-                    tasks = self._plan(ids[at : at + int(batch)], scope, lists, summary)
-                    done += len(ids[at : at + int(batch)]) - len(tasks)  # nothing to compare
-                    runner.submit(tasks)
-                    if progress is not None:
-                        progress(done, len(ids))
-                    # keep a batch in flight while the next one is planned
-                    for res in runner.finished(keep=int(batch)):
+            with limit:
+                try:
+                    for at in range(0, len(ids), int(batch)):
+                        tasks = self._plan(ids[at : at + int(batch)], scope, lists, summary)
+                        done += len(ids[at : at + int(batch)]) - len(tasks)  # nothing to compare
+                        runner.submit(tasks)
+                        if progress is not None:
+                            progress(done, len(ids))
+                        # keep a batch in flight while the next one is planned
+                        for res in runner.finished(keep=int(batch)):
+                            done += 1
+                            self._store(res, summary, progress, done, len(ids))
+                    for res in runner.finished(keep=0):
                         done += 1
                         self._store(res, summary, progress, done, len(ids))
-                for res in runner.finished(keep=0):
-                    done += 1
-                    self._store(res, summary, progress, done, len(ids))
-            finally:
-                runner.close()
-                if self._index.needs_save:
-                    self._index.save()
+                finally:
+                    runner.close()
+                    if self._index.needs_save:
+                        self._index.save()
             summary.seconds = time.perf_counter() - start
             self._audit.log_event(
                 "link", where=where, params=params, k=int(k), n_exhibits=len(ids),
