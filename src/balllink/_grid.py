@@ -31,7 +31,7 @@ import numpy as np
 import scipy.fft as sfft
 import scipy.ndimage as ndi
 
-from ._threads import fft_workers
+from ._threads import threads_allowed
 
 __all__ = [
     "BlockMean",
@@ -150,11 +150,11 @@ def gaussian_stack(
     ry, rx = _radius(sy, truncate), _radius(sx, truncate)
     # zero padding by at least the kernel radius: no circular wrap-around at all
     fy, fx = sfft.next_fast_len(ny + 2 * ry, real=True), sfft.next_fast_len(nx + 2 * rx, real=True)
-    spec = sfft.rfft2(stack, s=(fy, fx), workers=fft_workers(-1))
+    spec = sfft.rfft2(stack, s=(fy, fx), workers=threads_allowed(-1))
     gy = sfft.fft(_wrapped_kernel(sy, ry, fy)).real  # a symmetric kernel: a real spectrum
     gx = sfft.rfft(_wrapped_kernel(sx, rx, fx)).real
     spec *= (gy[:, None] * gx[None, :]).astype(spec.real.dtype)
-    out = sfft.irfft2(spec, s=(fy, fx), workers=fft_workers(-1))
+    out = sfft.irfft2(spec, s=(fy, fx), workers=threads_allowed(-1))
     stack[:] = out[:, :ny, :nx]
 
 

@@ -16,13 +16,14 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["fft_workers", "thread_limit", "threads_allowed"]
+__all__ = ["thread_limit", "threads_allowed"]
 
 _local = threading.local()
 
 
 def threads_allowed(wanted: int = -1) -> int:
-    """Threads this thread may use for ``wanted`` (-1: every core) under its limit.
+    """Threads this thread may use for ``wanted`` (-1: every core) under its limit: the
+    ``workers`` of scipy.fft, FAISS's OpenMP threads, cmcR's direction threads.
 
     Examples
     --------
@@ -37,10 +38,6 @@ def threads_allowed(wanted: int = -1) -> int:
     return n if limit is None else min(n, limit)
 
 
-#: scipy.fft's ``workers`` argument: the same rule.
-fft_workers = threads_allowed
-
-
 @contextmanager
 def thread_limit(n: int) -> Iterator[None]:
     """Inside: FFTs, Numba kernels and a comparison's own threads use at most ``n`` threads.
@@ -49,7 +46,7 @@ def thread_limit(n: int) -> Iterator[None]:
     --------
     >>> import numba
     >>> with thread_limit(1):
-    ...     numba.get_num_threads(), fft_workers(-1)
+    ...     numba.get_num_threads(), threads_allowed(-1)
     (1, 1)
     """
     import numba

@@ -13,7 +13,7 @@ import numpy as np
 import scipy.fft as sfft
 
 from .._scan import Scan
-from .._threads import fft_workers
+from .._threads import threads_allowed
 from ._pose import Pose, angle_diff, invert_pose
 from ._template import (
     AlignmentTemplate,
@@ -134,7 +134,7 @@ def masked_ncc(
     >>> round(float(np.nanmax(ncc)), 6)
     1.0
     """
-    workers = fft_workers(workers)
+    workers = threads_allowed(workers)
     fixed = np.asarray(fixed, dtype=np.float64)
     moving = np.asarray(moving, dtype=np.float64)
     moving = moving[None] if moving.ndim == 2 else moving
@@ -180,7 +180,7 @@ def _scan_angles(ta: AlignmentTemplate, tb: AlignmentTemplate, opts: dict[str, A
             f"cannot align {ta.name} ({ta.spacing_um:g} µm/px) with {tb.name} "
             f"({tb.spacing_um:g} µm/px): resample both to one spacing first (bl.resample)"
         )
-    workers = fft_workers(int(opts["workers"]))
+    workers = threads_allowed(int(opts["workers"]))
     step = float(opts["angle_step_deg"])
     la, lb = ta.search, tb.search
     s = math.ceil(opts["max_shift_um"] / la.pixel_um)
@@ -217,7 +217,7 @@ def _align_templates(
     scan: _AngleScan | None = None,
 ) -> list[Pose]:
     """Poses of ``tb`` relative to ``ta``. ``ta`` is the one rotated (its stack is cached)."""
-    workers = fft_workers(int(opts["workers"]))
+    workers = threads_allowed(int(opts["workers"]))
     step = float(opts["angle_step_deg"])
     scan = scan if scan is not None else _scan_angles(ta, tb, opts, size)
     angles, curve, best, s, size = scan.angles, scan.curve, scan.best, scan.shift_px, scan.size

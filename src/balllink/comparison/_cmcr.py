@@ -18,7 +18,7 @@ import scipy.fft as sfft
 
 from .. import _kernels as K
 from .._scan import Scan
-from .._threads import fft_workers, threads_allowed
+from .._threads import threads_allowed
 from ._config import CMCConfig
 from ._consensus import Decision, combine_cmcr, combined_count, decide
 from ._result import CellSearch, Comparison, DirectionResult, cells_table
@@ -229,7 +229,7 @@ def _cmcr_direction(
     for i, k in enumerate(keep_cells):
         c = np.nan_to_num(cells.std[k], nan=0.0)
         cstack[i, : c.shape[0], : c.shape[1]] = c
-    cspec = sfft.rfft2(cstack, workers=fft_workers(_WORKERS))
+    cspec = sfft.rfft2(cstack, workers=threads_allowed(_WORKERS))
     del cstack
     cy, cx = ny // 2, nx // 2
     nk = len(keep_cells)
@@ -264,10 +264,10 @@ def _cmcr_direction(
         if used.size == 0:
             continue
         every = used.size == nk
-        rspec = sfft.rfft2(rbuf if every else rbuf[used], workers=fft_workers(_WORKERS))
+        rspec = sfft.rfft2(rbuf if every else rbuf[used], workers=threads_allowed(_WORKERS))
         np.conjugate(rspec, out=rspec)
         rspec *= cspec if every else cspec[used]
-        ccf = sfft.irfft2(rspec, s=(nfft, nfft), workers=fft_workers(_WORKERS))
+        ccf = sfft.irfft2(rspec, s=(nfft, nfft), workers=threads_allowed(_WORKERS))
         del rspec
         # first maximum in row-major order = R's column-major order on its transposed view
         q_r, q_c = K.gathered_argmax(ccf, ri[used], ci[used], n_rc[used, 0], n_rc[used, 1])

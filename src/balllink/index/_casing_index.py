@@ -30,7 +30,6 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
-from .._threads import threads_allowed
 from ..errors import IndexFormatError
 from ..features import POSE_COLUMNS
 from . import _faiss as F
@@ -408,7 +407,7 @@ class CasingIndex:
         self._apply_search_params()
         kk = min(int(self.neighbors), self.ntotal)
         if len(vecs) and kk:
-            with F.omp_threads(threads_allowed(-1)):
+            with F.omp_threads_allowed():
                 return self.index_.search(vecs, kk)
         return np.zeros((len(vecs), kk), np.float32), np.full((len(vecs), kk), -1, np.int64)
 

@@ -45,6 +45,7 @@ import faiss
 import numpy as np
 from faiss.contrib.clustering import two_level_clustering
 
+from .._threads import threads_allowed
 from ..features import DESCRIPTOR_DIM
 
 __all__ = [
@@ -91,8 +92,9 @@ def new_faiss(factory: str) -> faiss.Index:
 
 
 @contextmanager
-def omp_threads(n: int) -> Iterator[None]:
-    """FAISS's OpenMP threads set to ``n`` inside (process-wide; restored after).
+def omp_threads_allowed() -> Iterator[None]:
+    """FAISS's OpenMP threads cut to `balllink._threads.threads_allowed` inside
+    (process-wide; restored after); unchanged when this thread has no limit.
 
     Under a `balllink._threads.thread_limit` the caller shares the cores with other
     processes (a Dask client beside its workers): OpenMP threads that wait for a core spin,
@@ -100,12 +102,13 @@ def omp_threads(n: int) -> Iterator[None]:
 
     Examples
     --------
-    >>> with omp_threads(1):
+    >>> from balllink._threads import thread_limit
+    >>> with thread_limit(1), omp_threads_allowed():
     ...     faiss.omp_get_max_threads()
     1
     """
     before = faiss.omp_get_max_threads()
-    n = max(1, int(n))
+    n = threads_allowed(before)
     if n != before:
         faiss.omp_set_num_threads(n)
     try:
