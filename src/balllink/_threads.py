@@ -7,16 +7,29 @@ each would start two or more threads per task, the workers would take turns on t
 and each would count the other's time as its own. Inside ``thread_limit(n)`` every one of
 those uses at most ``n`` threads. The limit belongs to the calling thread (Numba's thread
 count is per thread too), so other threads of the process are not touched.
+
+`map_threads` is the other half: independent items (the candidates of one query) run on
+one thread each, every one under ``thread_limit(1)``. A comparison's own threads share
+little (its FFTs are small, its Numba loops short), while two comparisons side by side
+keep both cores busy: the FFTs and Numba kernels release the GIL.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from typing import TypeVar
 
-__all__ = ["thread_limit", "threads_allowed"]
+__all__ = ["map_threads", "thread_limit", "threads_allowed"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 _local = threading.local()
 
@@ -60,3 +73,85 @@ def thread_limit(n: int) -> Iterator[None]:
     finally:
         _local.limit = before
         numba.set_num_threads(numba_before)
+
+
+def _numba_threadsafe() -> bool:
+    """Whether Numba's parallel kernels may run in two threads at once: its OpenMP and TBB
+    layers are thread-safe, its fallback "workqueue" layer is not (it aborts the process).
+    Unknown until a parallel kernel has run; then False."""
+    import numba
+
+    try:
+        return numba.threading_layer() in ("omp", "tbb")
+    except ValueError:  # no parallel kernel has run in this process yet
+        return False
+
+
+def map_threads(
+    fn: Callable[[T], R],
+    items: Sequence[T],
+    *,
+    on_done: Callable[[int], None] | None = None,
+) -> list[R]:
+    """``[fn(x) for x in items]``, the items spread over the threads this thread may use.
+
+    The first item runs in the calling thread with every thread it may use (it warms what
+    the items share, such as a query's cached per-scan work, and starts Numba's threading
+    layer); the rest run on `threads_allowed` threads, each under ``thread_limit(1)``.
+    Everything runs in the calling thread, in order, when only one thread is allowed (a
+    Dask worker's task, say) or when Numba's threading layer is not thread-safe. The
+    first exception raised by ``fn`` is raised here, after the running items finish.
+
+    Parameters
+    ----------
+    fn : callable
+        Called once per item; must be safe to call from two threads at once.
+    items : sequence
+        The work.
+    on_done : callable, optional
+        Called in the calling thread with the number of items done so far, after each.
+
+    Returns
+    -------
+    list
+        ``fn(item)`` for each item, in the order of ``items``.
+
+    Examples
+    --------
+    >>> map_threads(lambda x: x * x, [1, 2, 3])
+    [1, 4, 9]
+    >>> with thread_limit(1):
+    ...     map_threads(lambda x: threading.current_thread().name, ["a", "b"]) == ["MainThread"] * 2
+    True
+    """
+    items = list(items)
+    if not items:
+        return []
+    out = [fn(items[0])]
+    if on_done is not None:
+        on_done(1)
+    n = min(threads_allowed(), len(items) - 1)
+    if n <= 1 or not _numba_threadsafe():
+        for x in items[1:]:
+            out.append(fn(x))
+            if on_done is not None:
+                on_done(len(out))
+        return out
+
+    def one(x: T) -> R:
+        with thread_limit(1):
+            return fn(x)
+
+    log.debug("map_threads: %d items on %d threads", len(items) - 1, n)
+    with ThreadPoolExecutor(n, thread_name_prefix="balllink") as pool:
+        futures = [pool.submit(one, x) for x in items[1:]]
+        try:
+            for f in futures:  # in order
+                out.append(f.result())
+                if on_done is not None:
+                    on_done(len(out))
+        except BaseException:  # an error, or Ctrl-C: what has not started never will
+            for f in futures:
+                f.cancel()
+            raise
+    return out

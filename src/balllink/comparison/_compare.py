@@ -12,6 +12,7 @@ from dataclasses import replace
 import numpy as np
 
 from .._scan import HANDEDNESS, Scan
+from .._threads import map_threads
 from ..align import Pose, pose_transform
 from ..errors import PreprocessError
 from ..preprocessing import prepare_if_needed, resample
@@ -260,9 +261,11 @@ def compare_many(
     The query's cells, pyramids and alignment template (with its rotated stack) are
     computed once, and each candidate's once (its mirror image's too, when handedness is
     searched); both are cached per ``Scan`` object (weakly: dropped with the scan), so a
-    database comparing one candidate with many queries prepares it once. The Numba
-    kernels and FFTs use both cores. Scans that are not prepared are prepared first, as
-    in `compare`; ``model`` is `compare`'s.
+    database comparing one candidate with many queries prepares it once. The candidates
+    are compared side by side, one per core (`balllink._threads.map_threads`; one at a
+    time inside ``thread_limit(1)``, as in a Dask task); the results keep their order.
+    Scans that are not prepared are prepared first, as in `compare`; ``model`` is
+    `compare`'s.
 
     Examples
     --------
@@ -294,14 +297,15 @@ def compare_many(
                 f"the query {query.name} ({query.spacing_um} µm); resample it first"
             )
         cands.append((c, c2, c3))
-    out: list[Comparison] = []
     lr_model = _model(model)
     pq = prepared(q, cfg) if cfg.ccf != "cmcr" else None
-    for i, (given, used, c) in enumerate(cands):
+
+    def one(item) -> Comparison:
+        given, used, c = item
         res = _compare_ready(q, c, cfg, pq)
         res = _with_evidence(res, q, c, cfg, (q is not query, used is not given))
         res = _with_lr(res, lr_model, query, given)
-        out.append(_in_given_frames(res, query, q, given, used))
-        if progress is not None:
-            progress(i + 1, len(cands))
-    return out
+        return _in_given_frames(res, query, q, given, used)
+
+    done = None if progress is None else (lambda i: progress(i, len(cands)))
+    return map_threads(one, cands, on_done=done)

@@ -6,6 +6,7 @@ image of a scan. Both are cached weakly per ``Scan`` object, so a scan compared 
 from __future__ import annotations
 
 import logging
+import threading
 import weakref
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -113,6 +114,7 @@ def prepare(scan: Scan, cfg: CMCConfig) -> Prepared:
 
 
 _PREPARED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_LOCK = threading.Lock()
 
 
 def prepared(scan: Scan, config: CMCConfig | None = None) -> Prepared:
@@ -132,11 +134,14 @@ def prepared(scan: Scan, config: CMCConfig | None = None) -> Prepared:
     ((64, 12, 12), True)
     """
     cfg = config if config is not None else CMCConfig()
-    per_scan = _PREPARED.setdefault(scan, {})
     key = (cfg.downsample, cfg.grid, cfg.max_missing, cfg.cell_highpass_um)
-    if key not in per_scan:
-        per_scan[key] = prepare(scan, cfg)
-    return per_scan[key]
+    with _LOCK:  # compare_many's threads share the cache; the work runs outside the lock
+        hit = _PREPARED.setdefault(scan, {}).get(key)
+    if hit is None:
+        hit = prepare(scan, cfg)
+        with _LOCK:
+            hit = _PREPARED.setdefault(scan, {}).setdefault(key, hit)
+    return hit
 
 
 _MIRRORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -155,7 +160,10 @@ def mirror_scan(scan: Scan) -> Scan:
     >>> m.heights[0].tolist(), m.meta["handedness"], mirror_scan(s) is m
     ([4.0, 5.0], 'mirrored', True)
     """
-    hit = _MIRRORS.get(scan)
+    with _LOCK:
+        hit = _MIRRORS.get(scan)
     if hit is None:
-        hit = _MIRRORS[scan] = scan.mirrored()
+        hit = scan.mirrored()
+        with _LOCK:
+            hit = _MIRRORS.setdefault(scan, hit)
     return hit
