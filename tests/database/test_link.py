@@ -220,3 +220,51 @@ def test_a_worker_killed_mid_run_ends_without_duplicates(tmp_path, cluster):
     cluster.wait_for_workers(2, timeout=60)  # the nanny restarted the killed one
     assert killed[0][0] not in cluster.run(os.getpid).values()
     assert np.isfinite(s.seconds)
+
+
+@pytest.mark.slow
+def test_the_workers_search_the_saved_index_and_plan_as_the_client_would(
+    tmp_path, sims, cluster, monkeypatch
+):
+    """Through the index (k=2 of 5 others): the workers retrieve (`retrieve_group` on the
+    saved index file); the client never searches, and the candidate graph, the pairs and
+    the leads are those of the in-process run."""
+    scans, guns = sims
+    here, ids = _loaded(tmp_path / "here.db", scans)
+    there, _ = _loaded(tmp_path / "there.db", scans)
+    with here, there:
+        a = here.link(k=2)
+        searched = []
+        real = there._searcher.retrieve_many
+        monkeypatch.setattr(
+            there._searcher, "retrieve_many", lambda *x, **k: searched.append(x) or real(*x, **k)
+        )
+        b = there.link(k=2, client=cluster, batch=2)
+        assert searched == []  # the index was searched on the workers only
+        assert (b.pairs_considered, b.already_compared) == (a.pairs_considered, a.already_compared)
+        assert _pairs(here) == _pairs(there) and b.rescored == a.rescored
+        assert {(x.a, x.b) for x in there.leads()} == _same_gun(ids, guns)
+        assert there.check().ok
+
+
+@pytest.mark.slow
+def test_a_query_a_worker_cannot_read_is_quarantined_by_the_client(tmp_path, cluster):
+    import cloudpickle
+
+    for mod in {fake_compare_many.__module__, __name__}:
+        cloudpickle.register_pickle_by_value(sys.modules[mod])
+    scans, _ = fake_scans(3, 2, seed=6)
+    with open_stand_in_db(tmp_path / "d.db") as db:
+        ids = db.ingest_many(_items(scans), correlate=False).ingested
+        db.index  # the index is built (and saved) from the intact scans  # noqa: B018
+        path = db.exhibit(ids[0]).scan_path
+        db.close()
+    with open(path, "r+b") as fh:
+        fh.seek(100)
+        fh.write(b"\0" * 64)
+    with open_stand_in_db(tmp_path / "d.db") as db:
+        s = db.link(k=3, client=cluster, batch=2)
+        assert s.damaged == [ids[0]] and db.exhibit(ids[0]).flagged
+        assert all(ids[0] not in p for p in _pairs(db)) and s.rescored > 0
+        rep = db.check()  # the damage is reported, and nothing else
+        assert rep.problems and all(p.startswith(f"exhibit {ids[0]}:") for p in rep.problems)

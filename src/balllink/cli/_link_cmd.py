@@ -8,7 +8,7 @@ import contextlib
 from ..leads import Scope
 from ._common import Bar, emit, open_db
 
-__all__ = ["cmd_link", "dask_client"]
+__all__ = ["cmd_link", "dask_client", "local_cluster"]
 
 
 @contextlib.contextmanager
@@ -25,7 +25,7 @@ def dask_client(scheduler: str | None, workers: int | None):
     if workers is not None and workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
     try:
-        from distributed import Client, LocalCluster
+        from distributed import Client
     except ImportError:
         raise ValueError(
             "--scheduler and --workers need Dask: pip install 'balllink[dask]' "
@@ -35,13 +35,21 @@ def dask_client(scheduler: str | None, workers: int | None):
         with Client(scheduler) as client:
             yield client
         return
-    with (
-        LocalCluster(
-            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
-        ) as cluster,
-        Client(cluster) as client,
-    ):
+    with local_cluster(workers) as cluster, Client(cluster) as client:
         yield client
+
+
+def local_cluster(workers: int):
+    """A `LocalCluster` of ``workers`` one-thread processes, without Dask's sampling
+    profiler: it walks every thread's stack each 10 ms, and took about a tenth of a
+    worker's time from the comparisons (1 worker, 200 casings: 13.8 -> 15.2 pairs/s)."""
+    import dask
+    from distributed import LocalCluster
+
+    with dask.config.set({"distributed.worker.profile.enabled": False}):  # workers copy it
+        return LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+        )
 
 
 def _lines(s) -> str:

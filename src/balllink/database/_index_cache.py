@@ -65,6 +65,11 @@ class IndexCache:
         return f / "index.faiss", f / "index.ids.npy", f / "index.json"
 
     @property
+    def index_class(self) -> type:
+        """The class that makes and reads this database's index."""
+        return self._cls
+
+    @property
     def is_open(self) -> bool:
         return self._index is not None
 

@@ -2,8 +2,11 @@
 
 1. The candidate index catches up: exhibits stored without correlation (bulk loads)
    get their descriptors (`IndexCache.get`, the path of every search).
-2. Candidate graph: each exhibit's top-K in scope (`Searcher.retrieve_many`, the
-   search's own retrieval), ``batch`` queries at a time in one index search.
+2. Candidate graph: each exhibit's top-K in scope (`retrieve_in`, the search's own
+   retrieval), ``batch`` queries at a time in one index search. In-process the client
+   searches; with Dask the workers do (`retrieve_group`: the saved index file, read once
+   per worker), so that the client, one process for the whole cluster, only plans and
+   writes: searching a flat index of 10 000 casings takes about a second per query.
 3. Pairs already in ``comparisons`` (either order) are dropped; so is a pair planned
    earlier in this run (it was in the other exhibit's list too).
 4. The new pairs are compared grouped by query: one `compare_group` per query, so that
@@ -17,182 +20,49 @@ Checkpointing comes from step 3: a run killed at any moment (the client, or a wo
 Dask runs a lost worker's tasks again elsewhere) has stored whole groups only, and the
 next run skips them, so it finishes the job without duplicate comparisons.
 
-Workers read the stored scans from the database folder by path: on a cluster the folder
-must be on storage every worker sees at the same path (NFS, a parallel file system); only
-the client opens SQLite.
+Workers read the stored scans and the saved candidate index from the database folder by
+path: on a cluster the folder must be on storage every worker sees at the same path (NFS,
+a parallel file system); only the client opens SQLite.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import os
-import socket
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
-from typing import NamedTuple
 
 import numpy as np
 
-from .._malloc import keep_freed_memory
-from .._scan import Scan
 from .._threads import thread_limit
-from ..errors import BalllinkError
 from ..leads import Scope
 from ._audit import AuditTrail
 from ._exhibits import Exhibits
 from ._index_cache import IndexCache
 from ._ingest import Ingester
-from ._lr import Features, features_of
 from ._schema import Sql
-from ._search import Searcher, scope_where
-from ._store import StoredScanError, WriteLock, load_scan
+from ._search import Retrieval, Searcher, scope_where
+from ._store import StoredScanError, WriteLock
+from ._tasks import (
+    GroupResult,
+    GroupTask,
+    PlanResult,
+    PlanTask,
+    ScanRef,
+    _scans,
+    compare_group,
+    retrieve_group,
+)
 
-__all__ = [
-    "GroupResult",
-    "GroupTask",
-    "LinkMethods",
-    "LinkSummary",
-    "Linker",
-    "ScanRef",
-    "compare_group",
-]
+__all__ = ["LinkMethods", "LinkSummary", "Linker"]
 
 log = logging.getLogger(__name__)
 
-#: Stored scans kept in memory by each process that runs `compare_group` (LRU): the
-#: per-scan work `compare_many` caches lives as long as its scan.
-SCAN_CACHE = 64
-
-
-class ScanRef(NamedTuple):
-    """A stored scan as a task sees it: exhibit id, file path, content hash."""
-
-    exhibit_id: int
-    path: str
-    scan_hash: str
-
-
-class GroupTask(NamedTuple):
-    """One query and the candidates it is compared with (plain data: pickles small)."""
-
-    query: ScanRef
-    candidates: tuple[ScanRef, ...]
-
-
-class GroupResult(NamedTuple):
-    """What `compare_group` sends back to the client."""
-
-    query_id: int
-    cand_ids: list[int]
-    comparisons: list
-    features: list[Features]
-    damaged: list[int]  # exhibits whose stored scan could not be read (query included)
-    worker: str
-    seconds: float
-    error: str | None = None
-
-
-_scans: OrderedDict[tuple[str, str], Scan] = OrderedDict()
-
-
-def _load(ref: ScanRef) -> Scan:
-    """A stored scan, from this process's LRU when there (checked against its hash)."""
-    key = (ref.path, ref.scan_hash)
-    scan = _scans.get(key)
-    if scan is None:
-        scan = load_scan(ref.path, ref.scan_hash, exhibit_id=ref.exhibit_id)
-        _scans[key] = scan
-        while len(_scans) > SCAN_CACHE:
-            _scans.popitem(last=False)
-    else:
-        _scans.move_to_end(key)
-    return scan
-
-
-def _worker_name() -> str:
-    """The Dask worker's address, else ``in-process@host:pid``."""
-    try:
-        from distributed import get_worker
-
-        return str(get_worker().address)
-    except (ImportError, ValueError):
-        return f"in-process@{socket.gethostname()}:{os.getpid()}"
-
-
-def compare_group(task: GroupTask, comparer: Callable | None = None) -> GroupResult:
-    """Compare one query with its candidates, reading the stored scans by path.
-
-    The function a Dask worker runs (and the in-process run too): plain data in, a
-    `GroupResult` out; it never opens SQLite. A stored scan that cannot be read is left
-    out and named in ``damaged`` (the client quarantines it); a comparison that fails
-    with a `BalllinkError` (e.g. scans of different spacing) gives ``error`` instead of
-    comparisons.
-
-    Parameters
-    ----------
-    task : GroupTask
-    comparer : callable, optional
-        ``comparer(query, candidates) -> list of Comparison``; default
-        `balllink.compare_many`.
-
-    Examples
-    --------
-    >>> import tempfile, numpy as np, balllink as bl
-    >>> from balllink.database._store import save_scan, scan_sha256
-    >>> z = np.random.default_rng(0).normal(size=(64, 64)).astype(np.float32)
-    >>> s = bl.Scan(z, spacing_um=6.25)
-    >>> folder = tempfile.mkdtemp()
-    >>> refs = [ScanRef(i, f"{folder}/{save_scan(s, folder, scan_sha256(s))}",
-    ...                 scan_sha256(s)) for i in (1, 2)]
-    >>> plain = lambda q, cands: [bl.Comparison(0, 0.1, 0.0, (0.0, 0.0), False, (),
-    ...     np.zeros(0), config=bl.CMCConfig()) for _ in cands]
-    >>> r = compare_group(GroupTask(refs[0], (refs[1],)), plain)
-    >>> r.query_id, r.cand_ids, r.damaged, r.error
-    (1, [2], [], None)
-    """
-    start = time.perf_counter()
-    worker = _worker_name()
-    if worker.startswith("in-process"):
-        return _compare_group(task, comparer, worker, start)
-    # on a Dask worker the parallelism is the tasks: one thread each (FFTs, Numba, cmcR's
-    # two directions), or W workers of T threads would run W * T * cores threads
-    keep_freed_memory()  # the nanny froze glibc's mmap threshold: see `balllink._malloc`
-    with thread_limit(1):
-        return _compare_group(task, comparer, worker, start)
-
-
-def _compare_group(task: GroupTask, comparer, worker: str, start: float) -> GroupResult:
-    from ..comparison import compare_many
-
-    qid = task.query.exhibit_id
-
-    def result(cand_ids, comps=(), feats=(), damaged=(), error=None) -> GroupResult:
-        seconds = time.perf_counter() - start
-        return GroupResult(qid, list(cand_ids), list(comps), list(feats), list(damaged),
-                           worker, seconds, error)  # fmt: skip
-
-    try:
-        query = _load(task.query)
-    except StoredScanError:
-        return result([], damaged=[qid])
-    ids, scans, damaged = [], [], []
-    for ref in task.candidates:
-        try:
-            scans.append(_load(ref))
-            ids.append(ref.exhibit_id)
-        except StoredScanError:
-            damaged.append(ref.exhibit_id)
-    if not ids:
-        return result([], damaged=damaged)
-    try:
-        comps = (comparer or compare_many)(query, scans)
-    except BalllinkError as exc:
-        return result([], damaged=damaged, error=f"{type(exc).__name__}: {exc}")
-    feats = [features_of(c, query, s) for c, s in zip(comps, scans)]
-    return result(ids, comps, feats, damaged)
+#: Retrieval batches a Dask run keeps submitted ahead of the one the client plans next.
+PLAN_AHEAD = 2
 
 
 @dataclass
@@ -291,6 +161,29 @@ class _OnDask:
             self._futures.add(fut)
             self._done.add(fut)
 
+    def retrieve(self, tasks: Iterator[PlanTask], in_scope: np.ndarray) -> Iterator[PlanResult]:
+        """`retrieve_group` of each task on the workers, two batches ahead, in order.
+
+        Retrievals go before comparisons (a higher priority): the groups they plan keep
+        the workers busy, and the client waits on them."""
+        scope = self._client.scatter(in_scope, broadcast=True)
+        ahead: deque = deque()
+        for task in tasks:
+            ahead.append(self._submit_plan(task, scope))
+            if len(ahead) > PLAN_AHEAD:
+                yield self._plan_result(ahead.popleft())
+        while ahead:
+            yield self._plan_result(ahead.popleft())
+
+    def _submit_plan(self, task: PlanTask, scope):
+        fut = self._client.submit(retrieve_group, task, scope, pure=False, priority=1)
+        self._futures.add(fut)
+        return fut
+
+    def _plan_result(self, fut) -> PlanResult:
+        self._futures.discard(fut)
+        return fut.result()  # an error (a bug, a KilledWorker) is raised here
+
     def finished(self, keep: int) -> Iterator[GroupResult]:
         while self._done.count() > keep:
             fut = next(self._done)
@@ -344,13 +237,14 @@ class Linker:
         # them: its searches would otherwise spin threads on cores the workers are using (a
         # batch search took three times as long). Step 1 runs before, with every core.
         limit = thread_limit(1) if client is not None else nullcontext()
+        batches = [ids[at : at + int(batch)] for at in range(0, len(ids), int(batch))]
         with self._lock:
             self._index.get()  # step 1: exhibits without descriptors are embedded
             with limit:
                 try:
-                    for at in range(0, len(ids), int(batch)):
-                        tasks = self._plan(ids[at : at + int(batch)], scope, lists, summary)
-                        done += len(ids[at : at + int(batch)]) - len(tasks)  # nothing to compare
+                    for queries, found in self._retrievals(batches, scope, runner, summary):
+                        tasks = self._plan(found, lists, summary)
+                        done += len(queries) - len(tasks)  # nothing to compare
                         runner.submit(tasks)
                         if progress is not None:
                             progress(done, len(ids))
@@ -389,12 +283,44 @@ class Linker:
         )
         return ScanRef(eid, str(self._exhibits.store.path(row["scan_file"])), row["scan_hash"])
 
-    def _plan(self, queries, scope: Scope, lists: dict, summary: LinkSummary) -> list[GroupTask]:
-        """The groups of these queries: top-K in scope, less pairs stored or planned.
+    def _retrievals(
+        self, batches: list, scope: Scope, runner, summary: LinkSummary
+    ) -> Iterator[tuple[list[int], list[tuple[int, Retrieval]]]]:
+        """Each batch of queries with the retrieval of each readable one, in order: on the
+        Dask workers when there are some and the index is saved, else here."""
+        saved = self._saved_index() if isinstance(runner, _OnDask) else None
+        if saved is None:
+            for queries in batches:
+                yield queries, self._retrieve_here(queries, scope, summary)
+            return
+        path, sha = saved
+        limit = int(scope.max_rescore)
+        tasks = (
+            PlanTask(path, sha, self._index.index_class, tuple(self._ref(q) for q in qs), limit)
+            for qs in batches
+        )
+        results = runner.retrieve(tasks, self._searcher.in_scope(scope))
+        for queries, res in zip(batches, results, strict=True):
+            if res.damaged:  # read here again: quarantined, flagged and warned
+                self._exhibits.loadable(res.damaged)
+                summary.damaged += [i for i in res.damaged if i not in summary.damaged]
+            yield queries, [(q, f) for q, f in zip(queries, res.found) if f is not None]
 
-        A pair was planned earlier in this run when its other exhibit was planned as a query
-        and listed this one: ``lists`` keeps each query's candidates as an int64 array,
-        8 bytes a pair (a set of pairs takes about 100: 5 GB at 1e6 exhibits x 50)."""
+    def _saved_index(self) -> tuple[str, str] | None:
+        """The index file as the index is now, and its hash; None when it cannot be saved
+        (then the client searches itself)."""
+        if self._index.needs_save and not self._index.save():
+            return None
+        data, _, manifest = self._index.files
+        try:
+            return str(data), str(json.loads(manifest.read_text())["sha256"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def _retrieve_here(
+        self, queries, scope: Scope, summary: LinkSummary
+    ) -> list[tuple[int, Retrieval]]:
+        """This process's retrieval of a batch (the in-process run's)."""
         ready, preps = [], []
         for qid in queries:
             try:
@@ -403,13 +329,23 @@ class Linker:
             except StoredScanError as exc:  # quarantined and flagged by `scan`
                 log.warning("link: exhibit %d left out: %s", qid, exc)
                 summary.damaged.append(qid)
-        found_all = self._searcher.retrieve_many(preps, scope, ready) if ready else []
+        found = self._searcher.retrieve_many(preps, scope, ready) if ready else []
+        return list(zip(ready, found))
+
+    def _plan(
+        self, found: list[tuple[int, Retrieval]], lists: dict, summary: LinkSummary
+    ) -> list[GroupTask]:
+        """The groups of these queries: top-K in scope, less pairs stored or planned.
+
+        A pair was planned earlier in this run when its other exhibit was planned as a query
+        and listed this one: ``lists`` keeps each query's candidates as an int64 array,
+        8 bytes a pair (a set of pairs takes about 100: 5 GB at 1e6 exhibits x 50)."""
         tasks = []
-        for qid, found in zip(ready, found_all):
+        for qid, got in found:
             stored = self._stored_partners(qid)
             new = []
-            lists[qid] = np.asarray(found.ids, dtype=np.int64)
-            for cid in found.ids:
+            lists[qid] = np.asarray(got.ids, dtype=np.int64)
+            for cid in got.ids:
                 earlier = lists.get(cid)
                 if earlier is not None and cid != qid and (earlier == qid).any():
                     continue  # planned (or found stored) when ``cid`` was the query

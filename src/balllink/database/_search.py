@@ -27,7 +27,7 @@ from ._lr import LRBook, features_of
 from ._schema import LATEST_STATUS_JOIN, Sql
 from ._settings import Settings
 
-__all__ = ["NullScores", "Query", "Retrieval", "Searcher", "scope_where"]
+__all__ = ["NullScores", "Query", "Retrieval", "Searcher", "retrieve_in", "scope_where"]
 
 
 def scope_where(scope: Scope) -> tuple[str, list]:
@@ -171,39 +171,14 @@ class Searcher:
         """`retrieve` of several queries: the scope is read once and the index searched
         with all of them at once (one FAISS call: a matrix product for a flat index, and
         one pass of its threads), which is what makes batch linking cheap on the client."""
+        return retrieve_in(
+            self._index.get, preps, self.in_scope(scope), excludes, int(scope.max_rescore)
+        )
+
+    def in_scope(self, scope: Scope) -> np.ndarray:
+        """The ids of the exhibits in ``scope``, int64."""
         where, params = scope_where(scope)
-        in_scope = np.asarray(self._exhibits.ids(where, params), dtype=np.int64)
-        allowed = set(in_scope.tolist())
-        limit = int(scope.max_rescore)
-        out: list[Retrieval | None] = [None] * len(preps)
-        n_in = [int(in_scope.size) - (x is not None and int(x) in allowed) for x in excludes]
-        todo = []
-        for qi, exclude in enumerate(excludes):
-            if n_in[qi] <= limit:
-                ids = in_scope[in_scope != exclude] if exclude is not None else in_scope
-                out[qi] = Retrieval(ids.tolist(), None, n_in[qi])
-            else:
-                todo.append(qi)
-        if not todo:
-            return out  # type: ignore[return-value]
-        index = self._index.get()
-        k = min(len(index), max(4 * limit, 64))
-        while todo:
-            found_ids, scores = index.search([preps[qi] for qi in todo], k)
-            wider = []
-            for row, qi in enumerate(todo):
-                keep = [
-                    (int(i), float(sc))
-                    for i, sc in zip(found_ids[row], scores[row])
-                    if i >= 0 and i != excludes[qi] and int(i) in allowed
-                ]
-                if len(keep) >= limit or k >= len(index):
-                    keep = keep[:limit]
-                    out[qi] = Retrieval([i for i, _ in keep], [sc for _, sc in keep], n_in[qi])
-                else:
-                    wider.append(qi)  # too few in scope among the k best: look further
-            todo, k = wider, min(len(index), k * 4)
-        return out  # type: ignore[return-value]
+        return np.asarray(self._exhibits.ids(where, params), dtype=np.int64)
 
     def candidates(self, exhibit_or_scan, k: int, scope: Scope) -> SearchResult:
         """The ranked candidate list; reads only (no audit record)."""
@@ -300,3 +275,47 @@ class Searcher:
                     "lr_at_bound": bool(v <= lo_b or v >= hi_b),
                 }
         return out
+
+
+def retrieve_in(
+    get_index: Callable,
+    preps: Sequence[Scan],
+    in_scope: np.ndarray,
+    excludes: Sequence[int | None],
+    limit: int,
+) -> list[Retrieval]:
+    """The retrieval of `Searcher.retrieve_many` on plain data, where a Dask worker can
+    run it too (`balllink.database._link.retrieve_group`): the queries' candidates among
+    ``in_scope`` (int64 ids), at most ``limit`` each, ``excludes[i]`` left out of query
+    ``i``'s; every one in scope when that is ``limit`` or fewer, else the best of one
+    search of ``get_index()`` (called only then), widened until ``limit`` are in scope."""
+    allowed = set(in_scope.tolist())
+    out: list[Retrieval | None] = [None] * len(preps)
+    n_in = [int(in_scope.size) - (x is not None and int(x) in allowed) for x in excludes]
+    todo = []
+    for qi, exclude in enumerate(excludes):
+        if n_in[qi] <= limit:
+            ids = in_scope[in_scope != exclude] if exclude is not None else in_scope
+            out[qi] = Retrieval(ids.tolist(), None, n_in[qi])
+        else:
+            todo.append(qi)
+    if not todo:
+        return out  # type: ignore[return-value]
+    index = get_index()
+    k = min(len(index), max(4 * limit, 64))
+    while todo:
+        found_ids, scores = index.search([preps[qi] for qi in todo], k)
+        wider = []
+        for row, qi in enumerate(todo):
+            keep = [
+                (int(i), float(sc))
+                for i, sc in zip(found_ids[row], scores[row])
+                if i >= 0 and i != excludes[qi] and int(i) in allowed
+            ]
+            if len(keep) >= limit or k >= len(index):
+                keep = keep[:limit]
+                out[qi] = Retrieval([i for i, _ in keep], [sc for _, sc in keep], n_in[qi])
+            else:
+                wider.append(qi)  # too few in scope among the k best: look further
+        todo, k = wider, min(len(index), k * 4)
+    return out  # type: ignore[return-value]
