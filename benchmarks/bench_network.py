@@ -50,6 +50,7 @@ import numpy as np
 
 import balllink as bl
 from balllink.database import LeadDatabase
+from balllink.index import CompressedIndex
 
 PER_GUN = 4
 NIBIN_YEARLY = 658_000  # pieces of evidence entered in FY2024 (ATF NIBIN fact sheet)
@@ -90,19 +91,6 @@ def _load(folder: Path, args) -> tuple[dict, dict[str, int]]:
     return load, gun_of
 
 
-class _Compressed:
-    """``index_class`` of a database whose candidate index is `CasingIndex.compressed`."""
-
-    def __init__(self, n: int):
-        self.n = n
-
-    def __call__(self):
-        return bl.CasingIndex.compressed(self.n)
-
-    def load(self, path):
-        return bl.CasingIndex.load(path)
-
-
 def _latency(db, picks, rescore: int) -> dict:
     """``db.candidates`` with top-``rescore`` rescoring per query: p50, p99, index share."""
     index = db.index
@@ -132,14 +120,14 @@ def _queries(folder: Path, args, gun_of: dict[str, int]) -> dict:
     small = folder.parent / "compressed.db"
     shutil.copytree(folder, small, ignore=shutil.ignore_patterns("index*"))
     t0 = time.perf_counter()
-    with LeadDatabase(small, index_class=_Compressed(args.n)) as db:
+    with LeadDatabase(small, index_class=CompressedIndex(args.n)) as db:
         _ = db.index  # rebuilt from the stored scans (embedding every one)
     build_s = time.perf_counter() - t0
     out: dict = {"queries": args.queries, "rescore": args.rescore,
                  "compressed_build_s": round(build_s, 1)}  # fmt: skip
     with (
         LeadDatabase(folder, readonly=True) as exact_db,
-        LeadDatabase(small, readonly=True, index_class=_Compressed(args.n)) as comp_db,
+        LeadDatabase(small, readonly=True, index_class=CompressedIndex(args.n)) as comp_db,
     ):
         ids = [e.id for e in exact_db.exhibits()]
         gun = {e.id: gun_of[e.case_id] for e in exact_db.exhibits()}
@@ -204,9 +192,9 @@ def _extrapolate(load: dict, q: dict) -> dict:
             f"{CLUSTER_CORES} cluster cores (same CPU generation), times a scaling "
             f"efficiency of {eff_text} (on 2 cores the client shares the cores with the "
             "workers: conservative for a cluster whose client has its own machine)",
-            "a comparison's cost per core is the in-process time (which used every core "
-            "here) times the cores: conservative, as one comparison gains little from a "
-            "second thread",
+            "a comparison's cost per core is the in-process time times the cores here "
+            "(in-process the 50 candidates of a query are compared side by side, one per "
+            "core)",
             "each entry is compared in full with its top-50 candidates from the index "
             "(NIBIN's correlation against the region's collection, after pre-selection)",
             "scans are at the size measured here; full-resolution Fadul-size scans "

@@ -48,6 +48,9 @@ def db_path(args) -> Path:
 
 
 def open_db(args, **kw) -> LeadDatabase:
+    kind = getattr(args, "index", None)
+    if kind is not None:
+        kw.setdefault("index_class", kind)  # a name: "exact" or "compressed:N"
     return LeadDatabase(db_path(args), user=getattr(args, "user", None), **kw)
 
 

@@ -52,6 +52,13 @@ def _common_options(*, before_command: bool) -> argparse.ArgumentParser:
     common.add_argument(
         "--db", help="lead database folder (default: $BALLLINK_DB, else ./balllink.db)", **d
     )
+    common.add_argument(
+        "--index",
+        metavar="KIND",
+        help="the database's candidate index: 'exact' or 'compressed:N' for about N casings "
+        "(kept with the database from then on; default: the kind it keeps, else exact)",
+        **d,
+    )
     common.add_argument("--user", help="examiner recorded in the audit trail (default: login)", **d)
     common.add_argument("--json", action="store_true", help="machine-readable output", **d)
     common.add_argument("-v", "--verbose", action="store_true", help="log progress details", **d)

@@ -60,7 +60,7 @@ COVERED_IF_SET: dict[str, tuple[str, ...]] = {
 }
 #: The settings whose rows are evidence (the others are bookkeeping): the legacy score
 #: threshold, the LR model in force and the target false-lead rate.
-COVERED_SETTINGS = ("threshold", "lr_model", "lead_rate")
+COVERED_SETTINGS = ("threshold", "lr_model", "lead_rate", "index_kind")
 
 
 def row_hash(table: str, row) -> str:

@@ -13,6 +13,7 @@ from .._files import private_dir
 from .._scan import Scan
 from ..comparison import compare_many
 from ..errors import DatabaseError
+from ..index._kinds import index_kind, kind_name
 from ..io import read_scan
 from ..leads import Lead, Scope, SearchResult, Series
 from ..preprocessing import prepare_if_needed
@@ -28,7 +29,7 @@ from ._lr import LRBook
 from ._review import ReviewMethods
 from ._schema import Sql
 from ._search import Retrieval, Searcher, scope_where
-from ._settings import Settings
+from ._settings import Settings, read_setting, write_setting
 from ._store import ScanStore, WriteLock
 
 __all__ = ["SQLITE_NAME", "LeadDatabase"]
@@ -36,6 +37,9 @@ __all__ = ["SQLITE_NAME", "LeadDatabase"]
 SQLITE_NAME = "leads.sqlite"
 
 log = logging.getLogger(__name__)
+
+#: The settings key of the database's index kind (`balllink.index._kinds`).
+INDEX_KIND = "index_kind"
 
 
 class LeadDatabase(EvidenceMethods, LinkMethods, ReviewMethods):
@@ -87,10 +91,16 @@ class LeadDatabase(EvidenceMethods, LinkMethods, ReviewMethods):
         ``comparer(query, candidates) -> list`` of `Comparison` (``score``, ``cmc_count``,
         ``rotation_deg``, ``translation_um``, ``reason``, ``mirrored`` are kept); default
         `compare_many`.
-    index_class : class, optional
+    index_class : class or str, optional
         The candidate index: ``index_class()`` makes an empty one, ``index_class.load(path)``
         reads one; instances provide ``add(ids, scans)``, ``search(scans, k)``,
-        ``remove(ids)``, ``save(path)`` and ``len()``. Default `CasingIndex`.
+        ``remove(ids)``, ``save(path)`` and ``len()``. Or a kind by name:
+        ``"exact"`` (`CasingIndex`) or ``"compressed:N"`` (`balllink.index.CompressedIndex`,
+        for about N casings: 3.3 KB a casing, searched in milliseconds at network size).
+        A known kind (by name, `CasingIndex` or a `balllink.index.CompressedIndex`) is
+        stored with the database (audited) and used when it is opened again without one;
+        a saved index of another kind is rebuilt. Default: the stored
+        kind, else `CasingIndex`.
 
     Examples
     --------
@@ -145,7 +155,10 @@ class LeadDatabase(EvidenceMethods, LinkMethods, ReviewMethods):
         )
         self._audit = AuditTrail(self._sql, *identity(user))
         self._exhibits = Exhibits(self._sql, store, self._audit)
-        self._index = IndexCache(self.path, self._exhibits, self._lock, index_class)
+        index_class, enforce = self._index_kind(index_class)
+        self._index = IndexCache(
+            self.path, self._exhibits, self._lock, index_class, enforce_kind=enforce
+        )
         self._index.readonly = self.readonly
         self._settings = Settings(self._sql, self._audit)
         self._lr = LRBook(self._sql, self._audit, self.path)
@@ -200,6 +213,22 @@ class LeadDatabase(EvidenceMethods, LinkMethods, ReviewMethods):
     @property
     def scan_dir(self) -> Path:
         return self._exhibits.store.folder
+
+    def _index_kind(self, index_class) -> tuple[Any, bool]:
+        """The index class in force and whether a saved index must be of its kind: a kind
+        given by name is stored (audited) and enforced; none given, the stored kind."""
+        stored = read_setting(self._sql(), INDEX_KIND)
+        if index_class is None:
+            return (None, False) if stored is None else (index_kind(stored), True)
+        cls = index_kind(index_class) if isinstance(index_class, str) else index_class
+        name = kind_name(cls)  # ValueError above for an unknown name
+        if name is None:  # a class of the caller's own: used, not stored, nor enforced
+            return cls, False
+        if name != (stored or "exact") and not self.readonly:
+            with self._sql.tx() as con:
+                write_setting(con, INDEX_KIND, name)
+                self._audit.append("index_kind", covers=[("settings", [INDEX_KIND])], kind=name)
+        return cls, True
 
     def __enter__(self) -> LeadDatabase:
         return self

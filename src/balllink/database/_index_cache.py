@@ -48,8 +48,17 @@ class IndexCache:
     (``index_class.load(path)``); default `balllink.index.CasingIndex`.
     """
 
-    def __init__(self, folder: Path, exhibits: Exhibits, lock: WriteLock, index_class=None):
+    def __init__(
+        self,
+        folder: Path,
+        exhibits: Exhibits,
+        lock: WriteLock,
+        index_class=None,
+        *,
+        enforce_kind: bool = False,
+    ):
         self.folder = Path(folder)
+        self._enforce = bool(enforce_kind)  # a saved index of another kind is rebuilt
         self._exhibits = exhibits
         self._lock = lock
         self._cls = index_class if index_class is not None else CasingIndex
@@ -138,6 +147,14 @@ class IndexCache:
             ids = np.load(ids_path, allow_pickle=False)
             if len(index) != ids.size:
                 raise DatabaseError(f"index holds {len(index)} casings, manifest {ids.size}")
+            if self._enforce and not self._kind_matches(index):
+                log.info(
+                    "%s: the saved index is %s, the database keeps %s: rebuilding it",
+                    self.folder, getattr(index, "factory_", type(index).__name__),
+                    getattr(self._cls(), "factory_", self._cls),
+                )  # fmt: skip
+                self.rebuild()
+                return
         except Exception as exc:  # any damage: the index is a cache, rebuild it
             msg = (
                 f"{self.folder}: candidate index unusable ({exc}); rebuilding it from "
@@ -149,6 +166,14 @@ class IndexCache:
             return
         self._index, self.indexed = index, set(ids.tolist())
         self._catch_up()
+
+    def _kind_matches(self, index) -> bool:
+        """Whether a saved index is of the kind this database keeps (its factory)."""
+        matches = getattr(self._cls, "matches", None)
+        if matches is not None:
+            return bool(matches(index))
+        want = getattr(self._cls(), "factory_", None)
+        return want is None or getattr(index, "factory_", None) == want
 
     def _catch_up(self) -> None:
         """Add exhibits the index lacks (committed after its last save); drop extras."""

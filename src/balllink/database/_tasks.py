@@ -174,16 +174,12 @@ def retrieve_group(task: PlanTask, in_scope: np.ndarray) -> PlanResult:
 
     Examples
     --------
-    >>> import tempfile, numpy as np, balllink as bl
-    >>> from balllink.database._store import save_scan, scan_sha256
-    >>> z = np.random.default_rng(0).normal(size=(64, 64)).astype(np.float32)
-    >>> s = bl.Scan(z, spacing_um=6.25)
-    >>> folder = tempfile.mkdtemp()
-    >>> ref = ScanRef(1, f"{folder}/{save_scan(s, folder, scan_sha256(s))}", scan_sha256(s))
-    >>> task = PlanTask(f"{folder}/none.faiss", "-", bl.CasingIndex, (ref,), limit=5)
-    >>> r = retrieve_group(task, np.array([1, 2, 3]))  # 2 in scope besides it: no search
-    >>> r.found[0].ids, r.damaged
-    ([2, 3], [])
+    >>> import numpy as np, balllink as bl
+    >>> gone = ScanRef(1, "/no/such/scan.npz", "0" * 64)  # a stored scan that is missing
+    >>> task = PlanTask("/no/such/index.faiss", "-", bl.CasingIndex, (gone,), limit=5)
+    >>> r = retrieve_group(task, np.array([1, 2, 3]))
+    >>> r.found, r.damaged
+    ([None], [1])
     """
     start = time.perf_counter()
     worker = _worker_name()

@@ -5,7 +5,8 @@
 search parameters, training, serialisation), ``_vote`` (the pose vote, a pure function of
 arrays), ``_casings`` (per-casing bookkeeping), ``_params`` (parameter checks) and
 ``_file`` (the saved file or folder, written and read as a pair), ``_query`` (queries
-prepared and candidates ranked) and ``_sharded`` (`ShardedIndex`: shards searched as one).
+prepared and candidates ranked), ``_sharded`` (`ShardedIndex`: shards searched as one) and
+``_kinds`` (the kinds a database keeps by name: ``"exact"``, ``"compressed:N"``).
 
 >>> import balllink as bl
 >>> bl.index.CasingIndex is bl.CasingIndex
@@ -13,6 +14,7 @@ True
 """
 
 from ._casing_index import CasingIndex
+from ._kinds import CompressedIndex, index_kind
 from ._sharded import ShardedIndex
 
-__all__ = ["CasingIndex", "ShardedIndex"]
+__all__ = ["CasingIndex", "CompressedIndex", "ShardedIndex", "index_kind"]
