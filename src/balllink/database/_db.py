@@ -13,7 +13,7 @@ from .._files import private_dir
 from .._scan import Scan
 from ..comparison import compare_many
 from ..errors import DatabaseError
-from ..index._kinds import index_kind, kind_name
+from ..index import index_kind, kind_name
 from ..io import read_scan
 from ..leads import Lead, Scope, SearchResult, Series
 from ..preprocessing import prepare_if_needed

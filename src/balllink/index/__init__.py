@@ -14,7 +14,7 @@ True
 """
 
 from ._casing_index import CasingIndex
-from ._kinds import CompressedIndex, index_kind
+from ._kinds import CompressedIndex, index_kind, kind_name
 from ._sharded import ShardedIndex
 
-__all__ = ["CasingIndex", "CompressedIndex", "ShardedIndex", "index_kind"]
+__all__ = ["CasingIndex", "CompressedIndex", "ShardedIndex", "index_kind", "kind_name"]

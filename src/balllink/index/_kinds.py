@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from ._casing_index import CasingIndex
 
-__all__ = ["CompressedIndex", "index_kind"]
+__all__ = ["CompressedIndex", "index_kind", "kind_name"]
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,13 @@ def index_kind(name: str):
 
 
 def kind_name(index_class) -> str | None:
-    """The name of a known index kind (None for another class)."""
+    """The name of a known index kind (None for another class).
+
+    Examples
+    --------
+    >>> kind_name(CasingIndex), kind_name(CompressedIndex(500)), kind_name(dict)
+    ('exact', 'compressed:500', None)
+    """
     if index_class is None or index_class is CasingIndex:
         return "exact"
     return index_class.name if isinstance(index_class, CompressedIndex) else None
