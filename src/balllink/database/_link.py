@@ -275,13 +275,19 @@ class Linker:
         )
         return {int(r[0]) for r in rows}
 
-    def _ref(self, eid: int) -> ScanRef:
-        row = (
-            self._sql()
-            .execute("SELECT scan_file, scan_hash FROM exhibits WHERE id = ?", (eid,))
-            .fetchone()
-        )
-        return ScanRef(eid, str(self._exhibits.store.path(row["scan_file"])), row["scan_hash"])
+    def _refs(self, eids) -> dict[int, ScanRef]:
+        """The `ScanRef` of each exhibit, read in one query (not one per exhibit)."""
+        ids, path, out = sorted({int(e) for e in eids}), self._exhibits.store.path, {}
+        for at in range(0, len(ids), 900):  # below SQLite's limit of bound variables
+            chunk = ids[at : at + 900]
+            rows = self._sql().execute(
+                "SELECT id, scan_file, scan_hash FROM exhibits "
+                f"WHERE id IN ({','.join('?' * len(chunk))})",
+                chunk,
+            )
+            for r in rows:
+                out[r["id"]] = ScanRef(r["id"], str(path(r["scan_file"])), r["scan_hash"])
+        return out
 
     def _retrievals(
         self, batches: list, scope: Scope, runner, summary: LinkSummary
@@ -296,8 +302,9 @@ class Linker:
         path, sha = saved
         limit = int(scope.max_rescore)
         tasks = (
-            PlanTask(path, sha, self._index.index_class, tuple(self._ref(q) for q in qs), limit)
+            PlanTask(path, sha, self._index.index_class, tuple(refs[q] for q in qs), limit)
             for qs in batches
+            for refs in (self._refs(qs),)
         )
         results = runner.retrieve(tasks, self._searcher.in_scope(scope))
         for queries, res in zip(batches, results, strict=True):
@@ -340,6 +347,7 @@ class Linker:
         A pair was planned earlier in this run when its other exhibit was planned as a query
         and listed this one: ``lists`` keeps each query's candidates as an int64 array,
         8 bytes a pair (a set of pairs takes about 100: 5 GB at 1e6 exhibits x 50)."""
+        refs = self._refs([q for q, _ in found] + [c for _, got in found for c in got.ids])
         tasks = []
         for qid, got in found:
             stored = self._stored_partners(qid)
@@ -355,7 +363,7 @@ class Linker:
                 else:
                     new.append(cid)
             if new:
-                tasks.append(GroupTask(self._ref(qid), tuple(self._ref(c) for c in new)))
+                tasks.append(GroupTask(refs[qid], tuple(refs[c] for c in new)))
         return tasks
 
     def _store(self, res: GroupResult, summary: LinkSummary, progress, done, total) -> None:
