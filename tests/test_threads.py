@@ -68,7 +68,7 @@ def test_one_thread_gives_the_same_comparison(pair, cfg, monkeypatch):
 def two_cores(monkeypatch):
     """Two threads allowed and Numba's layer taken as thread-safe (whatever this machine)."""
     monkeypatch.setattr(_threads.os, "cpu_count", lambda: 2)
-    monkeypatch.setattr(_threads, "_numba_threadsafe", lambda: True)
+    monkeypatch.setattr(_threads, "numba_threadsafe", lambda: True)
 
 
 def _record(x):
@@ -90,7 +90,7 @@ def test_map_threads_stays_in_the_caller_under_a_limit_or_an_unsafe_numba(two_co
     me = threading.current_thread().name
     with thread_limit(1):
         assert {r[1] for r in map_threads(_record, range(4))} == {me}
-    monkeypatch.setattr(_threads, "_numba_threadsafe", lambda: False)  # the workqueue layer
+    monkeypatch.setattr(_threads, "numba_threadsafe", lambda: False)  # the workqueue layer
     assert {r[1] for r in map_threads(_record, range(4))} == {me}
     assert map_threads(_record, []) == []
 
@@ -112,15 +112,15 @@ def test_map_threads_raises_the_first_error_and_starts_nothing_after_it(two_core
 
 def test_numba_threadsafe_names_the_layer(monkeypatch):
     monkeypatch.setattr(numba, "threading_layer", lambda: "workqueue")
-    assert _threads._numba_threadsafe() is False
+    assert _threads.numba_threadsafe() is False
     monkeypatch.setattr(numba, "threading_layer", lambda: "omp")
-    assert _threads._numba_threadsafe() is True
+    assert _threads.numba_threadsafe() is True
 
     def not_started():
         raise ValueError("Threading layer is not initialized.")
 
     monkeypatch.setattr(numba, "threading_layer", not_started)
-    assert _threads._numba_threadsafe() is False
+    assert _threads.numba_threadsafe() is False
 
 
 @pytest.mark.parametrize("cfg", [bl.CMCConfig(), bl.CMCConfig.cmcr()], ids=["default", "cmcr"])

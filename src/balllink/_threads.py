@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import TypeVar
 
-__all__ = ["map_threads", "thread_limit", "threads_allowed"]
+__all__ = ["map_threads", "numba_threadsafe", "thread_limit", "threads_allowed"]
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +75,16 @@ def thread_limit(n: int) -> Iterator[None]:
         numba.set_num_threads(numba_before)
 
 
-def _numba_threadsafe() -> bool:
+def numba_threadsafe() -> bool:
     """Whether Numba's parallel kernels may run in two threads at once: its OpenMP and TBB
     layers are thread-safe, its fallback "workqueue" layer is not (it aborts the process).
-    Unknown until a parallel kernel has run; then False."""
+    Unknown until a parallel kernel has run; then False.
+
+    Examples
+    --------
+    >>> numba_threadsafe() in (True, False)
+    True
+    """
     import numba
 
     try:
@@ -131,7 +137,7 @@ def map_threads(
     if on_done is not None:
         on_done(1)
     n = min(threads_allowed(), len(items) - 1)
-    if n <= 1 or not _numba_threadsafe():
+    if n <= 1 or not numba_threadsafe():
         for x in items[1:]:
             out.append(fn(x))
             if on_done is not None:

@@ -87,6 +87,48 @@ def test_link_in_process_finds_the_same_gun_pairs_and_is_idempotent(tmp_path, si
         assert s.as_dict()["rescored"] == s.rescored
 
 
+def test_in_process_groups_run_side_by_side_and_match_one_at_a_time(tmp_path, sims, monkeypatch):
+    """In-process, after the first group (in the calling thread), the groups run on one
+    thread per core, each under a one-thread limit; pairs, scores and leads are those of
+    the run that compares one group at a time."""
+    import threading
+
+    from balllink import _threads
+    from balllink.database import _link
+
+    if not _threads.numba_threadsafe():
+        bl.compare(*sims[0][:2])  # a parallel kernel starts Numba's threading layer
+    if not _threads.numba_threadsafe():
+        pytest.skip("Numba's threading layer here is not thread-safe: groups run in turn")
+    scans, guns = sims
+    real, ran = _link.compare_group, []
+
+    def spy(task, comparer):
+        ran.append((threading.current_thread().name, _threads.threads_allowed()))
+        return real(task, comparer)
+
+    monkeypatch.setattr(_link, "compare_group", spy)
+    monkeypatch.setattr(_link, "threads_allowed", lambda: 2)  # two cores, whatever this has
+    side, ids = _loaded(tmp_path / "side.db", scans)
+    turn, ids2 = _loaded(tmp_path / "turn.db", scans)
+    with side, turn:
+        s = side.link(k=3)
+        assert s.groups >= 3 and len(ran) == s.groups
+        assert ran[0][0] == threading.current_thread().name  # the first warms, here
+        assert {name for name, _ in ran[1:]} <= {"balllink-link_0", "balllink-link_1"}
+        assert {limit for _, limit in ran[1:]} == {1}
+        monkeypatch.setattr(_link, "threads_allowed", lambda: 1)
+        ran.clear()
+        t = turn.link(k=3)
+        assert {name for name, _ in ran} == {threading.current_thread().name}
+        assert ids == ids2 and _pairs(side) == _pairs(turn) and s.rescored == t.rescored
+        for pa in _pairs(turn):
+            assert side.comparison(*pa)["score"] == pytest.approx(turn.comparison(*pa)["score"])
+        assert {(x.a, x.b) for x in side.leads()} == _same_gun(ids, guns)
+        assert {(x.a, x.b) for x in side.leads()} == {(x.a, x.b) for x in turn.leads()}
+        assert side.check().ok
+
+
 def test_link_skips_pairs_an_ingest_compared_and_keeps_to_its_scope(tmp_path):
     scans, _ = fake_scans(3, 2, seed=4)
     with open_stand_in_db(tmp_path / "s.db") as db:
@@ -183,6 +225,37 @@ def slow_compare(query, candidates):
     killed while it holds tasks."""
     time.sleep(0.3)
     return fake_compare_many(query, candidates)
+
+
+@pytest.mark.slow
+def test_runs_of_consecutive_groups_go_to_the_workers_as_one_task_each(
+    tmp_path, cluster, monkeypatch
+):
+    """With 2 workers and a batch of about 20 groups, runs of 2 consecutive groups are
+    submitted (each one Dask task); every group is stored as in the in-process run."""
+    import cloudpickle
+
+    from balllink.database import _link
+
+    for mod in {fake_compare_many.__module__, __name__}:
+        cloudpickle.register_pickle_by_value(sys.modules[mod])
+    scans, guns = fake_scans(11, 2, seed=12)
+    with open_stand_in_db(tmp_path / "plain.db") as db:
+        ids = db.ingest_many(_items(scans), correlate=False).ingested
+        db.link(k=3)
+        expected = _pairs(db)
+    real, cut = _link.runs_of_groups, []
+    monkeypatch.setattr(
+        _link, "runs_of_groups", lambda t, n: cut.append([len(r) for r in real(t, n)]) or real(t, n)
+    )
+    with open_stand_in_db(tmp_path / "runs.db") as db:
+        db.ingest_many(_items(scans), correlate=False)
+        s = db.link(k=3, client=cluster)
+        assert cut and max(max(c) for c in cut) == 2  # 16..23 groups, 2 slots: runs of 2
+        assert sum(map(sum, cut)) == s.groups == sum(w["groups"] for w in s.per_worker.values())
+        assert _pairs(db) == expected and s.rescored == len(expected)
+        assert {(x.a, x.b) for x in db.leads()} == _same_gun(ids, guns)
+        assert db.check().ok
 
 
 @pytest.mark.slow

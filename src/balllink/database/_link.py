@@ -11,8 +11,10 @@
    earlier in this run (it was in the other exhibit's list too).
 4. The new pairs are compared grouped by query: one `compare_group` per query, so that
    `balllink.compare_many` prepares the query once for all its candidates. In-process
-   (``client=None``) or as tasks on a ``dask.distributed.Client``; either way the same
-   module-level function runs on plain data (scan file paths, ids, the comparer).
+   (``client=None``) or on a ``dask.distributed.Client``, one task per run of consecutive
+   groups (`runs_of_groups`: a worker's scan cache then serves the scans they share);
+   either way the same module-level function runs on plain data (scan file paths, ids,
+   the comparer).
 5. Only this process writes: each finished group is stored in its own transaction by
    `Ingester.store_comparisons` (the path of ingest: comparisons, LRs, audit record).
 
@@ -32,12 +34,13 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
-from .._threads import thread_limit
+from .._threads import numba_threadsafe, thread_limit, threads_allowed
 from ..leads import Scope
 from ._audit import AuditTrail
 from ._exhibits import Exhibits
@@ -54,6 +57,7 @@ from ._tasks import (
     ScanRef,
     _scans,
     compare_group,
+    compare_groups,
     retrieve_group,
 )
 
@@ -63,6 +67,30 @@ log = logging.getLogger(__name__)
 
 #: Retrieval batches a Dask run keeps submitted ahead of the one the client plans next.
 PLAN_AHEAD = 2
+#: Consecutive query groups sent to a Dask worker as one task, at most. Consecutive
+#: exhibits are often each other's candidates (a shooting's casings are entered together);
+#: a worker that compares them in a row finds those scans prepared in its cache, where
+#: groups dealt out one by one to alternate workers had each worker prepare them again
+#: (a scan's preparation costs about as much as a comparison).
+RUN_OF_GROUPS = 8
+
+
+def runs_of_groups(tasks: Sequence, slots: int) -> list[tuple]:
+    """``tasks`` cut, in order, into runs of consecutive groups (one Dask task each): at
+    most `RUN_OF_GROUPS` long, and short enough that each of ``slots`` worker threads
+    gets about four (a long run at the end of the job would keep one worker busy alone).
+
+    Examples
+    --------
+    >>> [len(r) for r in runs_of_groups(list(range(64)), slots=2)]
+    [8, 8, 8, 8, 8, 8, 8, 8]
+    >>> [len(r) for r in runs_of_groups(list(range(10)), slots=2)]
+    [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]
+    >>> [len(r) for r in runs_of_groups(list(range(20)), slots=2)]
+    [2, 2, 2, 2, 2, 2, 2, 2, 2, 2]
+    """
+    size = max(1, min(RUN_OF_GROUPS, len(tasks) // (4 * max(1, int(slots)))))
+    return [tuple(tasks[at : at + size]) for at in range(0, len(tasks), size)]
 
 
 @dataclass
@@ -123,28 +151,67 @@ class LinkSummary:
 
 
 class _InProcess:
-    """Runs the groups here, one after the other, as they are submitted."""
+    """Runs the groups in this process as the client asks for them: the first in this
+    thread (with every core: it loads the model and starts Numba's threading layer),
+    then one group per core side by side, each on its own thread under
+    ``thread_limit(1)``, the results yielded in order. Within one group the candidates
+    already run side by side (`balllink.compare_many`), but a query's first candidate
+    runs alone and a group's last ones leave a core idle; two groups at once do not.
+    One group at a time when only one thread is allowed, when Numba's threading layer
+    is not thread-safe, or when the comparer is not balllink's own (it may not be
+    thread-safe)."""
 
     scheduler = None
 
     def __init__(self, comparer: Callable):
+        from ..comparison import compare_many
+
         self._comparer = comparer
         self._queue: deque[GroupTask] = deque()
+        self._running: deque[Future] = deque()
+        self._pool: ThreadPoolExecutor | None = None
+        self._threads = threads_allowed() if comparer is compare_many else 1
+        self._ran_here = False
 
     def submit(self, tasks: Sequence[GroupTask]) -> None:
         self._queue.extend(tasks)
 
     def finished(self, keep: int) -> Iterator[GroupResult]:
-        while self._queue:
-            yield compare_group(self._queue.popleft(), self._comparer)
+        while self._queue or self._running:
+            if self._pool is None:
+                if self._ran_here and self._threads > 1 and numba_threadsafe():
+                    self._pool = ThreadPoolExecutor(self._threads, "balllink-link")
+                else:
+                    self._ran_here = True
+                    yield compare_group(self._queue.popleft(), self._comparer)
+                    continue
+            while self._queue and len(self._running) < 2 * self._threads:
+                self._running.append(self._pool.submit(self._one, self._queue.popleft()))
+            yield self._running.popleft().result()
+
+    def _one(self, task: GroupTask) -> GroupResult:
+        with thread_limit(1):
+            return compare_group(task, self._comparer)
+
+    def planning(self):
+        """The client's index searches run on one thread once groups run beside them
+        (FAISS's threads would spin on the cores the groups use)."""
+        return thread_limit(1) if self._pool is not None else nullcontext()
 
     def close(self) -> None:
         self._queue.clear()
+        for fut in self._running:
+            fut.cancel()
+        self._running.clear()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
         _scans.clear()  # the client's memory: the database keeps its own scan cache
 
 
 class _OnDask:
-    """Submits the groups to a ``dask.distributed.Client``; yields them as they finish."""
+    """Submits the groups to a ``dask.distributed.Client`` in runs of consecutive groups
+    (`runs_of_groups`); yields each group as its run finishes."""
 
     def __init__(self, client, comparer: Callable):
         from distributed import as_completed
@@ -153,13 +220,20 @@ class _OnDask:
         self._comparer = comparer
         self._done = as_completed()
         self._futures: set = set()
+        self._groups = 0  # groups submitted and not yet yielded
         self.scheduler = getattr(client.scheduler, "address", None)
 
+    def planning(self):
+        """The client plans under `Linker.link`'s one-thread limit already."""
+        return nullcontext()
+
     def submit(self, tasks: Sequence[GroupTask]) -> None:
-        for task in tasks:
-            fut = self._client.submit(compare_group, task, self._comparer, pure=False)
+        slots = sum(self._client.nthreads().values())  # workers may come and go
+        for run in runs_of_groups(list(tasks), slots):
+            fut = self._client.submit(compare_groups, run, self._comparer, pure=False)
             self._futures.add(fut)
             self._done.add(fut)
+            self._groups += len(run)
 
     def retrieve(self, tasks: Iterator[PlanTask], in_scope: np.ndarray) -> Iterator[PlanResult]:
         """`retrieve_group` of each task on the workers, two batches ahead, in order.
@@ -185,10 +259,12 @@ class _OnDask:
         return fut.result()  # an error (a bug, a KilledWorker) is raised here
 
     def finished(self, keep: int) -> Iterator[GroupResult]:
-        while self._done.count() > keep:
+        while self._groups > keep and self._done.count():
             fut = next(self._done)
             self._futures.discard(fut)
-            yield fut.result()  # a task error (a bug, a KilledWorker) is raised here
+            results = fut.result()  # a task error (a bug, a KilledWorker) is raised here
+            self._groups -= len(results)
+            yield from results
 
     def close(self) -> None:
         if self._futures:  # the run stopped early: nothing left running for it
@@ -297,7 +373,9 @@ class Linker:
         saved = self._saved_index() if isinstance(runner, _OnDask) else None
         if saved is None:
             for queries in batches:
-                yield queries, self._retrieve_here(queries, scope, summary)
+                with runner.planning():
+                    found = self._retrieve_here(queries, scope, summary)
+                yield queries, found
             return
         path, sha = saved
         limit = int(scope.max_rescore)

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -30,6 +31,7 @@ __all__ = [
     "PlanTask",
     "ScanRef",
     "compare_group",
+    "compare_groups",
     "retrieve_group",
 ]
 
@@ -86,20 +88,24 @@ class PlanResult(NamedTuple):
 
 
 _scans: OrderedDict[tuple[str, str], Scan] = OrderedDict()
+_scans_lock = threading.Lock()
 _index: dict[str, object] = {}  # this process's copy of a saved index: {sha256: index}
 
 
 def _load(ref: ScanRef) -> Scan:
-    """A stored scan, from this process's LRU when there (checked against its hash)."""
+    """A stored scan, from this process's LRU when there (checked against its hash when
+    read). Safe from several threads (the in-process link runs a group per core)."""
     key = (ref.path, ref.scan_hash)
-    scan = _scans.get(key)
-    if scan is None:
-        scan = load_scan(ref.path, ref.scan_hash, exhibit_id=ref.exhibit_id)
-        _scans[key] = scan
+    with _scans_lock:
+        scan = _scans.get(key)
+        if scan is not None:
+            _scans.move_to_end(key)
+            return scan
+    scan = load_scan(ref.path, ref.scan_hash, exhibit_id=ref.exhibit_id)  # outside the lock
+    with _scans_lock:
+        scan = _scans.setdefault(key, scan)  # a scan read twice at once is kept once
         while len(_scans) > SCAN_CACHE:
             _scans.popitem(last=False)
-    else:
-        _scans.move_to_end(key)
     return scan
 
 
@@ -153,6 +159,25 @@ def compare_group(task: GroupTask, comparer: Callable | None = None) -> GroupRes
     keep_freed_memory()  # the nanny froze glibc's mmap threshold: see `balllink._malloc`
     with thread_limit(1):
         return _compare_group(task, comparer, worker, start)
+
+
+def compare_groups(
+    tasks: Sequence[GroupTask], comparer: Callable | None = None
+) -> list[GroupResult]:
+    """`compare_group` of several groups in a row, in one process: one Dask task.
+
+    Consecutive queries often share scans (a shooting's casings are entered one after the
+    other and are each other's candidates); compared by one worker in a row, those scans
+    are found prepared in its cache instead of being read and prepared again by another.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> gone = ScanRef(1, "/no/such/scan.npz", "0" * 64)
+    >>> [r.damaged for r in compare_groups([GroupTask(gone, ()), GroupTask(gone, ())])]
+    [[1], [1]]
+    """
+    return [compare_group(task, comparer) for task in tasks]
 
 
 def _saved_index(task: PlanTask):
