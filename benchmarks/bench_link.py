@@ -9,7 +9,8 @@ Usage::
     .venv/bin/python benchmarks/bench_link.py --n 200 --modes local1,local2 --repeat 3
 
 N simulated casings (default full size: 560 x 560 px at 6.25 µm, fadul-like, 4 firings
-per gun) are bulk-loaded once without correlation, which stores and embeds them (timed:
+per gun; ``--shuffle``: in random order, else each gun's firings in a row) are
+bulk-loaded once without correlation, which stores and embeds them (timed:
 ``ingest_and_embed_s``); each configuration then links a copy of that database with top-``k``
 candidates per exhibit. Reported per configuration: pairs rescored per second (wall
 clock), the 1 -> 2 worker scaling efficiency (rate(2) / (2 * rate(1)); target >= 0.9),
@@ -32,6 +33,7 @@ import itertools
 import json
 import os
 import platform
+import random
 import resource
 import shutil
 import sqlite3
@@ -75,6 +77,8 @@ def _load(folder: Path, args) -> tuple[dict[int, int], dict]:
     for i, (scan, truth) in enumerate(itertools.islice(stream, n)):
         truth_of_case[f"c{i}"] = int(truth["firearm_id"])
         items.append((scan, {"agency": "SIM", "case_id": f"c{i}"}))
+    if args.shuffle:  # a gun's casings at random places in the collection, not in a row
+        random.Random(args.seed).shuffle(items)
     with LeadDatabase(folder, index_class=args.index) as db:  # the kind stays with it
         t0 = time.perf_counter()
         db.ingest_many(items, correlate=False, jobs=args.jobs)  # stores and embeds
@@ -174,6 +178,12 @@ def main() -> None:
         help="the database's index kind: exact (default) or compressed:N (network size: "
         "the exact search takes about a second per query at 10 000 casings)",
     )
+    parser.add_argument(
+        "--shuffle",
+        action="store_true",
+        help="ingest the casings in random order (default: each gun's firings in a row, "
+        "as a shooting's casings are entered together)",
+    )
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=1, help="processes of the bulk ingest")
     parser.add_argument("--workdir", default=None)
@@ -209,6 +219,8 @@ def main() -> None:
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     name = "bench_link.json" if args.n == 1000 else f"bench_link-{args.n}.json"
+    if args.shuffle:
+        name = name.replace(".json", "-shuffled.json")
     (out / name).write_text(
         json.dumps(
             {
@@ -219,6 +231,7 @@ def main() -> None:
                 "load": load,
                 "k": args.k,
                 "index": args.index,
+                "order": "shuffled" if args.shuffle else "each gun's firings in a row",
                 "targets": {"scaling_efficiency": 0.9, "lead_recall": 0.98},
                 "repeat": args.repeat,
                 "scaling_efficiency_1_to_2": wall,
