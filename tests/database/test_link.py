@@ -296,6 +296,45 @@ def test_a_worker_killed_mid_run_ends_without_duplicates(tmp_path, cluster):
 
 
 @pytest.mark.slow
+def test_the_scope_survives_the_death_of_every_worker_holding_it(tmp_path, cluster):
+    """The scope's ids (which every retrieval task reads) are a task's result on the
+    cluster: when each worker holding them is killed mid-run, the scheduler computes
+    them again and the run finishes, without duplicates (scattered data would be lost,
+    and the run with it)."""
+    import cloudpickle
+
+    for mod in {fake_compare_many.__module__, __name__}:
+        cloudpickle.register_pickle_by_value(sys.modules[mod])
+    scans, guns = fake_scans(6, 2, seed=9)
+    with open_stand_in_db(tmp_path / "plain.db") as db:
+        db.ingest_many(_items(scans), correlate=False)
+        db.link(k=4)
+        expected = _pairs(db)
+    killed = []
+
+    def kill_holders(done, total):
+        if done and not killed:
+            holders = {
+                w
+                for key, ws in cluster.who_has().items()
+                if key.startswith(("asarray", "ndarray"))
+                for w in ws
+            }
+            for addr in holders:
+                os.kill(cluster.run(os.getpid, workers=[addr])[addr], signal.SIGKILL)
+            killed.append(sorted(holders))
+
+    with open_stand_in_db(tmp_path / "w.db", comparer=slow_compare) as db:
+        ids = db.ingest_many(_items(scans), correlate=False).ingested
+        s = db.link(k=4, client=cluster, batch=1, progress=kill_holders)
+        assert killed and killed[0], "no worker held the scope when the first group was stored"
+        assert _pairs(db) == expected and s.rescored == len(expected) and s.failed == []
+        assert {(x.a, x.b) for x in db.leads()} == _same_gun(ids, guns)
+        assert db.check().ok
+    cluster.wait_for_workers(2, timeout=60)
+
+
+@pytest.mark.slow
 def test_the_workers_search_the_saved_index_and_plan_as_the_client_would(
     tmp_path, sims, cluster, monkeypatch
 ):

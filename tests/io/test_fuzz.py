@@ -202,6 +202,22 @@ def test_own_npz_damaged_bytes(folder, data):
     _read_or_refuse(folder / "f.npz", content)
 
 
+def test_a_member_header_flagging_a_name_utf8_wrongly_is_refused_by_name(folder):
+    """Found by the fuzzer: a local header with the UTF-8 name flag over bytes that are not
+    UTF-8 made zipfile raise UnicodeDecodeError from deep inside."""
+    data = bytearray(_own_npz_bytes(folder))
+    at = data.index(b"heights.npy") - 30  # its local header (its name follows 30 bytes)
+    assert data[at : at + 4] == b"PK\x03\x04"
+    flags = int.from_bytes(data[at + 6 : at + 8], "little") | 0x800  # names are UTF-8
+    data[at + 6 : at + 8] = flags.to_bytes(2, "little")
+    data[at + 30] = 0x9B  # the member's name, first byte: not UTF-8
+    path = folder / "utf8.npz"
+    path.write_bytes(bytes(data))
+    with pytest.raises(ScanFormatError, match="damaged") as err:
+        read_scan(path)
+    assert str(path) in str(err.value)
+
+
 @FUZZ
 @given(member=st.sampled_from(sorted(PLAIN_NPZ_MEMBERS)), data=st.data())
 def test_npz_damaged_member(folder, member, data):

@@ -240,7 +240,10 @@ class _OnDask:
 
         Retrievals go before comparisons (a higher priority): the groups they plan keep
         the workers busy, and the client waits on them."""
-        scope = self._client.scatter(in_scope, broadcast=True)
+        # a task's result, not scattered data: the scheduler computes it again when the
+        # worker holding it dies (scattered data would be lost, and with it the run; Dask's
+        # memory manager drops the extra copies of broadcast data)
+        scope = self._client.submit(np.asarray, in_scope, pure=False, priority=2)
         ahead: deque = deque()
         for task in tasks:
             ahead.append(self._submit_plan(task, scope))

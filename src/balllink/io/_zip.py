@@ -96,6 +96,7 @@ def read_member(
         OSError,
         RuntimeError,
         NotImplementedError,
+        ValueError,  # UnicodeDecodeError: a header flags its member's name UTF-8, wrongly
     ) as e:
         raise fail(f"member {info.filename!r} is damaged, truncated or encrypted: {e}") from None
     if len(data) != info.file_size:
