@@ -19,12 +19,13 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import TypeVar
 
-__all__ = ["map_threads", "numba_threadsafe", "thread_limit", "threads_allowed"]
+__all__ = ["imap_threads", "map_threads", "numba_threadsafe", "thread_limit", "threads_allowed"]
 
 log = logging.getLogger(__name__)
 
@@ -99,14 +100,8 @@ def map_threads(
     *,
     on_done: Callable[[int], None] | None = None,
 ) -> list[R]:
-    """``[fn(x) for x in items]``, the items spread over the threads this thread may use.
-
-    The first item runs in the calling thread with every thread it may use (it warms what
-    the items share, such as a query's cached per-scan work, and starts Numba's threading
-    layer); the rest run on `threads_allowed` threads, each under ``thread_limit(1)``.
-    Everything runs in the calling thread, in order, when only one thread is allowed (a
-    Dask worker's task, say) or when Numba's threading layer is not thread-safe. The
-    first exception raised by ``fn`` is raised here, after the running items finish.
+    """``[fn(x) for x in items]``, the items spread over the threads this thread may use
+    (`imap_threads`, the first item warming in the calling thread).
 
     Parameters
     ----------
@@ -131,33 +126,62 @@ def map_threads(
     True
     """
     items = list(items)
-    if not items:
-        return []
-    out = [fn(items[0])]
-    if on_done is not None:
-        on_done(1)
-    n = min(threads_allowed(), len(items) - 1)
+    out: list[R] = []
+    for r in imap_threads(fn, items, threads=len(items) - 1):
+        out.append(r)
+        if on_done is not None:
+            on_done(len(out))
+    return out
+
+
+def imap_threads(
+    fn: Callable[[T], R],
+    items: Iterable[T],
+    *,
+    warm: bool = True,
+    threads: int | None = None,
+    name: str = "balllink",
+) -> Iterator[R]:
+    """``fn(x)`` for each item, in order, the items spread over the threads this thread may
+    use; a bounded window of items is taken from ``items`` ahead of the one yielded.
+
+    With ``warm``, the first item runs in the calling thread with every thread it may use
+    (it warms what the items share, such as a query's cached per-scan work, and starts
+    Numba's threading layer); the rest run on `threads_allowed` threads (at most
+    ``threads``), each under ``thread_limit(1)``. Everything runs in the calling thread
+    when only one thread is allowed (a Dask worker's task, say) or when Numba's threading
+    layer is not thread-safe. The first exception raised by ``fn`` is raised here, after
+    the running items finish; closing the generator cancels what has not started.
+
+    Examples
+    --------
+    >>> list(imap_threads(lambda x: x + 1, iter(range(5)), warm=False))
+    [1, 2, 3, 4, 5]
+    """
+    it = iter(items)
+    if warm:
+        for x in it:
+            yield fn(x)
+            break
+    n = threads_allowed() if threads is None else min(threads_allowed(), int(threads))
     if n <= 1 or not numba_threadsafe():
-        for x in items[1:]:
-            out.append(fn(x))
-            if on_done is not None:
-                on_done(len(out))
-        return out
+        yield from map(fn, it)
+        return
 
     def one(x: T) -> R:
         with thread_limit(1):
             return fn(x)
 
-    log.debug("map_threads: %d items on %d threads", len(items) - 1, n)
-    with ThreadPoolExecutor(n, thread_name_prefix="balllink") as pool:
-        futures = [pool.submit(one, x) for x in items[1:]]
+    log.debug("imap_threads: on %d threads", n)
+    window: deque = deque()
+    with ThreadPoolExecutor(n, thread_name_prefix=name) as pool:
         try:
-            for f in futures:  # in order
-                out.append(f.result())
-                if on_done is not None:
-                    on_done(len(out))
-        except BaseException:  # an error, or Ctrl-C: what has not started never will
-            for f in futures:
+            for x in it:
+                window.append(pool.submit(one, x))
+                if len(window) >= 2 * n:
+                    yield window.popleft().result()
+            while window:
+                yield window.popleft().result()
+        finally:  # an error, Ctrl-C or the generator closed: what has not started never will
+            for f in window:
                 f.cancel()
-            raise
-    return out

@@ -201,6 +201,22 @@ def cluster():
         yield client
 
 
+def _test_code_by_value() -> None:
+    """Send the stand-in comparers of the tests by value: the workers cannot import them."""
+    import cloudpickle
+
+    for mod in {fake_compare_many.__module__, __name__}:
+        cloudpickle.register_pickle_by_value(sys.modules[mod])
+
+
+def _plain_pairs(tmp_path, scans, k: int) -> list[tuple[int, int]]:
+    """The pairs an in-process link of ``scans`` with the stand-in comparer stores."""
+    with open_stand_in_db(tmp_path / "plain.db") as db:
+        db.ingest_many(_items(scans), correlate=False)
+        db.link(k=k)
+        return _pairs(db)
+
+
 @pytest.mark.slow
 def test_the_same_leads_in_process_and_on_a_local_cluster(tmp_path, sims, cluster):
     scans, guns = sims
@@ -233,12 +249,9 @@ def test_runs_of_consecutive_groups_go_to_the_workers_as_one_task_each(
 ):
     """With 2 workers and a batch of about 20 groups, runs of 2 consecutive groups are
     submitted (each one Dask task); every group is stored as in the in-process run."""
-    import cloudpickle
-
     from balllink.database import _link
 
-    for mod in {fake_compare_many.__module__, __name__}:
-        cloudpickle.register_pickle_by_value(sys.modules[mod])
+    _test_code_by_value()
     scans, guns = fake_scans(11, 2, seed=12)
     with open_stand_in_db(tmp_path / "plain.db") as db:
         ids = db.ingest_many(_items(scans), correlate=False).ingested
@@ -260,15 +273,9 @@ def test_runs_of_consecutive_groups_go_to_the_workers_as_one_task_each(
 
 @pytest.mark.slow
 def test_a_worker_killed_mid_run_ends_without_duplicates(tmp_path, cluster):
-    import cloudpickle
-
-    for mod in {fake_compare_many.__module__, __name__}:  # test code the workers cannot import
-        cloudpickle.register_pickle_by_value(sys.modules[mod])
+    _test_code_by_value()
     scans, guns = fake_scans(5, 2, seed=8)
-    with open_stand_in_db(tmp_path / "plain.db") as db:
-        db.ingest_many(_items(scans), correlate=False)
-        db.link(k=4)
-        expected = _pairs(db)
+    expected = _plain_pairs(tmp_path, scans, k=4)
     killed = []
 
     def kill_one(done, total):
@@ -301,15 +308,9 @@ def test_the_scope_survives_the_death_of_every_worker_holding_it(tmp_path, clust
     cluster: when each worker holding them is killed mid-run, the scheduler computes
     them again and the run finishes, without duplicates (scattered data would be lost,
     and the run with it)."""
-    import cloudpickle
-
-    for mod in {fake_compare_many.__module__, __name__}:
-        cloudpickle.register_pickle_by_value(sys.modules[mod])
+    _test_code_by_value()
     scans, guns = fake_scans(6, 2, seed=9)
-    with open_stand_in_db(tmp_path / "plain.db") as db:
-        db.ingest_many(_items(scans), correlate=False)
-        db.link(k=4)
-        expected = _pairs(db)
+    expected = _plain_pairs(tmp_path, scans, k=4)
     killed = []
 
     def kill_holders(done, total):
@@ -361,10 +362,7 @@ def test_the_workers_search_the_saved_index_and_plan_as_the_client_would(
 
 @pytest.mark.slow
 def test_a_query_a_worker_cannot_read_is_quarantined_by_the_client(tmp_path, cluster):
-    import cloudpickle
-
-    for mod in {fake_compare_many.__module__, __name__}:
-        cloudpickle.register_pickle_by_value(sys.modules[mod])
+    _test_code_by_value()
     scans, _ = fake_scans(3, 2, seed=6)
     with open_stand_in_db(tmp_path / "d.db") as db:
         ids = db.ingest_many(_items(scans), correlate=False).ingested

@@ -29,18 +29,18 @@ a parallel file system); only the client opens SQLite.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
-from .._threads import numba_threadsafe, thread_limit, threads_allowed
+from .._threads import imap_threads, numba_threadsafe, thread_limit, threads_allowed
 from ..leads import Scope
 from ._audit import AuditTrail
 from ._exhibits import Exhibits
@@ -168,44 +168,35 @@ class _InProcess:
 
         self._comparer = comparer
         self._queue: deque[GroupTask] = deque()
-        self._running: deque[Future] = deque()
-        self._pool: ThreadPoolExecutor | None = None
         self._threads = threads_allowed() if comparer is compare_many else 1
-        self._ran_here = False
+        self._warm = False  # a group has run in this thread
+        self._stream: Iterator[GroupResult] | None = None
 
     def submit(self, tasks: Sequence[GroupTask]) -> None:
         self._queue.extend(tasks)
 
     def finished(self, keep: int) -> Iterator[GroupResult]:
-        while self._queue or self._running:
-            if self._pool is None:
-                if self._ran_here and self._threads > 1 and numba_threadsafe():
-                    self._pool = ThreadPoolExecutor(self._threads, "balllink-link")
-                else:
-                    self._ran_here = True
-                    yield compare_group(self._queue.popleft(), self._comparer)
-                    continue
-            while self._queue and len(self._running) < 2 * self._threads:
-                self._running.append(self._pool.submit(self._one, self._queue.popleft()))
-            yield self._running.popleft().result()
-
-    def _one(self, task: GroupTask) -> GroupResult:
-        with thread_limit(1):
-            return compare_group(task, self._comparer)
+        tasks, self._queue = list(self._queue), deque()
+        run = functools.partial(compare_group, comparer=self._comparer)
+        self._stream = imap_threads(
+            run, tasks, warm=not self._warm, threads=self._threads, name="balllink-link"
+        )
+        for res in self._stream:
+            self._warm = True
+            yield res
+        self._stream = None
 
     def planning(self):
         """The client's index searches run on one thread once groups run beside them
         (FAISS's threads would spin on the cores the groups use)."""
-        return thread_limit(1) if self._pool is not None else nullcontext()
+        side_by_side = self._warm and self._threads > 1 and numba_threadsafe()
+        return thread_limit(1) if side_by_side else nullcontext()
 
     def close(self) -> None:
         self._queue.clear()
-        for fut in self._running:
-            fut.cancel()
-        self._running.clear()
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        if self._stream is not None:  # stopped early: what has not started never will
+            self._stream.close()
+            self._stream = None
         _scans.clear()  # the client's memory: the database keeps its own scan cache
 
 
